@@ -1,0 +1,146 @@
+"""Weak-perspective camera, pixel conventions, crop boxes and head pose.
+
+The one place for: the y-flip into crop pixels (two conventions), crop <-> image
+mapping through an ROI box, and rotation -> yaw/pitch/roll.
+
+Points are stored last-axis-coordinates: (..., K, 2) or (..., K, 3). Files of
+3DDFA hold (2, K) / (3, K); convert at the file boundary with ``swapaxes``.
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from dasl_jax.errors import DaslError
+
+CROP_SIZE = 120
+CONVENTIONS = ('v1', 'v2')
+
+
+def _check_convention(convention):
+  if convention not in CONVENTIONS:
+    raise DaslError(f'unknown pixel convention {convention!r}; use v1 (3DDFA v1 '
+                    'and 2DASL: (x, size + 1 - y)) or v2 (3DDFA_V2: (x - 1, size - y))')
+
+
+def transform(pts, fR, t):
+  """Weak-perspective transform of object points (before the y-flip).
+
+  Args:
+    pts: (..., K, 3) object-space points.
+    fR: (..., 3, 3) scaled rotation.
+    t: (..., 3) translation.
+  Returns:
+    (..., K, 3) camera-space points ``fR @ x + t``.
+  """
+  return jnp.einsum('...ij,...kj->...ki', fR, pts) + t[..., None, :]
+
+
+def to_crop_pixels(pts, convention, size=CROP_SIZE):
+  """Camera-space points -> crop pixel coordinates (x, y) with the y-flip.
+
+  v1 (3DDFA v1, 2DASL): ``(x, size + 1 - y)``; v2 (3DDFA_V2): ``(x - 1, size - y)``.
+
+  Args:
+    pts: (..., K, 2 or 3) camera-space points; only x and y are used.
+  Returns:
+    (..., K, 2) crop pixels.
+  """
+  _check_convention(convention)
+  x, y = pts[..., 0], pts[..., 1]
+  if convention == 'v1':
+    return jnp.stack([x, size + 1 - y], axis=-1)
+  return jnp.stack([x - 1, size - y], axis=-1)
+
+
+def from_crop_pixels(uv, convention, size=CROP_SIZE):
+  """Inverse of :func:`to_crop_pixels` on x, y: (..., K, 2) -> (..., K, 2)."""
+  _check_convention(convention)
+  u, v = uv[..., 0], uv[..., 1]
+  if convention == 'v1':
+    return jnp.stack([u, size + 1 - v], axis=-1)
+  return jnp.stack([u + 1, size - v], axis=-1)
+
+
+def project(pts, fR, t, convention, size=CROP_SIZE):
+  """Object points -> crop pixels: transform, keep x and y, flip y.
+
+  Args:
+    pts: (..., K, 3); fR: (..., 3, 3); t: (..., 3).
+  Returns:
+    (..., K, 2) crop pixel coordinates.
+  """
+  return to_crop_pixels(transform(pts, fR, t), convention, size)
+
+
+def crop_to_image(uv, roi_box, size=CROP_SIZE):
+  """Crop pixels -> original-image pixels through the crop box.
+
+  ``x_img = x * (ex - sx) / size + sx`` (same for y).
+
+  Args:
+    uv: (..., K, 2) crop pixels.
+    roi_box: (..., 4) ``sx, sy, ex, ey`` in the original image.
+  Returns:
+    (..., K, 2) image pixels.
+  """
+  roi_box = jnp.asarray(roi_box, jnp.result_type(uv, jnp.float32))
+  start = roi_box[..., None, 0:2]
+  scale = (roi_box[..., None, 2:4] - start) / size
+  return uv * scale + start
+
+
+def image_to_crop(xy, roi_box, size=CROP_SIZE):
+  """Inverse of :func:`crop_to_image`: (..., K, 2) image -> (..., K, 2) crop."""
+  roi_box = jnp.asarray(roi_box, jnp.result_type(xy, jnp.float32))
+  start = roi_box[..., None, 0:2]
+  scale = (roi_box[..., None, 2:4] - start) / size
+  return (xy - start) / scale
+
+
+def scale_rotation(fR):
+  """Split a scaled rotation into scale and a proper rotation (3DDFA's P2sRt).
+
+  The scale is the mean norm of the first two rows; the rotation's rows are the
+  normalised first two rows and their cross product.
+
+  Args:
+    fR: (..., 3, 3).
+  Returns:
+    s (...,), R (..., 3, 3).
+  """
+  n1 = jnp.linalg.norm(fR[..., 0, :], axis=-1)
+  n2 = jnp.linalg.norm(fR[..., 1, :], axis=-1)
+  r1 = fR[..., 0, :] / n1[..., None]
+  r2 = fR[..., 1, :] / n2[..., None]
+  r3 = jnp.cross(r1, r2)
+  return (n1 + n2) / 2, jnp.stack([r1, r2, r3], axis=-2)
+
+
+def rotation_to_angles(R):
+  """Rotation -> (yaw, pitch, roll) in degrees, 3DDFA's convention.
+
+  ``yaw = asin(R[2, 0])``, ``pitch = atan2(R[2, 1], R[2, 2])``,
+  ``roll = atan2(R[1, 0], R[0, 0])`` (the cos(yaw) factors cancel), with the
+  gimbal cases ``|R[2, 0]| > 0.998`` handled as 3DDFA does (roll = 0).
+
+  Args:
+    R: (..., 3, 3) rotation.
+  Returns:
+    (..., 3) degrees: yaw, pitch, roll.
+  """
+  r20 = R[..., 2, 0]
+  yaw = jnp.arcsin(jnp.clip(r20, -1.0, 1.0))
+  pitch = jnp.arctan2(R[..., 2, 1], R[..., 2, 2])
+  roll = jnp.arctan2(R[..., 1, 0], R[..., 0, 0])
+  up = r20 > 0.998
+  down = r20 < -0.998
+  yaw = jnp.where(up, jnp.pi / 2, jnp.where(down, -jnp.pi / 2, yaw))
+  pitch = jnp.where(up, jnp.arctan2(-R[..., 0, 1], -R[..., 0, 2]),
+                    jnp.where(down, jnp.arctan2(R[..., 0, 1], R[..., 0, 2]), pitch))
+  roll = jnp.where(up | down, 0.0, roll)
+  return jnp.rad2deg(jnp.stack([yaw, pitch, roll], axis=-1))
+
+
+def pose_angles(fR):
+  """Scaled rotation (..., 3, 3) -> (..., 3) yaw, pitch, roll in degrees."""
+  return rotation_to_angles(scale_rotation(fR)[1])

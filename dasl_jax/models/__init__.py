@@ -1,0 +1,66 @@
+"""Networks: the regressor (MobileNetV1 or ResNet) and the self-critic.
+
+:class:`ModelConfig` is what a checkpoint stores about its regressor;
+:func:`create_regressor` turns it into a Flax module (plain if/else, so grep
+finds every architecture).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from dasl_jax.errors import DaslError
+
+ARCHES = ('mobilenet', 'resnet')
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Everything needed to rebuild a regressor and read its output.
+
+  arch: 'mobilenet' or 'resnet'.
+  width: MobileNetV1 widen factor (0.5 for 3DDFA_V2's mb05).
+  depth: ResNet depth (18, 34 or 50).
+  in_channels: 3 (colour) or 4 (colour + FLM).
+  num_params: outputs (62).
+  convention: pixel convention of its training labels, 'v1' or 'v2'.
+  depthwise: how MobileNet's depthwise conv runs: 'auto' (shifted on CPU,
+    grouped elsewhere), 'shifted' or 'grouped'. Same parameters either way.
+  """
+  arch: str = 'mobilenet'
+  width: float = 0.5
+  depth: int = 18
+  in_channels: int = 4
+  num_params: int = 62
+  convention: str = 'v1'
+  depthwise: str = 'auto'
+
+  def to_json(self) -> str:
+    return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+  @classmethod
+  def from_dict(cls, d, source='model config'):
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+      raise DaslError(f'{source}: unknown model config keys {unknown}')
+    cfg = cls(**d)
+    if cfg.arch not in ARCHES:
+      raise DaslError(f'{source}: arch must be one of {ARCHES}, got {cfg.arch!r}')
+    if cfg.in_channels not in (3, 4):
+      raise DaslError(f'{source}: in_channels must be 3 or 4, got {cfg.in_channels}')
+    if cfg.convention not in ('v1', 'v2'):
+      raise DaslError(f'{source}: convention must be v1 or v2, got {cfg.convention!r}')
+    return cfg
+
+
+def create_regressor(cfg: ModelConfig):
+  """ModelConfig -> Flax module mapping (B, 120, 120, C) -> (B, num_params)."""
+  if cfg.arch == 'mobilenet':
+    from dasl_jax.models.mobilenet import MobileNetV1
+    return MobileNetV1(width=cfg.width, num_outputs=cfg.num_params,
+                       depthwise=cfg.depthwise)
+  if cfg.arch == 'resnet':
+    from dasl_jax.models.resnet import ResNet
+    return ResNet(depth=cfg.depth, num_outputs=cfg.num_params)
+  raise DaslError(f'unknown arch {cfg.arch!r}; use one of {ARCHES}')

@@ -1,0 +1,318 @@
+"""The 3D morphable model as data, its loaders, and parameters -> vertices.
+
+A :class:`MorphableModel` holds, in 3DDFA's interleaved layout (x, y, z of each
+vertex in a row):
+
+* ``u``      (3N,)     mean face (shape mean plus expression mean);
+* ``w_shp``  (3N, 40)  shape basis;
+* ``w_exp``  (3N, 10)  expression basis;
+* ``keypoints`` (68,)  vertex index of each iBUG-68 landmark;
+* ``triangles`` (T, 3) 0-based vertex indices, or None;
+* ``colors`` (N, 3)    per-vertex RGB in [0, 1], or None.
+
+It is a pytree (arrays are leaves), so it can be passed into jitted functions.
+"""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Optional
+
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from dasl_jax import camera
+from dasl_jax import params as P
+from dasl_jax.errors import DaslError, check_shape
+
+
+@struct.dataclass
+class MorphableModel:
+  u: jnp.ndarray
+  w_shp: jnp.ndarray
+  w_exp: jnp.ndarray
+  keypoints: jnp.ndarray
+  triangles: Optional[np.ndarray] = struct.field(pytree_node=False, default=None)
+  colors: Optional[np.ndarray] = struct.field(pytree_node=False, default=None)
+  name: str = struct.field(pytree_node=False, default='')
+
+  @property
+  def n_vertices(self) -> int:
+    return self.u.shape[0] // 3
+
+  def landmark_model(self) -> 'MorphableModel':
+    """The same model restricted to its 68 landmark vertices (keypoints = 0..67)."""
+    idx = np.asarray(self.keypoints)
+    rows = (3 * idx[:, None] + np.arange(3)[None]).reshape(-1)
+    return MorphableModel(
+        u=self.u[rows], w_shp=self.w_shp[rows], w_exp=self.w_exp[rows],
+        keypoints=jnp.arange(68, dtype=jnp.int32), triangles=None, colors=None,
+        name=f'{self.name}[68 landmarks]')
+
+
+def shape(model: MorphableModel, alpha_shp, alpha_exp):
+  """Object-space vertices from coefficients.
+
+  Args:
+    model: the morphable model (N vertices).
+    alpha_shp: (..., 40); alpha_exp: (..., 10).
+  Returns:
+    (..., N, 3) ``u + w_shp @ alpha_shp + w_exp @ alpha_exp``.
+  """
+  flat = (model.u + jnp.einsum('vk,...k->...v', model.w_shp, alpha_shp)
+          + jnp.einsum('vk,...k->...v', model.w_exp, alpha_exp))
+  return flat.reshape(flat.shape[:-1] + (-1, 3))
+
+
+def vertices(model: MorphableModel, p):
+  """Camera-space vertices ``fR @ S + t`` (before the pixel y-flip).
+
+  Args:
+    p: (..., 62) de-whitened parameters.
+  Returns:
+    (..., N, 3).
+  """
+  fR, t, a_shp, a_exp = P.split(p)
+  return camera.transform(shape(model, a_shp, a_exp), fR, t)
+
+
+def landmarks3d(model: MorphableModel, p):
+  """The 68 landmarks in camera space: (..., 62) -> (..., 68, 3).
+
+  Pass ``model.landmark_model()`` for speed; a full model is gathered here.
+  """
+  if model.u.shape[0] != 204:
+    model = model.landmark_model()
+  return vertices(model, p)
+
+
+def landmarks2d(model: MorphableModel, p, convention, size=camera.CROP_SIZE):
+  """The 68 landmarks in crop pixels: (..., 62) -> (..., 68, 2)."""
+  return camera.to_crop_pixels(landmarks3d(model, p), convention, size)
+
+
+def vertices2d(model: MorphableModel, p, convention, size=camera.CROP_SIZE):
+  """All vertices in crop pixels with depth: (..., 62) -> (..., N, 3) (x, y, z)."""
+  v = vertices(model, p)
+  return jnp.concatenate([camera.to_crop_pixels(v, convention, size), v[..., 2:]], -1)
+
+
+# ----------------------------------------------------------------------------
+# Loaders. Every one checks shapes and names the file and the problem.
+
+
+def _load_npy(path: Path, what: str):
+  if not path.exists():
+    raise DaslError(f'{path}: missing ({what})')
+  try:
+    return np.load(path, allow_pickle=False)
+  except Exception as e:
+    raise DaslError(f'{path}: cannot read .npy ({type(e).__name__}: {e})') from None
+
+
+def _load_pickle(path: Path):
+  if not path.exists():
+    raise DaslError(f'{path}: file not found')
+  try:
+    with open(path, 'rb') as f:
+      return pickle.load(f, encoding='latin1')
+  except Exception as e:
+    raise DaslError(f'{path}: not a readable pickle ({type(e).__name__}: {e})') from None
+
+
+def _build(u, w_shp, w_exp, keypoints, source, triangles=None, colors=None):
+  u = np.asarray(u, np.float32).reshape(-1)
+  if u.size % 3:
+    raise DaslError(f'{source}: mean has {u.size} values, not a multiple of 3')
+  n3 = u.size
+  w_shp = np.asarray(w_shp, np.float32)
+  w_exp = np.asarray(w_exp, np.float32)
+  if w_shp.ndim != 2 or w_shp.shape[0] != n3 or w_shp.shape[1] < P.N_SHAPE:
+    raise DaslError(f'{source}: shape basis must be ({n3}, >=40), got {w_shp.shape}')
+  if w_exp.ndim != 2 or w_exp.shape[0] != n3 or w_exp.shape[1] < P.N_EXP:
+    raise DaslError(f'{source}: expression basis must be ({n3}, >=10), got {w_exp.shape}')
+  kp = np.asarray(keypoints).reshape(-1).astype(np.int64)
+  if kp.size != 68:
+    raise DaslError(f'{source}: need 68 landmark vertex indices, got {kp.size}')
+  if kp.min() < 0 or kp.max() >= n3 // 3:
+    raise DaslError(f'{source}: landmark indices outside 0..{n3 // 3 - 1}')
+  for name, a in (('mean', u), ('shape basis', w_shp), ('expression basis', w_exp)):
+    if not np.all(np.isfinite(a)):
+      raise DaslError(f'{source}: {name} holds NaN or inf')
+  if triangles is not None:
+    triangles = np.asarray(triangles, np.int32)
+    if triangles.ndim != 2 or triangles.shape[1] != 3:
+      raise DaslError(f'{source}: triangles must be (T, 3), got {triangles.shape}')
+  return MorphableModel(
+      u=jnp.asarray(u), w_shp=jnp.asarray(w_shp[:, :P.N_SHAPE]),
+      w_exp=jnp.asarray(w_exp[:, :P.N_EXP]), keypoints=jnp.asarray(kp, jnp.int32),
+      triangles=triangles, colors=colors, name=source)
+
+
+def keypoints_from_flat(flat_indices, source='keypoints'):
+  """3DDFA's 204 flat x/y/z indices -> 68 vertex indices (value // 3 of each x)."""
+  flat = np.asarray(flat_indices).reshape(-1)
+  if flat.size != 204:
+    raise DaslError(f'{source}: expected 204 flat indices (68 x/y/z), got {flat.size}')
+  xyz = flat.reshape(68, 3)
+  if not (np.all(xyz[:, 1] == xyz[:, 0] + 1) and np.all(xyz[:, 2] == xyz[:, 0] + 2)
+          and np.all(xyz[:, 0] % 3 == 0)):
+    raise DaslError(f'{source}: flat indices are not x/y/z triples of vertices')
+  return xyz[:, 0] // 3
+
+
+def load_3ddfa_configs(folder) -> MorphableModel:
+  """3DDFA's ``train.configs`` folder: u_shp, u_exp, w_shp_sim, w_exp_sim, keypoints_sim."""
+  folder = Path(folder)
+  u_shp = _load_npy(folder / 'u_shp.npy', 'mean shape')
+  u_exp = _load_npy(folder / 'u_exp.npy', 'mean expression')
+  w_shp = _load_npy(folder / 'w_shp_sim.npy', 'shape basis; 3DDFA train.configs')
+  w_exp = _load_npy(folder / 'w_exp_sim.npy', 'expression basis; 3DDFA train.configs')
+  kp = _load_npy(folder / 'keypoints_sim.npy', 'landmark indices')
+  if u_shp.size != u_exp.size:
+    raise DaslError(f'{folder}: u_shp.npy has {u_shp.size} values, u_exp.npy {u_exp.size}')
+  return _build(u_shp.reshape(-1) + u_exp.reshape(-1), w_shp, w_exp,
+                keypoints_from_flat(kp, str(folder / 'keypoints_sim.npy')), str(folder))
+
+
+def load_bfm_noneck(path) -> MorphableModel:
+  """3DDFA_V2's ``bfm_noneck_v3.pkl``: keys u, w_shp, w_exp, keypoints (tri optional).
+
+  ``u`` already includes the expression mean; the first 40 / 10 columns are used.
+  """
+  path = Path(path)
+  d = _load_pickle(path)
+  if not isinstance(d, dict):
+    raise DaslError(f'{path}: expected a dict, got {type(d).__name__}')
+  missing = [k for k in ('u', 'w_shp', 'w_exp', 'keypoints') if k not in d]
+  if missing:
+    raise DaslError(f'{path}: missing keys {missing} (has {sorted(d)})')
+  tri = d.get('tri')
+  if tri is not None:
+    tri = np.asarray(tri)
+    tri = tri.T if tri.shape[0] == 3 and tri.shape[1] != 3 else tri
+    # 3DDFA_V2's pickles store 0-based triangles (it converts once at creation).
+  return _build(d['u'], d['w_shp'], d['w_exp'],
+                keypoints_from_flat(d['keypoints'], f'{path}: keypoints'), str(path),
+                triangles=tri)
+
+
+def load_keypoints68(folder) -> MorphableModel:
+  """The 68-landmark-only basis: ``u_base.txt`` (204,), ``w_shp_base.txt`` (204, 40),
+  ``w_exp_base.txt`` (204, 10), rows x/y/z interleaved per landmark."""
+  folder = Path(folder)
+  arrays = []
+  for name, expected in (('u_base.txt', (204,)), ('w_shp_base.txt', (204, 40)),
+                         ('w_exp_base.txt', (204, 10))):
+    f = folder / name
+    if not f.exists():
+      raise DaslError(f'{f}: missing (68-landmark basis folder)')
+    try:
+      a = np.loadtxt(f, dtype=np.float32, ndmin=1 if len(expected) == 1 else 2)
+    except ValueError as e:
+      raise DaslError(f'{f}: cannot parse numbers ({e})') from None
+    check_shape(a, expected, str(f))
+    arrays.append(a)
+  return _build(arrays[0], arrays[1], arrays[2], np.arange(68), str(folder))
+
+
+def load_model_paf(path, reference: Optional[MorphableModel] = None,
+                   off_surface=None) -> MorphableModel:
+  """The 4,096-vertex ``Model_PAF.pkl`` basis (a 64x64 grid over the face).
+
+  The file has no landmarks nor triangles. Landmarks are the grid vertices
+  nearest to ``reference``'s 68 landmarks on the mean face (pass the
+  keypoints68 model); triangles come from the grid, without the triangles
+  touching vertices flagged in ``off_surface`` (N,) bool.
+  """
+  path = Path(path)
+  d = _load_pickle(path)
+  if not isinstance(d, dict):
+    raise DaslError(f'{path}: expected a dict, got {type(d).__name__}')
+  missing = [k for k in ('mu_filter', 'w_filter', 'w_exp_filter') if k not in d]
+  if missing:
+    raise DaslError(f'{path}: missing keys {missing} (has {sorted(d)})')
+  u = np.asarray(d['mu_filter'], np.float32).reshape(-1)
+  n = u.size // 3
+  side = int(round(np.sqrt(n)))
+  if side * side != n:
+    raise DaslError(f'{path}: {n} vertices do not form a square grid')
+  if reference is not None:
+    ref = np.asarray(shape(reference.landmark_model(), np.zeros(40, np.float32),
+                           np.zeros(10, np.float32)))
+    mean = u.reshape(-1, 3)
+    kp = np.argmin(((mean[None] - ref[:, None]) ** 2).sum(-1), axis=1)
+  else:
+    kp = np.zeros(68, np.int64)
+  tri = grid_triangles(side, side, off_surface)
+  return _build(u, d['w_filter'], d['w_exp_filter'], kp, str(path), triangles=tri)
+
+
+def grid_triangles(rows, cols, drop=None):
+  """Two triangles per cell of a row-major grid, without those touching ``drop``."""
+  r, c = np.meshgrid(np.arange(rows - 1), np.arange(cols - 1), indexing='ij')
+  a = (r * cols + c).reshape(-1)
+  b, d_, e = a + 1, a + cols, a + cols + 1
+  tri = np.concatenate([np.stack([a, d_, b], 1), np.stack([b, d_, e], 1)])
+  if drop is not None:
+    drop = np.asarray(drop, bool)
+    tri = tri[~drop[tri].any(axis=1)]
+  return tri.astype(np.int32)
+
+
+def load_shape_sim_mat(path):
+  """``Model_Shape_Sim.mat``: full-resolution mean mesh, texture and topology.
+
+  Returns a dict with ``mean`` (N, 3), ``tex`` (N, 3) in [0, 1] when present,
+  ``triangles`` (T, 3) 0-based, ``keypoints`` (68,) 0-based.
+  """
+  import scipy.io
+  path = Path(path)
+  if not path.exists():
+    raise DaslError(f'{path}: file not found')
+  try:
+    m = scipy.io.loadmat(str(path))
+  except Exception as e:
+    raise DaslError(f'{path}: not a readable MATLAB file ({type(e).__name__}: {e})') from None
+  for k in ('mu_shape', 'tri', 'keypoints'):
+    if k not in m:
+      raise DaslError(f'{path}: missing variable {k}')
+  out = {'mean': np.asarray(m['mu_shape'], np.float32).reshape(-1, 3),
+         'triangles': (np.asarray(m['tri']).T - 1).astype(np.int32),
+         'keypoints': np.asarray(m['keypoints']).reshape(-1).astype(np.int64) - 1}
+  if 'mu_tex' in m:
+    tex = np.asarray(m['mu_tex'], np.float32).reshape(-1, 3)
+    out['tex'] = np.clip(tex / 255.0, 0, 1)
+  return out
+
+
+def load(path) -> MorphableModel:
+  """Load a morphable model from whatever the user points at.
+
+  * a folder with ``w_shp_sim.npy`` (3DDFA ``train.configs``);
+  * a ``bfm_noneck_v3*.pkl`` file (3DDFA_V2);
+  * a ``Model_PAF.pkl`` file (landmarks taken from a sibling ``keypoints68/``);
+  * a folder with ``u_base.txt`` or a ``keypoints68/`` subfolder (68 landmarks only).
+  """
+  path = Path(path)
+  if not path.exists():
+    raise DaslError(f'{path}: morphable model path not found')
+  if path.is_dir():
+    if (path / 'w_shp_sim.npy').exists():
+      return load_3ddfa_configs(path)
+    if (path / 'u_base.txt').exists():
+      return load_keypoints68(path)
+    if (path / 'keypoints68' / 'u_base.txt').exists():
+      return load_keypoints68(path / 'keypoints68')
+    raise DaslError(f'{path}: no morphable model here (looked for w_shp_sim.npy, '
+                    'u_base.txt, keypoints68/u_base.txt)')
+  d = _load_pickle(path)
+  if isinstance(d, dict) and 'mu_filter' in d:
+    ref_dir = path.parent / 'keypoints68'
+    ref = load_keypoints68(ref_dir) if ref_dir.exists() else None
+    return load_model_paf(path, reference=ref)
+  if isinstance(d, dict) and 'u' in d:
+    return load_bfm_noneck(path)
+  raise DaslError(f'{path}: not a known morphable model file (keys: '
+                  f'{sorted(d) if isinstance(d, dict) else type(d).__name__})')
