@@ -95,9 +95,13 @@ def flm(points, mask=None, size=CROP_SIZE):
     (..., size, size) float32 map.
   """
   points = jax.lax.stop_gradient(jnp.asarray(points, jnp.float32))
+  # Non-finite points are not drawn (as in flm_np); NaN cast to int is undefined.
+  finite = jnp.all(jnp.isfinite(points), axis=-1)
+  points = jnp.where(finite[..., None], points, 0.0)
   xy = jnp.clip(jnp.floor(points), 0, size - 1).astype(jnp.int32)
   flat = xy[..., 1] * size + xy[..., 0]  # (..., K)
   hits = jax.nn.one_hot(flat, size * size, dtype=jnp.float32)  # (..., K, size*size)
+  hits = hits * finite[..., None].astype(jnp.float32)
   if mask is not None:
     hits = hits * jnp.asarray(mask, jnp.float32)[..., None]
   on = jnp.max(hits, axis=-2) > 0
@@ -109,8 +113,8 @@ def flm_np(points, mask=None, size=CROP_SIZE):
   """numpy twin of :func:`flm` for data pipelines. (K, 2) -> (size, size)."""
   points = np.asarray(points, np.float32)
   out = -np.ones((size, size), np.float32)
-  xy = np.clip(np.floor(points), 0, size - 1).astype(np.int64)
-  keep = np.ones(len(xy), bool) if mask is None else np.asarray(mask) > 0
+  keep = np.ones(len(points), bool) if mask is None else np.asarray(mask) > 0
   keep &= np.all(np.isfinite(points), axis=-1)
+  xy = np.clip(np.floor(np.nan_to_num(points)), 0, size - 1).astype(np.int64)
   out[xy[keep, 1], xy[keep, 0]] = 1.0
   return out

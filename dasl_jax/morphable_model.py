@@ -33,8 +33,10 @@ class MorphableModel:
   w_shp: jnp.ndarray
   w_exp: jnp.ndarray
   keypoints: jnp.ndarray
-  triangles: Optional[np.ndarray] = struct.field(pytree_node=False, default=None)
-  colors: Optional[np.ndarray] = struct.field(pytree_node=False, default=None)
+  # Leaves, not static metadata: jit compares static fields with ==, which
+  # fails on numpy arrays as soon as a second model object is passed in.
+  triangles: Optional[np.ndarray] = struct.field(pytree_node=True, default=None)
+  colors: Optional[np.ndarray] = struct.field(pytree_node=True, default=None)
   name: str = struct.field(pytree_node=False, default='')
 
   @property
@@ -43,8 +45,9 @@ class MorphableModel:
 
   def landmark_model(self) -> 'MorphableModel':
     """The same model restricted to its 68 landmark vertices (keypoints = 0..67)."""
-    idx = np.asarray(self.keypoints)
-    rows = (3 * idx[:, None] + np.arange(3)[None]).reshape(-1)
+    # jnp, not np: keypoints is a pytree leaf, so a traced array under jit.
+    idx = jnp.asarray(self.keypoints)
+    rows = (3 * idx[:, None] + jnp.arange(3)[None]).reshape(-1)
     return MorphableModel(
         u=self.u[rows], w_shp=self.w_shp[rows], w_exp=self.w_exp[rows],
         keypoints=jnp.arange(68, dtype=jnp.int32), triangles=None, colors=None,
@@ -82,9 +85,9 @@ def landmarks3d(model: MorphableModel, p):
 
   Pass ``model.landmark_model()`` for speed; a full model is gathered here.
   """
-  if model.u.shape[0] != 204:
-    model = model.landmark_model()
-  return vertices(model, p)
+  # Always gather: a landmark model's keypoints are 0..67 (an identity gather),
+  # while guessing from the row count would skip the gather of a 68-vertex mesh.
+  return vertices(model.landmark_model(), p)
 
 
 def landmarks2d(model: MorphableModel, p, convention, size=camera.CROP_SIZE):
@@ -121,29 +124,39 @@ def _load_pickle(path: Path):
     raise DaslError(f'{path}: not a readable pickle ({type(e).__name__}: {e})') from None
 
 
-def _build(u, w_shp, w_exp, keypoints, source, triangles=None, colors=None):
+def _build(u, w_shp, w_exp, keypoints, source, triangles=None, colors=None, files=None):
+  """Check and assemble a model. ``files`` maps 'mean', 'shape basis',
+  'expression basis', 'keypoints' to the file each came from (for messages);
+  anything not named there is reported as ``source``."""
+  where = lambda what: (files or {}).get(what, source)
   u = np.asarray(u, np.float32).reshape(-1)
   if u.size % 3:
-    raise DaslError(f'{source}: mean has {u.size} values, not a multiple of 3')
+    raise DaslError(f'{where("mean")}: mean has {u.size} values, not a multiple of 3')
   n3 = u.size
   w_shp = np.asarray(w_shp, np.float32)
   w_exp = np.asarray(w_exp, np.float32)
   if w_shp.ndim != 2 or w_shp.shape[0] != n3 or w_shp.shape[1] < P.N_SHAPE:
-    raise DaslError(f'{source}: shape basis must be ({n3}, >=40), got {w_shp.shape}')
+    raise DaslError(f'{where("shape basis")}: shape basis must be ({n3}, >=40), got {w_shp.shape}')
   if w_exp.ndim != 2 or w_exp.shape[0] != n3 or w_exp.shape[1] < P.N_EXP:
-    raise DaslError(f'{source}: expression basis must be ({n3}, >=10), got {w_exp.shape}')
+    raise DaslError(f'{where("expression basis")}: expression basis must be ({n3}, >=10), '
+                    f'got {w_exp.shape}')
   kp = np.asarray(keypoints).reshape(-1).astype(np.int64)
   if kp.size != 68:
-    raise DaslError(f'{source}: need 68 landmark vertex indices, got {kp.size}')
+    raise DaslError(f'{where("keypoints")}: need 68 landmark vertex indices, got {kp.size}')
   if kp.min() < 0 or kp.max() >= n3 // 3:
-    raise DaslError(f'{source}: landmark indices outside 0..{n3 // 3 - 1}')
+    raise DaslError(f'{where("keypoints")}: landmark indices outside 0..{n3 // 3 - 1}')
   for name, a in (('mean', u), ('shape basis', w_shp), ('expression basis', w_exp)):
     if not np.all(np.isfinite(a)):
-      raise DaslError(f'{source}: {name} holds NaN or inf')
+      raise DaslError(f'{where(name)}: {name} holds NaN or inf')
   if triangles is not None:
-    triangles = np.asarray(triangles, np.int32)
+    triangles = np.asarray(triangles)
     if triangles.ndim != 2 or triangles.shape[1] != 3:
       raise DaslError(f'{source}: triangles must be (T, 3), got {triangles.shape}')
+    # A 1-based file read as 0-based would reach vertex N: refuse it.
+    if triangles.size and (triangles.min() < 0 or triangles.max() >= n3 // 3):
+      raise DaslError(f'{source}: triangle vertex indices span {triangles.min()}..'
+                      f'{triangles.max()}, outside 0..{n3 // 3 - 1}')
+    triangles = triangles.astype(np.int32)
   return MorphableModel(
       u=jnp.asarray(u), w_shp=jnp.asarray(w_shp[:, :P.N_SHAPE]),
       w_exp=jnp.asarray(w_exp[:, :P.N_EXP]), keypoints=jnp.asarray(kp, jnp.int32),
@@ -171,9 +184,16 @@ def load_3ddfa_configs(folder) -> MorphableModel:
   w_exp = _load_npy(folder / 'w_exp_sim.npy', 'expression basis; 3DDFA train.configs')
   kp = _load_npy(folder / 'keypoints_sim.npy', 'landmark indices')
   if u_shp.size != u_exp.size:
-    raise DaslError(f'{folder}: u_shp.npy has {u_shp.size} values, u_exp.npy {u_exp.size}')
+    raise DaslError(f'{folder / "u_exp.npy"}: has {u_exp.size} values, '
+                    f'u_shp.npy has {u_shp.size}')
+  for name, a in (('u_shp.npy', u_shp), ('u_exp.npy', u_exp)):
+    if not np.all(np.isfinite(a)):  # named before the two are summed
+      raise DaslError(f'{folder / name}: mean holds NaN or inf')
+  files = {'mean': str(folder / 'u_shp.npy'), 'shape basis': str(folder / 'w_shp_sim.npy'),
+           'expression basis': str(folder / 'w_exp_sim.npy'),
+           'keypoints': str(folder / 'keypoints_sim.npy')}
   return _build(u_shp.reshape(-1) + u_exp.reshape(-1), w_shp, w_exp,
-                keypoints_from_flat(kp, str(folder / 'keypoints_sim.npy')), str(folder))
+                keypoints_from_flat(kp, files['keypoints']), str(folder), files=files)
 
 
 def load_bfm_noneck(path) -> MorphableModel:
@@ -191,7 +211,7 @@ def load_bfm_noneck(path) -> MorphableModel:
   tri = d.get('tri')
   if tri is not None:
     tri = np.asarray(tri)
-    tri = tri.T if tri.shape[0] == 3 and tri.shape[1] != 3 else tri
+    tri = tri.T if tri.ndim == 2 and tri.shape[0] == 3 and tri.shape[1] != 3 else tri
     # 3DDFA_V2's pickles store 0-based triangles (it converts once at creation).
   return _build(d['u'], d['w_shp'], d['w_exp'],
                 keypoints_from_flat(d['keypoints'], f'{path}: keypoints'), str(path),
@@ -214,7 +234,9 @@ def load_keypoints68(folder) -> MorphableModel:
       raise DaslError(f'{f}: cannot parse numbers ({e})') from None
     check_shape(a, expected, str(f))
     arrays.append(a)
-  return _build(arrays[0], arrays[1], arrays[2], np.arange(68), str(folder))
+  files = {'mean': str(folder / 'u_base.txt'), 'shape basis': str(folder / 'w_shp_base.txt'),
+           'expression basis': str(folder / 'w_exp_base.txt')}
+  return _build(arrays[0], arrays[1], arrays[2], np.arange(68), str(folder), files=files)
 
 
 def load_model_paf(path, reference: Optional[MorphableModel] = None,
@@ -261,11 +283,19 @@ def grid_triangles(rows, cols, drop=None):
   return tri.astype(np.int32)
 
 
-def load_shape_sim_mat(path):
+def load_shape_sim_mat(path, u_exp=None):
   """``Model_Shape_Sim.mat``: full-resolution mean mesh, texture and topology.
 
-  Returns a dict with ``mean`` (N, 3), ``tex`` (N, 3) in [0, 1] when present,
-  ``triangles`` (T, 3) 0-based, ``keypoints`` (68,) 0-based.
+  The file's ``mu_shape`` is the shape mean alone (it equals ``u_shp.npy``);
+  the mean face also needs the expression mean, thousands of units away.
+
+  Args:
+    path: the .mat file.
+    u_exp: optional (3N,) or (3N, 1) expression mean; default: a sibling
+      ``u_exp.npy`` when there is one.
+  Returns a dict with ``mu_shape`` (N, 3), ``mean`` (N, 3) = mu_shape + u_exp
+  (only when an expression mean was found), ``tex`` (N, 3) in [0, 1] when
+  present, ``triangles`` (T, 3) 0-based, ``keypoints`` (68,) 0-based.
   """
   import scipy.io
   path = Path(path)
@@ -278,9 +308,29 @@ def load_shape_sim_mat(path):
   for k in ('mu_shape', 'tri', 'keypoints'):
     if k not in m:
       raise DaslError(f'{path}: missing variable {k}')
-  out = {'mean': np.asarray(m['mu_shape'], np.float32).reshape(-1, 3),
-         'triangles': (np.asarray(m['tri']).T - 1).astype(np.int32),
-         'keypoints': np.asarray(m['keypoints']).reshape(-1).astype(np.int64) - 1}
+  mu = np.asarray(m['mu_shape'], np.float32).reshape(-1, 3)
+  n = len(mu)
+  # The file stores uint16: cast before the 1-based -> 0-based shift.
+  tri = np.asarray(m['tri']).astype(np.int64)
+  tri = (tri.T if tri.shape[0] == 3 and tri.shape[1] != 3 else tri) - 1
+  kp = np.asarray(m['keypoints']).reshape(-1).astype(np.int64) - 1
+  if tri.ndim != 2 or tri.shape[1] != 3 or tri.min() < 0 or tri.max() >= n:
+    raise DaslError(f'{path}: tri must be 1-based triangles of {n} vertices, '
+                    f'got shape {tri.shape} spanning {tri.min() + 1}..{tri.max() + 1}')
+  if kp.size != 68 or kp.min() < 0 or kp.max() >= n:
+    raise DaslError(f'{path}: keypoints must be 68 1-based vertex indices of {n}')
+  out = {'mu_shape': mu, 'triangles': tri.astype(np.int32), 'keypoints': kp}
+  exp_source = 'the u_exp argument'
+  if u_exp is None and (path.parent / 'u_exp.npy').exists():
+    exp_source = str(path.parent / 'u_exp.npy')
+    u_exp = _load_npy(path.parent / 'u_exp.npy', 'mean expression')
+  if u_exp is not None:
+    u_exp = np.asarray(u_exp, np.float32)
+    if u_exp.size != mu.size:
+      raise DaslError(f'{path}: expression mean from {exp_source} has {u_exp.size} values, '
+                      f'mu_shape {mu.size}')
+    u_exp = u_exp.reshape(-1, 3)
+    out['mean'] = mu + u_exp
   if 'mu_tex' in m:
     tex = np.asarray(m['mu_tex'], np.float32).reshape(-1, 3)
     out['tex'] = np.clip(tex / 255.0, 0, 1)
