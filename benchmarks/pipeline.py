@@ -1,0 +1,196 @@
+"""Input pipeline speed against the train step's consumption, on this machine.
+
+  python -m benchmarks.pipeline [--json OUT] [--quick]
+
+Measures examples/s of (a) the default synthetic streams (3D + wild, default
+config.data: batches 8 + 8, Grain threads, augmentation on), (b) the aflw-wild
+stream when the assets are present, (c) single-thread per-example costs
+(source read, augmentation), and (d) the examples/s the default train step
+consumes (``dasl_jax.training.step.CompiledStep`` with ``dasl_jax.config``
+defaults; a jitted MobileNet forward/backward stand-in if that cannot be
+built). The pipeline keeps up when (a) > (d). The machine is shared: the load
+average is recorded with the numbers.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+
+from benchmarks import common
+
+
+def _rate(next_fn, n_batches, examples_per_batch, warmup):
+  for _ in range(warmup):
+    next_fn()
+  t0 = time.perf_counter()
+  for _ in range(n_batches):
+    next_fn()
+  dt = time.perf_counter() - t0
+  return {'examples_per_s': n_batches * examples_per_batch / dt, 'batches': n_batches,
+          'seconds': dt}
+
+
+def _per_example_ms(fn, n):
+  t0 = time.perf_counter()
+  for i in range(n):
+    fn(i)
+  return (time.perf_counter() - t0) / n * 1e3
+
+
+def bench_synthetic(quick):
+  from dasl_jax.data import build_data
+  from dasl_jax.data import augment as AUG
+  from dasl_jax.data.config import data_config
+  c = data_config()
+  if quick:
+    c.synthetic_size_3d = c.synthetic_size_wild = 256
+    c.synthetic_size_heldout = 8
+    c.synthetic_stats_samples = 1000
+  t0 = time.perf_counter()
+  bundle = build_data(c, seed=0)
+  setup_s = time.perf_counter() - t0
+  # Many more examples than the read-ahead buffers hold, so the rate is sustained.
+  n = 12 if quick else 60
+  per_batch = c.batch_size_3d + c.batch_size_wild
+  rate = _rate(bundle.streams.next, n, per_batch, warmup=2)
+  bundle.streams.close()
+  src3, srcw = bundle.sources['3d'], bundle.sources['wild']
+  k = 10 if quick else 40
+  ex = src3[0]
+  warper = AUG.ParamWarper(bundle.model, c.convention, bundle.param_stats)
+  aug_ms = _per_example_ms(lambda i: AUG.augment(ex, np.random.default_rng(i), c.augment, warper,
+                                                 bundle.param_stats), 5 * k)
+  return {'setup_s': setup_s, 'streams_3d_plus_wild': rate,
+          'batch_3d': c.batch_size_3d, 'batch_wild': c.batch_size_wild,
+          'num_threads': c.num_threads, 'num_workers': c.num_workers,
+          'read_ms_3d': _per_example_ms(lambda i: src3[i + 100], k),
+          'read_ms_wild': _per_example_ms(lambda i: srcw[i + 100], k),
+          'augment_ms_3d': aug_ms, 'describe': bundle.describe()}
+
+
+def bench_aflw_wild(quick):
+  from dasl_jax.assets import asset
+  from dasl_jax.data import pipeline as PL
+  from dasl_jax.data import readers as R
+  from dasl_jax.data.config import data_config
+  root = asset('aflw-wild')
+  if not (root / 'pts21.npy').exists():
+    return {'skipped': f'{root} not found'}
+  c = data_config()
+  src = R.AflwWildSource(root, skip_bad_rows=True)
+  s = PL.Stream(src, c.batch_size_wild, 1, PL.ExampleMap(PL.KEYS_WILD, 1, c.augment),
+                num_threads=c.num_threads, prefetch=c.prefetch)
+  rate = _rate(s.next, 24 if quick else 150, c.batch_size_wild, warmup=2)
+  s.close()
+  return {'stream_wild': rate, 'read_ms': _per_example_ms(lambda i: src[i], 50 if quick else 200),
+          'rows': len(src), 'skipped_rows': sorted(src.skipped)}
+
+
+def bench_train_step(quick):
+  """Examples/s of the default train step (3D + wild batch per step)."""
+  import jax
+  try:
+    import ml_collections
+    from dasl_jax.config import default_config
+    from dasl_jax.models import create_regressor
+    from dasl_jax.models.critic import SelfCritic
+    from dasl_jax.training import loop, optimizers
+    from dasl_jax.training import state as state_lib
+    from dasl_jax.training import step as step_lib
+    from dasl_jax.training.fake_data import FakeData
+    config = default_config()
+    data = FakeData(seed=0, batch_3d=config.data.batch_size_3d,
+                    batch_wild=config.data.batch_size_wild, convention=config.data.convention)
+    model_cfg = loop.model_config_from(config)
+    module = create_regressor(model_cfg)
+    critic = SelfCritic(tuple(config.critic.encoder_widths), int(config.critic.latent_dim),
+                        tuple(config.critic.hidden))
+    variables = state_lib.init_variables(module, 0, (120, 120), model_cfg.in_channels)
+    critic_params = state_lib.init_critic(critic, 1, (120, 120))
+    tx, schedule = optimizers.regressor_optimizer(config.optim, 1000)
+    critic_tx = optimizers.critic_optimizer(config.optim)
+    ctx = step_lib.StepContext(
+        module=module, critic=critic, tx=tx, critic_tx=critic_tx, schedule=schedule,
+        in_channels=model_cfg.in_channels, convention=model_cfg.convention,
+        freeze_bn=bool(config.model.freeze_bn), loss=ml_collections.FrozenConfigDict(config.loss),
+        critic_every=max(int(config.optim.critic_every), 1))
+    compiled = step_lib.CompiledStep(ctx)
+    st = compiled.put_replicated(state_lib.create_train_state(variables, critic_params, tx,
+                                                              critic_tx))
+    consts = compiled.put_replicated(step_lib.make_consts(data.model, data.param_stats.mean,
+                                                          data.param_stats.std))
+    key = compiled.put_replicated(jax.random.PRNGKey(0))
+    b3, bw = next(data.train_3d), next(data.train_wild)
+    holder = {'s': st}
+
+    def one():
+      holder['s'], m = compiled(holder['s'], b3, bw, key, consts)
+      jax.block_until_ready(m)
+    what = (f'dasl_jax.training.step.CompiledStep, default config: {model_cfg.arch} '
+            f'x{model_cfg.width}, {model_cfg.in_channels} channels')
+    per_step = config.data.batch_size_3d + config.data.batch_size_wild
+  except Exception as e:  # the training package is not there or changed: stand-in
+    import jax.numpy as jnp
+    import optax
+    from dasl_jax.models import ModelConfig, create_regressor
+    module = create_regressor(ModelConfig(arch='mobilenet', width=0.5, in_channels=4,
+                                          num_params=62, convention='v1'))
+    x = jnp.zeros((16, 120, 120, 4))
+    v = module.init(jax.random.PRNGKey(0), x, train=False)
+    tx = optax.sgd(1e-3)
+    opt = tx.init(v['params'])
+
+    @jax.jit
+    def step(p, bs, o):
+      def loss(p):
+        out, upd = module.apply({'params': p, 'batch_stats': bs}, x, train=True,
+                                mutable=['batch_stats'])
+        return jnp.mean(out ** 2), upd
+      (l, upd), g = jax.value_and_grad(loss, has_aux=True)(p)
+      u, o = tx.update(g, o)
+      return optax.apply_updates(p, u), upd['batch_stats'], o
+    holder = {'p': v['params'], 'bs': v['batch_stats'], 'o': opt}
+
+    def one():
+      holder['p'], holder['bs'], holder['o'] = step(holder['p'], holder['bs'], holder['o'])
+      jax.block_until_ready(holder['p'])
+    what = f'stand-in: jitted MobileNet x0.5 forward/backward, batch 16 ({type(e).__name__}: {e})'
+    per_step = 16
+  t0 = time.perf_counter()
+  one()
+  compile_s = time.perf_counter() - t0
+  t = common.time_fn(one, repeats=3 if quick else 10, warmup=1)
+  return {'what': what, 'compile_s': compile_s, 'step_median_s': t['median_s'],
+          'examples_per_step': per_step, 'examples_per_s': per_step / t['median_s']}
+
+
+def main(argv=None):
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument('--json', default='', help='write the results here as JSON')
+  ap.add_argument('--quick', action='store_true', help='small sizes, few batches (CI smoke)')
+  args = ap.parse_args(argv)
+  result = {'load_average_before': os.getloadavg()}
+  result['synthetic'] = bench_synthetic(args.quick)
+  result['aflw_wild'] = bench_aflw_wild(args.quick)
+  result['train_step'] = bench_train_step(args.quick)
+  result['load_average_after'] = os.getloadavg()
+  pipe = result['synthetic']['streams_3d_plus_wild']['examples_per_s']
+  need = result['train_step']['examples_per_s']
+  result['pipeline_over_step'] = pipe / need
+  result['quick'] = args.quick
+  print(json.dumps({k: v for k, v in result.items()}, indent=1, default=str))
+  print(f'pipeline {pipe:.1f} ex/s (synthetic 3D+wild) vs train step {need:.1f} ex/s: '
+        f'{"keeps up" if pipe >= need else "the pipeline is the bottleneck"} '
+        f'(ratio {pipe / need:.2f})')
+  if args.json:
+    common.write_json(dict(result, versions_data={
+        k: v for k, v in common.versions(('grain', 'tensorflow-datasets', 'opencv-python-headless',
+                                          'numpy')).items()}), args.json)
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,76 @@
+"""Every data hyper-parameter in one ConfigDict (``config.data`` of a run).
+
+Sources:
+
+* ``source_3d``: ``synthetic`` (rendered faces, needs nothing), ``300wlp``
+  (3DDFA's ``train_aug_120x120`` layout under ``dir_300wlp``), or
+  ``synthetic_bfm`` (synthetic faces on the real BFM from ``bfm_dir``);
+* ``source_wild``: ``synthetic``, ``aflw`` (``dir_aflw_wild``, the aflw-wild
+  crops), ``folder`` (``dir_wild_folder`` + ``wild_landmarks``) or ``none``;
+* ``heldout``: ``synthetic`` or ``aflw2000`` (``dir_aflw2000``) or ``none``.
+
+Any real source may instead be read from a prepared TFDS dataset
+(``tfds_data_dir`` non-empty; see ``experiments/prepare_data.py``).
+"""
+from __future__ import annotations
+
+import ml_collections
+
+
+def data_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  # --- sources
+  c.source_3d = 'synthetic'          # synthetic | 300wlp | synthetic_bfm
+  c.source_wild = 'synthetic'        # synthetic | aflw | folder | none
+  c.heldout = 'synthetic'            # synthetic | aflw2000 | none
+  c.convention = 'v1'                # crop pixel convention of labels (camera.CONVENTIONS)
+  c.bfm_dir = ''                     # '' = <assets>/bfm; its keypoints68/ is the 68-point model
+  c.param_stats = ''                 # '' = <bfm_dir>/param_whitening.pkl (3DDFA / 2DASL)
+  c.dense_model = ''                 # optional full model for WPDC vertex sampling ('' = none)
+  # 300W-LP, 3DDFA train_aug_120x120 layout.
+  c.dir_300wlp = ''                  # folder holding the images (train_aug_120x120/)
+  # list of image names ('' = <dir>/../train.configs/train_aug_120x120.list.train)
+  c.list_300wlp = ''
+  c.params_300wlp = ''               # (N, 62) whitened labels ('' = .../param_all_norm.pkl)
+  # FLM detector landmarks, `name,x1,y1,...,x68,y68` ('' = none: the FLM uses GT lms68)
+  c.landmarks_300wlp = ''
+  # In-the-wild sets.
+  c.dir_aflw_wild = ''               # '' = <assets>/aflw-wild
+  c.dir_wild_folder = ''             # images folder for source_wild=folder
+  c.wild_landmarks = ''              # CSV / 3DDFA list of landmarks (68, 21 or 18 points)
+  c.dir_aflw2000 = ''                # '' = <assets>/aflw2000-3d
+  # Prepared TFDS datasets (read with tfds.data_source, no TensorFlow).
+  c.tfds_data_dir = ''               # '' = read the raw files
+  # --- synthetic sizes
+  c.synthetic_size_3d = 2048
+  c.synthetic_size_wild = 2048
+  c.synthetic_size_heldout = 256
+  c.synthetic_seed = 0               # the synthetic datasets' own seed (fixed faces)
+  c.synthetic_stats_samples = 10000  # draws for the synthetic whitening statistics
+  c.heldout_size = 0                 # 0 = all of the held-out source
+  # --- stream
+  c.batch_size_3d = 8
+  c.batch_size_wild = 8
+  c.shuffle = True
+  c.num_threads = 4                  # Grain read threads per stream
+  c.prefetch = 64                    # Grain per-stream read-ahead buffer (examples)
+  c.num_workers = 0                  # >0: worker processes (mp_prefetch)
+  c.worker_buffer = 2                # batches buffered per worker process
+  c.skip_bad_rows = False            # skip (and count) broken rows instead of failing
+  c.landmark_tolerance = 0.5         # points farther than this x crop size outside the crop are bad
+  # --- augmentation (per example, deterministic from the seed and the example's position)
+  c.augment = ml_collections.ConfigDict()
+  c.augment.enabled = True
+  c.augment.flip = 0.5               # probability of a horizontal flip
+  c.augment.max_shift = 0.05         # fraction of the crop size
+  c.augment.max_scale = 0.05         # |log scale| bound: scale in [exp(-m), exp(m)]
+  c.augment.brightness = 0.2         # additive, fraction of 255
+  c.augment.contrast = 0.2           # multiplicative around the mean: [1-c, 1+c]
+  c.augment.saturation = 0.2         # blend with grey: [1-s, 1+s]
+  c.augment.wild = True              # augment the wild stream too
+  return c
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """For ``config_flags.DEFINE_config_file`` users."""
+  return data_config()
