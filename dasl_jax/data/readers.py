@@ -242,8 +242,9 @@ class RowSource:
     self.skip_bad_rows = bool(skip_bad_rows)
     if problems and not self.skip_bad_rows:
       first = min(problems)
-      more = f' (and {len(problems) - 1} more bad rows; skip_bad_rows=True skips them)' \
-          if len(problems) > 1 else ' (skip_bad_rows=True skips such rows)'
+      flag = '--config.data.skip_bad_rows=True skips and counts them'
+      more = (f' (and {len(problems) - 1} more bad rows; {flag})' if len(problems) > 1
+              else f' ({flag})')
       raise DaslError(problems[first] + more)
     self.skipped = dict(sorted(problems.items()))
     good = np.setdiff1d(np.arange(self.n_rows), np.fromiter(problems, np.int64, len(problems)))

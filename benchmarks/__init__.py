@@ -1,0 +1,1 @@
+"""Benchmarks (``python -m benchmarks.X``); helpers for their JSON in ``common``."""

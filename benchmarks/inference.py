@@ -1,0 +1,244 @@
+r"""Inference throughput: MobileNetV1 x0.5 regressor + 68-landmark reconstruction.
+
+  python -m benchmarks.inference [--json OUT.json] [--quick]
+
+Times one jitted function (uint8 BGR crops -> normalise -> network -> de-whiten
+-> 68 crop landmarks) at batch 1 (ms/img) and at a large batch (img/s), with
+the depthwise conv written 'shifted' and 'grouped', and, where torch is
+installed, the PyTorch original of the same network with the same weights
+(eager, ``torch.set_num_threads(2)``). All in one run, so the ratios are
+comparable on a shared, noisy machine. Uses 3DDFA_V2's mb05 weights from
+$DASL_ASSETS when present, else random weights of the same shapes.
+"""
+from __future__ import annotations
+
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+
+from benchmarks import common
+from dasl_jax import assets, predict_batch
+from dasl_jax import morphable_model as mm
+from dasl_jax import params as P
+from dasl_jax.errors import DaslError
+from dasl_jax.models.mobilenet import BLOCKS, MobileNetV1
+
+flags.DEFINE_string('json', None, 'Write results here as JSON.')
+flags.DEFINE_bool('quick', False, 'Tiny run for CI: batches 1 and 4, two repeats.')
+flags.DEFINE_integer('large_batch', 128, 'The throughput batch size.')
+flags.DEFINE_integer('repeats', 20, 'Timed calls per setting (median reported).')
+flags.DEFINE_bool('torch', True, 'Include the PyTorch original when torch is installed.')
+FLAGS = flags.FLAGS
+
+WIDTH = 0.5
+
+
+def load_model_inputs():
+  """(variables, param_stats, landmark model, description) for mb05, real or random."""
+  pth = assets.asset('pretrained', 'mb05_120x120.pth')
+  stats_file = assets.asset('pretrained', 'param_mean_std_62d_120x120.pkl')
+  bfm_dir = assets.asset('bfm', 'keypoints68')
+  if pth.exists() and stats_file.exists() and bfm_dir.exists():
+    from dasl_jax import torch_pickle
+    from dasl_jax.models.mobilenet import variables_from_torch
+    variables = variables_from_torch(torch_pickle.load_state_dict(pth), WIDTH)
+    return variables, P.load_param_stats(stats_file), mm.load_keypoints68(bfm_dir), str(pth)
+  # Random weights of the right shapes from eval_shape: compiling a jitted
+  # init (its RNG) takes ~20 s on a small CPU, far longer than the benchmark.
+  rng = np.random.default_rng(0)
+  shapes = jax.eval_shape(MobileNetV1(WIDTH).init, jax.random.PRNGKey(0),
+                          jnp.zeros((1, 120, 120, 3)))
+  variables = jax.tree_util.tree_map_with_path(
+      lambda path, s: (1.0 + np.abs(rng.normal(size=s.shape))
+                       if getattr(path[-1], 'key', '') == 'var'
+                       else 0.1 * rng.normal(size=s.shape)).astype(np.float32), shapes)
+  stats = P.ParamStats(rng.normal(size=62).astype(np.float32),
+                       np.abs(rng.normal(size=62)).astype(np.float32) + 0.1, 'random')
+  model = mm._build(rng.normal(size=204), rng.normal(size=(204, 40)),
+                    rng.normal(size=(204, 10)), np.arange(68), 'random')
+  return variables, stats, model, 'random weights (assets not found)'
+
+
+def torch_state_dict(variables):
+  """Flax variables -> 3DDFA_V2 PyTorch state dict (numpy), inverse of the converter."""
+  p, s = variables['params'], variables['batch_stats']
+  sd = {'conv1.weight': np.asarray(p['conv1']['kernel']).transpose(3, 2, 0, 1)}
+
+  def bn(prefix, pp, ss):
+    sd[f'{prefix}.weight'], sd[f'{prefix}.bias'] = pp['scale'], pp['bias']
+    sd[f'{prefix}.running_mean'], sd[f'{prefix}.running_var'] = ss['mean'], ss['var']
+
+  bn('bn1', p['bn1'], s['bn1'])
+  for name, _, _ in BLOCKS:
+    sd[f'{name}.conv_dw.weight'] = np.asarray(p[name]['conv_dw']['kernel']).transpose(3, 2, 0, 1)
+    sd[f'{name}.conv_sep.weight'] = np.asarray(p[name]['conv_sep']['kernel']).transpose(3, 2, 0, 1)
+    bn(f'{name}.bn_dw', p[name]['bn_dw'], s[name]['bn_dw'])
+    bn(f'{name}.bn_sep', p[name]['bn_sep'], s[name]['bn_sep'])
+  sd['fc_param.weight'] = np.asarray(p['fc_param']['kernel']).T
+  sd['fc_param.bias'] = p['fc_param']['bias']
+  return {k: np.ascontiguousarray(v, np.float32) for k, v in sd.items()}
+
+
+def torch_mobilenet(width):
+  """A minimal PyTorch MobileNetV1 with 3DDFA_V2's module names (for comparison only)."""
+  import torch.nn as tnn
+
+  class DepthWiseBlock(tnn.Module):
+
+    def __init__(self, cin, cout, stride):
+      super().__init__()
+      self.conv_dw = tnn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False)
+      self.bn_dw = tnn.BatchNorm2d(cin)
+      self.conv_sep = tnn.Conv2d(cin, cout, 1, 1, 0, bias=False)
+      self.bn_sep = tnn.BatchNorm2d(cout)
+      self.relu = tnn.ReLU(inplace=True)
+
+    def forward(self, x):
+      x = self.relu(self.bn_dw(self.conv_dw(x)))
+      return self.relu(self.bn_sep(self.conv_sep(x)))
+
+  class MobileNet(tnn.Module):
+
+    def __init__(self):
+      super().__init__()
+      c = int(32 * width)
+      self.conv1 = tnn.Conv2d(3, c, 3, 2, 1, bias=False)
+      self.bn1 = tnn.BatchNorm2d(c)
+      self.relu = tnn.ReLU(inplace=True)
+      for name, cout, stride in BLOCKS:
+        setattr(self, name, DepthWiseBlock(c, int(cout * width), stride))
+        c = int(cout * width)
+      self.avgpool = tnn.AdaptiveAvgPool2d(1)
+      self.fc_param = tnn.Linear(c, 62)
+
+    def forward(self, x):
+      x = self.relu(self.bn1(self.conv1(x)))
+      for name, _, _ in BLOCKS:
+        x = getattr(self, name)(x)
+      return self.fc_param(self.avgpool(x).flatten(1))
+
+  return MobileNet()
+
+
+def torch_predictor(variables, stats, model):
+  """PyTorch: uint8 NHWC BGR -> network -> de-whiten -> (B, 68, 2) crop landmarks (v2)."""
+  import torch
+  torch.set_num_threads(2)
+  net = torch_mobilenet(WIDTH)
+  net.load_state_dict({k: torch.from_numpy(v) for k, v in torch_state_dict(variables).items()},
+                      strict=True)
+  net.eval()
+  lm = model.landmark_model()
+  u = torch.from_numpy(np.array(lm.u)).reshape(68, 3)
+  w_shp = torch.from_numpy(np.array(lm.w_shp)).reshape(68, 3, 40)
+  w_exp = torch.from_numpy(np.array(lm.w_exp)).reshape(68, 3, 10)
+  mean = torch.from_numpy(np.array(stats.mean, np.float32))
+  std = torch.from_numpy(np.array(stats.std, np.float32))
+
+  def predict(image_u8):
+    with torch.no_grad():
+      x = (torch.from_numpy(image_u8).permute(0, 3, 1, 2).float() - 127.5) / 128.0
+      p = net(x) * std + mean
+      pose = p[:, :12].reshape(-1, 3, 4)
+      shp = (u + torch.einsum('kdc,bc->bkd', w_shp, p[:, 12:52])
+             + torch.einsum('kdc,bc->bkd', w_exp, p[:, 52:62]))
+      v = torch.einsum('bij,bkj->bki', pose[:, :, :3], shp) + pose[:, None, :, 3]
+      return torch.stack([v[..., 0] - 1, 120 - v[..., 1]], -1).numpy()
+
+  return predict
+
+
+def _summarise(r, large):
+  """Medians (the headline) and best-of-repeats (less hurt by a busy machine)."""
+  r['batch1_ms_per_img'] = r['batch1']['median_s'] * 1e3
+  r['large_img_per_s'] = large / r[f'batch{large}']['median_s']
+  r['batch1_ms_per_img_best'] = r['batch1']['min_s'] * 1e3
+  r['large_img_per_s_best'] = large / r[f'batch{large}']['min_s']
+
+
+def _report(name, r, large):
+  print(f'{name:12s} batch 1: {r["batch1_ms_per_img"]:8.3f} ms/img (best '
+        f'{r["batch1_ms_per_img_best"]:.3f})   batch {large}: {r["large_img_per_s"]:7.1f} img/s '
+        f'(best {r["large_img_per_s_best"]:.1f})', flush=True)
+
+
+def run(quick=False, large_batch=128, repeats=20, with_torch=True):
+  """Measure everything; returns the result dict (without the header)."""
+  variables, stats, model, weights = load_model_inputs()
+  large = 4 if quick else large_batch
+  repeats = 2 if quick else repeats
+  warmup = 1 if quick else 2
+  rng = np.random.default_rng(0)
+  images = {b: rng.integers(0, 256, (b, 120, 120, 3), dtype=np.uint8) for b in (1, large)}
+  zeros18 = {b: np.zeros((b, 18, 2), np.float32) for b in (1, large)}
+  res = {'model': f'MobileNetV1 x{WIDTH} + 68 landmarks', 'weights': weights,
+         'large_batch': large, 'quick': quick, 'results': {}}
+  outputs = {}
+  for impl in ('shifted', 'grouped'):
+    fn = predict_batch.make_predict_fn(MobileNetV1(WIDTH, depthwise=impl), stats, model,
+                                       'v2', 3)
+    dev_vars = jax.device_put(variables)
+    r = {}
+    for b in (1, large):
+      call = lambda b=b: fn(dev_vars, images[b], zeros18[b])['lms']
+      t = common.time_fn(call, repeats=repeats, warmup=warmup, block=jax.block_until_ready)
+      r[f'batch{b}'] = t
+      outputs[(impl, b)] = np.asarray(call())
+    _summarise(r, large)
+    res['results'][f'jax_{impl}'] = r
+    _report(f'jax {impl}', r, large)
+  res['max_lms_diff_shifted_vs_grouped_px'] = float(
+      np.abs(outputs[('shifted', large)] - outputs[('grouped', large)]).max())
+  try:
+    import torch  # noqa: F401
+    have_torch = True
+  except ImportError:
+    have_torch = False
+  if with_torch and have_torch:
+    tp = torch_predictor(variables, stats, model)
+    r = {}
+    for b in (1, large):
+      r[f'batch{b}'] = common.time_fn(lambda b=b: tp(images[b]), repeats=repeats, warmup=warmup)
+    _summarise(r, large)
+    r['threads'] = 2
+    res['results']['torch'] = r
+    res['max_lms_diff_jax_vs_torch_px'] = float(
+        np.abs(outputs[('shifted', large)] - tp(images[large])).max())
+    _report('torch eager', r, large)
+  else:
+    res['results']['torch'] = None
+  rr = res['results']
+  ratios = {
+      'shifted_over_grouped_speed_batch1': rr['jax_grouped']['batch1_ms_per_img'] /
+      rr['jax_shifted']['batch1_ms_per_img'],
+      'shifted_over_grouped_speed_large': rr['jax_shifted']['large_img_per_s'] /
+      rr['jax_grouped']['large_img_per_s'],
+  }
+  if rr['torch']:
+    ratios['jax_shifted_over_torch_speed_batch1'] = (rr['torch']['batch1_ms_per_img'] /
+                                                     rr['jax_shifted']['batch1_ms_per_img'])
+    ratios['jax_shifted_over_torch_speed_large'] = (rr['jax_shifted']['large_img_per_s'] /
+                                                    rr['torch']['large_img_per_s'])
+  res['ratios'] = ratios
+  for k, v in ratios.items():
+    print(f'{k}: {v:.2f}x')
+  return res
+
+
+def main(argv):
+  del argv
+  try:
+    res = run(FLAGS.quick, FLAGS.large_batch, FLAGS.repeats, FLAGS.torch)
+  except DaslError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+  if FLAGS.json:
+    common.write_json(res, FLAGS.json)
+    print(f'wrote {FLAGS.json}')
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,243 @@
+"""MobileNetV1 exactly as 3DDFA_V2 builds it (``models/mobilenet_v1.py``).
+
+A 3x3 stride-2 conv (no bias) + BN + ReLU, 13 depthwise-separable blocks
+(depthwise 3x3 + BN + ReLU, pointwise 1x1 + BN + ReLU), global average pooling
+and a linear layer (``fc_param``). Channel counts are ``int(c * width)``.
+Module names follow the PyTorch state dict (``conv1``, ``bn1``, ``dw2_1`` ...
+``dw6``, ``fc_param``) so the converter is a rename plus transposes.
+
+PyTorch pads every 3x3 conv by exactly one pixel on each side. For stride 2 on
+an even input, XLA's 'SAME' would pad (0, 1) instead and shift the sampling
+grid by one pixel, so padding is always explicit ``((1, 1), (1, 1))``.
+
+The depthwise conv has two implementations with the same parameter (a
+``(3, 3, 1, C)`` kernel, the layout of a grouped ``lax.conv``):
+``'grouped'`` (``feature_group_count=C``; fast with cuDNN) and ``'shifted'``
+(nine strided slices of the padded input times their ``(C,)`` taps, summed;
+about 9x faster on XLA:CPU, see PERFORMANCE.md). ``'auto'`` picks shifted on
+CPU.
+"""
+from __future__ import annotations
+
+from typing import Sequence, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dasl_jax.errors import DaslError
+
+DEPTHWISE_IMPLS = ('auto', 'grouped', 'shifted')
+BN_EPS = 1e-5
+# PyTorch's BN momentum 0.1 is Flax's 0.9 (weight of the old running value).
+BN_MOMENTUM = 0.9
+PAD1 = ((1, 1), (1, 1))
+
+# (name, output channels at width 1, stride) of the 13 depthwise-separable blocks.
+BLOCKS: Tuple[Tuple[str, int, int], ...] = (
+    ('dw2_1', 64, 1), ('dw2_2', 128, 2),
+    ('dw3_1', 128, 1), ('dw3_2', 256, 2),
+    ('dw4_1', 256, 1), ('dw4_2', 512, 2),
+    ('dw5_1', 512, 1), ('dw5_2', 512, 1), ('dw5_3', 512, 1),
+    ('dw5_4', 512, 1), ('dw5_5', 512, 1), ('dw5_6', 1024, 2),
+    ('dw6', 1024, 1),
+)
+STEM_CHANNELS = 32
+
+# 3DDFA_V2 initialises convs with kaiming_normal(mode='fan_out', relu).
+_conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+
+
+def resolve_depthwise(impl: str) -> str:
+  """'auto' -> 'shifted' on the CPU backend, 'grouped' elsewhere."""
+  if impl not in DEPTHWISE_IMPLS:
+    raise DaslError(f'depthwise must be one of {DEPTHWISE_IMPLS}, got {impl!r}')
+  if impl == 'auto':
+    return 'shifted' if jax.default_backend() == 'cpu' else 'grouped'
+  return impl
+
+
+def depthwise_grouped(x, kernel, stride):
+  """Depthwise 3x3 as a grouped convolution.
+
+  Args:
+    x: (B, H, W, C); kernel: (3, 3, 1, C); stride: 1 or 2.
+  Returns:
+    (B, Ho, Wo, C) with PyTorch's padding=1.
+  """
+  return jax.lax.conv_general_dilated(
+      x, kernel.astype(x.dtype), window_strides=(stride, stride), padding=PAD1,
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=x.shape[-1])
+
+
+def depthwise_shifted(x, kernel, stride):
+  """Depthwise 3x3 as nine shifted, strided slices times their taps, summed.
+
+  Same maths and arguments as :func:`depthwise_grouped`; XLA:CPU fuses it into
+  one loop instead of calling its slow grouped-convolution kernel.
+  """
+  _, h, w, _ = x.shape
+  ho = (h + 2 - 3) // stride + 1
+  wo = (w + 2 - 3) // stride + 1
+  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  k = kernel.astype(x.dtype)
+  out = None
+  for i in range(3):
+    for j in range(3):
+      tap = jax.lax.slice(
+          xp, (0, i, j, 0),
+          (xp.shape[0], i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1, xp.shape[3]),
+          (1, stride, stride, 1))
+      term = tap * k[i, j, 0]
+      out = term if out is None else out + term
+  return out
+
+
+class DepthwiseConv3x3(nn.Module):
+  """3x3 depthwise conv, padding 1, no bias; kernel param (3, 3, 1, C)."""
+  stride: int = 1
+  impl: str = 'auto'
+
+  @nn.compact
+  def __call__(self, x):
+    c = x.shape[-1]
+    kernel = self.param('kernel', _conv_init, (3, 3, 1, c), jnp.float32)
+    impl = resolve_depthwise(self.impl)
+    if impl == 'shifted':
+      return depthwise_shifted(x, kernel, self.stride)
+    return depthwise_grouped(x, kernel, self.stride)
+
+
+def _bn(train, name):
+  return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM,
+                      epsilon=BN_EPS, name=name)
+
+
+class DepthWiseBlock(nn.Module):
+  """Depthwise 3x3 + BN + ReLU, pointwise 1x1 + BN + ReLU (3DDFA_V2's block)."""
+  features: int
+  stride: int = 1
+  depthwise: str = 'auto'
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = DepthwiseConv3x3(self.stride, self.depthwise, name='conv_dw')(x)
+    x = nn.relu(_bn(train, 'bn_dw')(x))
+    x = nn.Conv(self.features, (1, 1), use_bias=False, kernel_init=_conv_init,
+                name='conv_sep')(x)
+    return nn.relu(_bn(train, 'bn_sep')(x))
+
+
+def channels(width: float) -> Sequence[int]:
+  """Output channels of the stem and the 13 blocks at this widen factor."""
+  return [int(STEM_CHANNELS * width)] + [int(c * width) for _, c, _ in BLOCKS]
+
+
+class MobileNetV1(nn.Module):
+  """3DDFA_V2's MobileNetV1 regressor.
+
+  Call with x (B, H, W, 3 or 4) float32 (normalised BGR, plus the FLM channel
+  for 4-channel models) -> (B, num_outputs). ``train`` switches batch norm to
+  batch statistics (pass ``mutable=['batch_stats']``).
+  """
+  width: float = 1.0
+  num_outputs: int = 62
+  depthwise: str = 'auto'
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    if x.ndim != 4 or x.shape[-1] not in (3, 4):
+      raise DaslError(f'MobileNetV1 expects (B, H, W, 3 or 4) input, got {x.shape}')
+    chans = channels(self.width)
+    x = nn.Conv(chans[0], (3, 3), strides=(2, 2), padding=PAD1, use_bias=False,
+                kernel_init=_conv_init, name='conv1')(x)
+    x = nn.relu(_bn(train, 'bn1')(x))
+    for (name, _, stride), c in zip(BLOCKS, chans[1:]):
+      x = DepthWiseBlock(c, stride, self.depthwise, name=name)(x, train)
+    x = jnp.mean(x, axis=(1, 2))
+    return nn.Dense(self.num_outputs, name='fc_param')(x)
+
+
+def torch_state_dict_shapes(width: float, in_channels: int = 3, num_outputs: int = 62):
+  """Shapes of 3DDFA_V2's PyTorch state dict for this width (fc_lm excluded)."""
+  chans = channels(width)
+  shapes = {'conv1.weight': (chans[0], in_channels, 3, 3)}
+
+  def bn(prefix, c):
+    for k in ('weight', 'bias', 'running_mean', 'running_var'):
+      shapes[f'{prefix}.{k}'] = (c,)
+
+  bn('bn1', chans[0])
+  c_in = chans[0]
+  for (name, _, _), c in zip(BLOCKS, chans[1:]):
+    shapes[f'{name}.conv_dw.weight'] = (c_in, 1, 3, 3)
+    bn(f'{name}.bn_dw', c_in)
+    shapes[f'{name}.conv_sep.weight'] = (c, c_in, 1, 1)
+    bn(f'{name}.bn_sep', c)
+    c_in = c
+  shapes['fc_param.weight'] = (num_outputs, c_in)
+  shapes['fc_param.bias'] = (num_outputs,)
+  return shapes
+
+
+def variables_from_torch(state_dict, width: float, in_channels: int = 3,
+                         num_outputs: int = 62, source: str = 'state dict'):
+  """3DDFA_V2 MobileNetV1 state dict (numpy) -> Flax ``{'params', 'batch_stats'}``.
+
+  Conv weights OIHW -> HWIO (depthwise (C, 1, 3, 3) -> (3, 3, 1, C)); BN
+  weight/bias -> params scale/bias, running_mean/var -> batch_stats mean/var;
+  ``fc_param`` -> Dense (kernel transposed). ``fc_lm`` (an unused auxiliary
+  head) and ``num_batches_tracked`` are dropped. With ``in_channels=4`` a
+  3-channel first conv is widened with zero weights on the 4th (FLM) channel,
+  so the model computes the same function until trained.
+
+  Raises DaslError naming the key when a tensor is missing, unexpected or of
+  another shape (another architecture or width).
+  """
+  sd = {k: np.asarray(v) for k, v in state_dict.items()
+        if not k.startswith('fc_lm.') and not k.endswith('num_batches_tracked')}
+  conv1 = sd.get('conv1.weight')
+  stored_in = conv1.shape[1] if conv1 is not None and conv1.ndim == 4 else in_channels
+  want = torch_state_dict_shapes(width, stored_in, num_outputs)
+  missing = [k for k in want if k not in sd]
+  extra = [k for k in sd if k not in want]
+  if missing:
+    raise DaslError(f'{source}: missing {missing[0]} (and {len(missing) - 1} more): not a '
+                    f'3DDFA_V2 MobileNetV1 state dict')
+  if extra:
+    raise DaslError(f'{source}: unexpected tensor {extra[0]} (and {len(extra) - 1} more): '
+                    'not a 3DDFA_V2 MobileNetV1 state dict')
+  for k, shp in want.items():
+    if tuple(sd[k].shape) != shp:
+      raise DaslError(f'{source}: {k} has shape {tuple(sd[k].shape)}, MobileNetV1 width '
+                      f'{width} needs {shp} (another architecture or --widen_factor?)')
+  if stored_in not in (3, 4) or (stored_in == 4 and in_channels == 3):
+    raise DaslError(f'{source}: conv1.weight has {stored_in} input channels; cannot build '
+                    f'a {in_channels}-channel model from it')
+  params, stats = {}, {}
+
+  def bn(prefix, dst_p, dst_s):
+    dst_p['scale'] = sd[f'{prefix}.weight']
+    dst_p['bias'] = sd[f'{prefix}.bias']
+    dst_s['mean'] = sd[f'{prefix}.running_mean']
+    dst_s['var'] = sd[f'{prefix}.running_var']
+
+  k1 = sd['conv1.weight'].transpose(2, 3, 1, 0)  # OIHW -> HWIO
+  if in_channels > stored_in:
+    k1 = np.concatenate([k1, np.zeros(k1.shape[:2] + (in_channels - stored_in,) + k1.shape[3:],
+                                      k1.dtype)], axis=2)
+  params['conv1'] = {'kernel': k1}
+  params['bn1'], stats['bn1'] = {}, {}
+  bn('bn1', params['bn1'], stats['bn1'])
+  for name, _, _ in BLOCKS:
+    p = {'conv_dw': {'kernel': sd[f'{name}.conv_dw.weight'].transpose(2, 3, 1, 0)},
+         'conv_sep': {'kernel': sd[f'{name}.conv_sep.weight'].transpose(2, 3, 1, 0)},
+         'bn_dw': {}, 'bn_sep': {}}
+    s = {'bn_dw': {}, 'bn_sep': {}}
+    bn(f'{name}.bn_dw', p['bn_dw'], s['bn_dw'])
+    bn(f'{name}.bn_sep', p['bn_sep'], s['bn_sep'])
+    params[name], stats[name] = p, s
+  params['fc_param'] = {'kernel': sd['fc_param.weight'].T, 'bias': sd['fc_param.bias']}
+  cast = lambda t: jax.tree_util.tree_map(lambda a: np.ascontiguousarray(a, np.float32), t)
+  return {'params': cast(params), 'batch_stats': cast(stats)}
