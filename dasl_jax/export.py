@@ -1,0 +1,173 @@
+"""The inference function as a standalone artefact: jax.export (StableHLO) and ONNX.
+
+The exported function maps uint8 BGR crops (and, for 4-channel models, the 18
+FLM points in crop pixels) to whitened parameters, de-whitened parameters and
+the 68 crop landmarks::
+
+  f(crops (B, 120, 120, 3) uint8[, points18 (B, 18, 2) float32])
+    -> whitened (B, 62), params (B, 62), lms68 (B, 68, 2)
+
+The batch dimension is symbolic (``jax.export.symbolic_shape('b')``), so one
+artefact serves every batch size. Weights, whitening statistics and the
+68-landmark basis are constants inside it: :func:`load` needs only jax (the
+model code is not imported). A 4-channel model exported with ``flm='bootstrap'``
+takes only crops and runs the self-bootstrapped FLM inside.
+
+Files: ``NAME.jaxexport`` (``Exported.serialize()`` bytes) and
+``NAME.jaxexport.json`` (what the inputs and outputs are).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from dasl_jax import inputs
+from dasl_jax import landmarks as L
+from dasl_jax import morphable_model as mm
+from dasl_jax.errors import DaslError
+
+OUTPUTS = ('whitened', 'params', 'lms68')
+FLM_MODES = ('input', 'bootstrap')
+
+
+def inference_function(restored, landmark_model, flm='input', bootstrap_iters=2):
+  """A pure function of the inputs only (variables and constants closed over).
+
+  Args:
+    restored: ``checkpoint.restore`` output.
+    landmark_model: 68-row (or dense) morphable model for the landmarks.
+    flm: 4-channel models: 'input' (points18 is an argument) or 'bootstrap'
+      (from the mean face, ``bootstrap_iters`` passes).
+  Returns:
+    (fn, input names). ``fn(crops[, points18]) -> (whitened, params, lms68)``.
+  """
+  if flm not in FLM_MODES:
+    raise DaslError(f'--flm must be one of {FLM_MODES}, got {flm!r}')
+  cfg = restored.model_config
+  module = restored.module
+  variables = jax.tree_util.tree_map(jnp.asarray, restored.variables)
+  lm = landmark_model if landmark_model.u.shape[0] == 204 else landmark_model.landmark_model()
+  mean = jnp.asarray(restored.param_stats.mean, jnp.float32)
+  std = jnp.asarray(restored.param_stats.std, jnp.float32)
+  conv = cfg.convention
+
+  def outputs(w):
+    p = w * std + mean
+    return w, p, mm.landmarks2d(lm, p, conv)
+
+  if cfg.in_channels == 3:
+    def fn(crops):
+      return outputs(module.apply(variables, inputs.model_input(crops, in_channels=3)))
+    return fn, ('crops',)
+  if flm == 'input':
+    def fn(crops, points18):
+      return outputs(module.apply(variables, inputs.model_input(crops, points18, in_channels=4)))
+    return fn, ('crops', 'points18')
+  mean18 = L.select18(mm.landmarks2d(lm, mean, conv))
+
+  def fn(crops):
+    pts = jnp.broadcast_to(mean18, (crops.shape[0], 18, 2))
+    for _ in range(bootstrap_iters):
+      out = outputs(module.apply(variables, inputs.model_input(crops, pts, in_channels=4)))
+      pts = L.select18(out[2])
+    return out
+  return fn, ('crops',)
+
+
+def input_specs(names, batch: Optional[int] = None):
+  """ShapeDtypeStructs of the inputs; ``batch=None`` makes the batch symbolic."""
+  b = jax.export.symbolic_shape('b')[0] if batch is None else batch
+  spec = {'crops': jax.ShapeDtypeStruct((b, 120, 120, 3), jnp.uint8),
+          'points18': jax.ShapeDtypeStruct((b, 18, 2), jnp.float32)}
+  return [spec[n] for n in names]
+
+
+def export_model(restored, landmark_model, flm='input', bootstrap_iters=2,
+                 batch: Optional[int] = None, platforms: Optional[Sequence[str]] = None):
+  """Trace and lower the inference function with ``jax.export``.
+
+  Args:
+    batch: None for a symbolic batch dimension, or a fixed size.
+    platforms: e.g. ('cpu',) or ('cpu', 'cuda'); default: the current backend.
+  Returns:
+    (``jax.export.Exported``, metadata dict).
+  """
+  fn, names = inference_function(restored, landmark_model, flm, bootstrap_iters)
+  kw = {} if platforms is None else {'platforms': tuple(platforms)}
+  exp = jax.export.export(jax.jit(fn), **kw)(*input_specs(names, batch))
+  cfg = restored.model_config
+  meta = {'format': 'jax.export', 'inputs': list(names), 'outputs': list(OUTPUTS),
+          'batch': 'symbolic' if batch is None else batch,
+          'platforms': list(exp.platforms), 'convention': cfg.convention,
+          'in_channels': cfg.in_channels, 'flm': flm if cfg.in_channels == 4 else 'none',
+          'bootstrap_iters': bootstrap_iters if (cfg.in_channels == 4 and flm == 'bootstrap')
+          else 0,
+          'param_stats_source': restored.param_stats.source,
+          'jax_version': jax.__version__,
+          'doc': 'crops: (B, 120, 120, 3) uint8 BGR; points18: (B, 18, 2) float32 crop '
+                 'pixels; whitened, params: (B, 62); lms68: (B, 68, 2) crop pixels'}
+  return exp, meta
+
+
+def save(exported, meta, path):
+  """Write ``path`` (serialised bytes) and ``path.json`` (metadata). Returns path."""
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_bytes(bytes(exported.serialize()))
+  Path(str(path) + '.json').write_text(json.dumps(meta, indent=1) + '\n')
+  return path
+
+
+def load(path):
+  """Read an exported artefact without any model code.
+
+  Returns:
+    (``jax.export.Exported``, metadata dict or {}); call with ``exp.call(*args)``.
+  """
+  path = Path(path)
+  if not path.exists():
+    raise DaslError(f'{path}: exported model not found')
+  try:
+    exp = jax.export.deserialize(bytearray(path.read_bytes()))
+  except Exception as e:
+    raise DaslError(f'{path}: not a jax.export artefact ({type(e).__name__}: {e})') from None
+  mp = Path(str(path) + '.json')
+  meta = json.loads(mp.read_text()) if mp.exists() else {}
+  return exp, meta
+
+
+# ----------------------------------------------------------------------------
+# ONNX (optional). jax2onnx 0.17.1 converts the model (checked: both depthwise
+# forms, 3 and 4 channels, outputs within 2e-6 relative of JAX), but it pins
+# orbax-checkpoint < 0.11.37 while this package needs >= 0.12, so it cannot be
+# an extra of the same environment: convert in a separate one.
+
+
+def export_onnx(restored, landmark_model, path, flm='input', batch=1, depthwise='grouped'):
+  """Convert the inference function to ONNX with jax2onnx.
+
+  ``depthwise='grouped'`` converts MobileNet's depthwise convolutions to ONNX
+  ``Conv`` with ``group=C`` (onnxruntime has fast kernels for it), rather than
+  the nine slices of the 'shifted' form; same parameters, same function.
+  Raises DaslError when jax2onnx is not installed. The batch is fixed.
+  """
+  try:
+    import jax2onnx
+  except ImportError:
+    raise DaslError('ONNX export needs jax2onnx, which pins orbax-checkpoint < 0.11.37: '
+                    'install it in a separate environment (see dasl_jax/export.py)') from None
+  if restored.model_config.arch == 'mobilenet' and depthwise:
+    import dataclasses
+    from dasl_jax.models import create_regressor
+    cfg = dataclasses.replace(restored.model_config, depthwise=depthwise)
+    restored = dataclasses.replace(restored, module=create_regressor(cfg), model_config=cfg)
+  fn, names = inference_function(restored, landmark_model, flm)
+  specs = input_specs(names, batch)
+  model = jax2onnx.to_onnx(fn, [jax.ShapeDtypeStruct(s.shape, s.dtype) for s in specs],
+                           return_mode='proto')
+  Path(path).write_bytes(model.SerializeToString())
+  return path

@@ -1,0 +1,657 @@
+"""Prediction on real photos: images in, per-face parameters, pose and landmarks out.
+
+Pieces, each usable alone:
+
+* :func:`load_image` reads any photo as BGR uint8 (grey, RGBA, 16-bit, EXIF
+  orientation) or raises a one-line :class:`DaslError`;
+* :func:`face_models` picks the morphable model(s) a checkpoint was trained
+  with: a 68-landmark model for landmarks and a dense one with triangles for
+  meshes and overlays;
+* :class:`Predictor` runs the jitted regressor on batches of 120x120 crops,
+  with the FLM channel for 4-channel models from detector landmarks or
+  self-bootstrapped from the mean face;
+* :func:`predict_image` ties detection, cropping and prediction together for
+  one image and returns :class:`Face` records in image coordinates.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import cv2
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from dasl_jax import camera
+from dasl_jax import checkpoint as ckpt
+from dasl_jax import crop as C
+from dasl_jax import detect
+from dasl_jax import inputs
+from dasl_jax import landmarks as L
+from dasl_jax import mesh_io
+from dasl_jax import morphable_model as mm
+from dasl_jax import params as P
+from dasl_jax import visualize
+from dasl_jax.assets import asset
+from dasl_jax.errors import DaslError
+
+IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp', '.jp2', '.pgm',
+                  '.ppm', '.pbm', '.pnm', '.sr', '.ras', '.exr', '.hdr', '.pic')
+VIDEO_SUFFIXES = ('.mp4', '.avi', '.mov', '.mkv', '.webm', '.m4v', '.mpg', '.mpeg', '.wmv')
+
+
+def warn(msg):
+  print(f'warning: {msg}', file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------
+# Images.
+
+
+def load_image(path) -> np.ndarray:
+  """Read a photo as (H, W, 3) uint8 BGR.
+
+  Grey images are expanded to three channels; RGBA images are composited over
+  white (a transparent background would otherwise come out black, or as
+  whatever colour the hidden pixels hold); 16-bit images are scaled to 8 bits;
+  the EXIF orientation tag is applied (OpenCV 4.x's ``IMREAD_COLOR`` does this
+  for JPEGs; ``tests/test_inference.py`` checks it on a rotated JPEG).
+
+  Raises:
+    DaslError: missing, empty or undecodable file.
+  """
+  path = Path(path)
+  if not path.exists():
+    raise DaslError(f'{path}: file not found')
+  if path.is_dir():
+    raise DaslError(f'{path}: is a folder, not an image')
+  buf = np.fromfile(str(path), np.uint8)  # also works for non-ASCII paths
+  if buf.size == 0:
+    raise DaslError(f'{path}: empty file')
+  raw = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+  if raw is None or raw.size == 0:
+    raise DaslError(f'{path}: not a readable image (OpenCV cannot decode it)')
+  if raw.ndim == 3 and raw.shape[2] == 4:
+    rgb = raw[..., :3].astype(np.float32)
+    alpha = raw[..., 3:].astype(np.float32)
+    top = 65535.0 if raw.dtype == np.uint16 else 255.0
+    img = rgb * (alpha / top) + top * (1 - alpha / top)
+    img = img * (255.0 / top)
+    return np.clip(np.round(img), 0, 255).astype(np.uint8)
+  img = cv2.imdecode(buf, cv2.IMREAD_COLOR)  # grey -> BGR, 16 -> 8 bit, EXIF applied
+  if img is None:
+    raise DaslError(f'{path}: not a readable image (OpenCV cannot decode it)')
+  return img
+
+
+def list_inputs(path) -> List[Path]:
+  """An image, a video, or a folder of them (sorted, not recursive)."""
+  path = Path(path)
+  if not path.exists():
+    raise DaslError(f'--input {path}: not found')
+  if path.is_file():
+    return [path]
+  files = sorted(p for p in path.iterdir()
+                 if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+  if not files:
+    raise DaslError(f'--input {path}: folder holds no images or videos '
+                    f'({", ".join(IMAGE_SUFFIXES[:4])}, ...)')
+  return files
+
+
+def is_video(path) -> bool:
+  return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+def video_frames(path, every=1):
+  """Yield (frame index, (H, W, 3) uint8 BGR) of a video, every ``every``-th frame."""
+  cap = cv2.VideoCapture(str(path))
+  if not cap.isOpened():
+    raise DaslError(f'{path}: cannot open the video (OpenCV has no decoder for it?)')
+  try:
+    i = 0
+    while True:
+      ok, frame = cap.read()
+      if not ok:
+        break
+      if i % every == 0:
+        yield i, frame
+      i += 1
+    if i == 0:
+      raise DaslError(f'{path}: the video has no readable frames')
+  finally:
+    cap.release()
+
+
+def video_fps(path) -> float:
+  cap = cv2.VideoCapture(str(path))
+  fps = cap.get(cv2.CAP_PROP_FPS) if cap.isOpened() else 0.0
+  cap.release()
+  return float(fps) if fps and fps > 0 else 25.0
+
+
+# ----------------------------------------------------------------------------
+# Morphable models of a checkpoint.
+
+
+@dataclasses.dataclass
+class FaceModels:
+  """``landmarks``: a 68-row model for the landmarks (exact basis rows);
+  ``dense``: a model with triangles and colours for meshes, or None;
+  ``kind``: 'bfm' or 'synthetic'; ``note``: how they were chosen."""
+  landmarks: mm.MorphableModel
+  dense: Optional[mm.MorphableModel]
+  kind: str
+  note: str = ''
+
+
+def checkpoint_face_model(flags) -> str:
+  """'synthetic' or 'bfm': which model a training run's flags say it learnt.
+
+  Converted checkpoints (no flags) are 3DDFA / 3DDFA_V2 models, trained on the BFM.
+  """
+  if not flags:
+    return 'bfm'
+  data = flags.get('data', {}) if isinstance(flags.get('data'), dict) else {}
+  src = data.get('source_3d', flags.get('data.source_3d', flags.get('source_3d', '')))
+  return 'synthetic' if src == 'synthetic' else 'bfm'
+
+
+def _flag(flags, name):
+  if not flags:
+    return ''
+  data = flags.get('data', {}) if isinstance(flags.get('data'), dict) else {}
+  return data.get(name, flags.get(f'data.{name}', '')) or ''
+
+
+def bfm_off_surface(paf_mean, bfm_mean, tol=0.01):
+  """Grid vertices of Model_PAF farther than ``tol`` x face width from the BFM mesh.
+
+  Args:
+    paf_mean: (N, 3) Model_PAF mean; bfm_mean: (M, 3) BFM mean vertices.
+  Returns:
+    (N,) bool.
+  """
+  from scipy.spatial import cKDTree
+  d, _ = cKDTree(bfm_mean).query(paf_mean)
+  width = np.ptp(bfm_mean[:, 0])
+  return d > tol * width
+
+
+def _nearest_colors(points, ref_points, ref_colors):
+  from scipy.spatial import cKDTree
+  _, idx = cKDTree(ref_points).query(points)
+  return ref_colors[idx]
+
+
+@functools.lru_cache(maxsize=4)
+def load_bfm_models(bfm_dir: str) -> FaceModels:
+  """BFM models from a folder laid out like ``assets/bfm``.
+
+  Landmarks: ``keypoints68/`` (the exact 68 basis rows). Dense: the full BFM
+  when ``w_shp_sim.npy`` is there (triangles and colours from
+  ``Model_Shape_Sim.mat``), else the 4,096-vertex ``Model_PAF.pkl`` grid with
+  its off-surface grid points dropped and colours from the nearest BFM vertex.
+  """
+  d = Path(bfm_dir)
+  if not d.is_dir():
+    raise DaslError(f'--bfm {d}: folder not found')
+  if (d / 'keypoints68' / 'u_base.txt').exists():
+    lms = mm.load_keypoints68(d / 'keypoints68')
+  elif (d / 'u_base.txt').exists():
+    lms = mm.load_keypoints68(d)
+  else:
+    lms = None
+  sim = d / 'Model_Shape_Sim.mat'
+  simd = mm.load_shape_sim_mat(sim) if sim.exists() else None
+  dense, note = None, ''
+  if (d / 'w_shp_sim.npy').exists():
+    dense = mm.load_3ddfa_configs(d)
+    if simd is not None and len(simd['mean']) == dense.n_vertices:
+      dense = dense.replace(triangles=simd['triangles'], colors=simd.get('tex'))
+      note = f'dense: full BFM {d} ({dense.n_vertices} vertices)'
+    else:
+      note = f'dense: full BFM {d} without triangles (no matching Model_Shape_Sim.mat)'
+  elif (d / 'Model_PAF.pkl').exists():
+    raw = mm._load_pickle(d / 'Model_PAF.pkl')
+    paf_mean = np.asarray(raw['mu_filter'], np.float32).reshape(-1, 3)
+    # The BFM mean face is u_shp + u_exp (Model_Shape_Sim's mu_shape lacks the
+    # expression mean, and would flag half the grid as off the surface).
+    bfm_mean = None
+    if (d / 'u_shp.npy').exists() and (d / 'u_exp.npy').exists():
+      bfm_mean = (mm._load_npy(d / 'u_shp.npy', 'mean shape') +
+                  mm._load_npy(d / 'u_exp.npy', 'mean expression')).reshape(-1, 3)
+    off = bfm_off_surface(paf_mean, bfm_mean) if bfm_mean is not None else None
+    dense = mm.load_model_paf(d / 'Model_PAF.pkl', reference=lms, off_surface=off)
+    if (simd is not None and 'tex' in simd and bfm_mean is not None
+        and len(bfm_mean) == len(simd['tex'])):
+      dense = dense.replace(colors=_nearest_colors(paf_mean, bfm_mean, simd['tex']))
+    note = f'dense: Model_PAF.pkl ({dense.n_vertices} vertices, {len(dense.triangles)} triangles)'
+  if lms is None:
+    if dense is None:
+      raise DaslError(f'--bfm {d}: no morphable model here (need keypoints68/, '
+                      'w_shp_sim.npy or Model_PAF.pkl)')
+    lms = dense.landmark_model()
+  return FaceModels(lms, dense, 'bfm', note)
+
+
+def face_models(restored, bfm_dir=None) -> FaceModels:
+  """The models to read a checkpoint's parameters with.
+
+  ``--bfm DIR`` wins. Otherwise a synthetic-data run uses the built-in
+  synthetic model, and a BFM-trained checkpoint uses ``<assets>/bfm`` (or its
+  run's ``data.bfm_dir``) when present; else it warns and falls back to the
+  synthetic model, whose coefficients mean something else.
+  """
+  kind = checkpoint_face_model(restored.flags)
+  if bfm_dir:
+    m = load_bfm_models(str(Path(bfm_dir).expanduser().resolve()))
+    if kind == 'synthetic':
+      warn(f'--bfm {bfm_dir}: this checkpoint was trained on the synthetic face model; '
+           'its shape coefficients mean something else in the BFM')
+    return m
+  if kind == 'bfm':
+    cand = _flag(restored.flags, 'bfm_dir') or str(asset('bfm'))
+    if Path(cand).is_dir():
+      return load_bfm_models(str(Path(cand).resolve()))
+    warn('this checkpoint was trained on the BFM but no BFM folder was found '
+         f'(looked at {cand}); pass --bfm DIR. Using the synthetic face model: '
+         'landmarks and meshes will be wrong')
+  from dasl_jax.data.synthetic_model import build_synthetic_model
+  syn = build_synthetic_model()
+  return FaceModels(syn.landmark_model(), syn, 'synthetic', 'built-in synthetic face model')
+
+
+# ----------------------------------------------------------------------------
+# The jitted regressor.
+
+
+def _bucket(n, cap):
+  """Smallest power of two >= n (at most cap): few shapes, few compilations."""
+  b = 1
+  while b < n and b < cap:
+    b *= 2
+  return b
+
+
+class Predictor:
+  """A restored regressor with its whitening, landmark model and convention.
+
+  Args:
+    restored: ``dasl_jax.checkpoint.restore(...)`` output.
+    landmark_model: 68-row morphable model for the landmarks.
+    batch_size: the largest batch one call runs (bigger inputs are split).
+    bootstrap_iters: forward passes of the self-bootstrapped FLM (4-channel
+      models without detector landmarks): the first from the mean face's
+      landmarks, each next one from the previous prediction's.
+  """
+
+  def __init__(self, restored, landmark_model, batch_size=32, bootstrap_iters=2):
+    self.module = restored.module
+    self.variables = jax.tree_util.tree_map(jnp.asarray, restored.variables)
+    self.config = restored.model_config
+    self.stats = restored.param_stats
+    self.convention = self.config.convention
+    self.lm_model = landmark_model if landmark_model.u.shape[0] == 204 else \
+        landmark_model.landmark_model()
+    self.batch_size = batch_size
+    if bootstrap_iters < 1:
+      raise DaslError(f'--bootstrap_iters must be >= 1, got {bootstrap_iters}')
+    self.bootstrap_iters = bootstrap_iters
+    self._mean = jnp.asarray(self.stats.mean, jnp.float32)
+    self._std = jnp.asarray(self.stats.std, jnp.float32)
+    # The mean face under the mean pose: the FLM a 4-channel model starts from.
+    self.mean_lms68 = np.asarray(mm.landmarks2d(self.lm_model, self._mean, self.convention))
+    self._fn = jax.jit(self._forward, static_argnames=('iters',))
+
+  @property
+  def in_channels(self):
+    return self.config.in_channels
+
+  def _outputs(self, whitened):
+    p = whitened * self._std + self._mean
+    return p, mm.landmarks2d(self.lm_model, p, self.convention)
+
+  def _forward(self, variables, crops, points18, mask18, iters):
+    """crops (B, 120, 120, 3) uint8, points18 (B, 18, 2), mask18 (B, 18) ->
+    whitened (B, 62), params (B, 62), lms68 (B, 68, 2) crop pixels."""
+    if self.in_channels == 3:
+      w = self.module.apply(variables, inputs.model_input(crops, in_channels=3))
+      return (w,) + self._outputs(w)
+    for _ in range(iters):
+      x = inputs.model_input(crops, points18, mask18, in_channels=4)
+      w = self.module.apply(variables, x)
+      p, lms = self._outputs(w)
+      points18, mask18 = L.select18(lms), jnp.ones_like(mask18)  # predicted: all visible
+    return w, p, lms
+
+  def predict_crops(self, crops, lms68=None, iters=None, points18=None, mask18=None):
+    """Run the regressor on crops, in batches.
+
+    Args:
+      crops: (F, 120, 120, 3) uint8 BGR.
+      lms68: optional (F, 68, 2) detector landmarks in crop pixels (FLM input of
+        4-channel models: one pass). Without them a 4-channel model bootstraps.
+      iters: bootstrap passes (default: the predictor's).
+      points18: optional (F, 18, 2) FLM points given directly (instead of lms68).
+      mask18: optional (F, 18) visibility of ``points18`` (0: not drawn).
+    Returns:
+      dict of numpy arrays: ``whitened`` (F, 62), ``params`` (F, 62) de-whitened,
+      ``lms68`` (F, 68, 2) crop pixels.
+    """
+    crops = np.asarray(crops)
+    if crops.ndim != 4 or crops.shape[1:] != (camera.CROP_SIZE, camera.CROP_SIZE, 3):
+      raise DaslError(f'crops: expected (F, 120, 120, 3) uint8, got {crops.shape}')
+    n = len(crops)
+    out = {'whitened': np.zeros((n, 62), np.float32), 'params': np.zeros((n, 62), np.float32),
+           'lms68': np.zeros((n, 68, 2), np.float32)}
+    if n == 0:
+      return out
+    if points18 is not None:
+      pts = np.asarray(points18, np.float32)
+      passes = 1
+    elif lms68 is not None:
+      pts = L.select18_np(np.asarray(lms68, np.float32))
+      passes = 1
+    else:
+      pts = np.broadcast_to(L.select18_np(self.mean_lms68), (n, 18, 2))
+      passes = self.bootstrap_iters if iters is None else iters
+    vis = (np.ones((n, 18), np.float32) if mask18 is None or points18 is None
+           else np.asarray(mask18, np.float32))
+    for s in range(0, n, self.batch_size):
+      c = crops[s:s + self.batch_size]
+      q = pts[s:s + self.batch_size]
+      m = vis[s:s + self.batch_size]
+      b = _bucket(len(c), self.batch_size)
+      pad = b - len(c)
+      if pad:
+        c = np.concatenate([c, np.zeros((pad,) + c.shape[1:], c.dtype)])
+        q = np.concatenate([q, np.zeros((pad,) + q.shape[1:], q.dtype)])
+        m = np.concatenate([m, np.ones((pad, 18), np.float32)])
+      res = self._fn(self.variables, jnp.asarray(c, jnp.uint8), jnp.asarray(q, jnp.float32),
+                     jnp.asarray(m), iters=passes)
+      k = len(c) - pad
+      for name, r in zip(('whitened', 'params', 'lms68'), res):
+        out[name][s:s + k] = np.asarray(r)[:k]
+    return out
+
+
+def dense_vertices(model: mm.MorphableModel, params, convention):
+  """Dense vertices in crop pixels with depth: (F, 62) -> (F, N, 3)."""
+  return np.asarray(_dense_jit(model, jnp.asarray(params, jnp.float32), convention))
+
+
+@functools.partial(jax.jit, static_argnames=('convention',))
+def _dense_jit(model, params, convention):
+  return mm.vertices2d(model, params, convention)
+
+
+def to_image_space(verts_crop, roi_box, size=camera.CROP_SIZE):
+  """Crop-pixel vertices (x, y, z) -> image pixels, z scaled like x and y.
+
+  3DDFA_V2's ``similar_transform``: x, y through the ROI box; z times the mean
+  crop->image scale, shifted so its minimum is 0 (the pixel convention's
+  offsets are already in ``vertices2d``'s x, y).
+
+  Args:
+    verts_crop: (N, 3); roi_box: (4,).
+  Returns:
+    (N, 3) float32.
+  """
+  v = np.asarray(verts_crop, np.float64)
+  roi = np.asarray(roi_box, np.float64)
+  xy = np.asarray(camera.crop_to_image(v[:, :2], roi, size))
+  s = ((roi[2] - roi[0]) + (roi[3] - roi[1])) / (2 * size)
+  z = v[:, 2] * s
+  return np.concatenate([xy, (z - z.min())[:, None]], 1).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------
+# One image, end to end.
+
+
+@dataclasses.dataclass
+class Face:
+  """One predicted face, everything in original-image pixels.
+
+  box (5,) FaceBoxes-like x1, y1, x2, y2, score; roi_box (4,); kind: how the
+  face was found; params (62,) de-whitened; pose (3,) yaw, pitch, roll in
+  degrees; lms68 (68, 2) image pixels; crop (120, 120, 3) uint8;
+  lms68_crop (68, 2); flm: 'detector', 'bootstrap' or 'none' (3 channels).
+  """
+  box: np.ndarray
+  roi_box: np.ndarray
+  kind: str
+  params: np.ndarray
+  pose: np.ndarray
+  lms68: np.ndarray
+  crop: np.ndarray
+  lms68_crop: np.ndarray
+  flm: str
+
+  def record(self):
+    return {'box': [round(float(v), 2) for v in self.box[:4]],
+            'score': round(float(self.box[4]), 4), 'detector': self.kind,
+            'roi_box': [round(float(v), 3) for v in self.roi_box],
+            'params': [float(v) for v in self.params],
+            'yaw': round(float(self.pose[0]), 3), 'pitch': round(float(self.pose[1]), 3),
+            'roll': round(float(self.pose[2]), 3), 'flm': self.flm,
+            'landmarks68': [[round(float(x), 3), round(float(y), 3)] for x, y in self.lms68]}
+
+
+def _match_landmarks(boxes, lms):
+  """For each box, the landmark set whose centre lies inside it (nearest centre)."""
+  out = []
+  centres = lms.mean(axis=1)
+  for b in boxes:
+    c = np.array([(b[0] + b[2]) / 2, (b[1] + b[3]) / 2])
+    inside = ((centres[:, 0] >= b[0]) & (centres[:, 0] <= b[2]) &
+              (centres[:, 1] >= b[1]) & (centres[:, 1] <= b[3]))
+    if not inside.any():
+      out.append(None)
+      continue
+    d = np.where(inside, np.linalg.norm(centres - c, axis=1), np.inf)
+    out.append(lms[int(np.argmin(d))])
+  return out
+
+
+def predict_image(predictor: Predictor, image, detector=None, boxes=None, lms68=None,
+                  min_face=0, name='image') -> tuple:
+  """Faces of one image.
+
+  The faces come from, in order: ``boxes`` (FaceBoxes-like, the ROI by
+  3DDFA_V2's rule); else ``lms68`` (the ROI by 3DDFA v1's landmark rule);
+  else ``detector``. Detector landmarks (``lms68``), when given, also feed the
+  FLM of a 4-channel model.
+
+  Args:
+    image: (H, W, 3) uint8 BGR.
+    detector: ``detect.HaarDetector`` or None.
+    boxes: (F, 5) or None; lms68: (F, 68, 2) image pixels or None.
+    min_face: skip faces whose box side (mean of width and height) is smaller.
+  Returns:
+    (list of :class:`Face`, list of messages about skipped faces).
+  """
+  messages = []
+  face_lms = None
+  if boxes is not None and len(boxes):
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 5)
+    kinds = ['file'] * len(boxes)
+    face_lms = _match_landmarks(boxes, lms68) if lms68 is not None else None
+    rois = C.roi_box_from_bbox(boxes)
+  elif lms68 is not None and len(lms68):
+    face_lms = list(np.asarray(lms68, np.float64))
+    rois = C.roi_box_from_landmarks(np.asarray(lms68))
+    lo, hi = np.min(lms68, axis=1), np.max(lms68, axis=1)
+    boxes = np.concatenate([lo, hi, np.ones((len(lo), 1))], 1)
+    kinds = ['landmarks'] * len(boxes)
+  elif detector is not None:
+    dets = detector.detect(image)
+    boxes = np.asarray([d.box for d in dets]).reshape(-1, 5)
+    kinds = [d.kind for d in dets]
+    rois = C.roi_box_from_bbox(boxes) if len(boxes) else np.zeros((0, 4))
+  else:
+    boxes, kinds, rois = np.zeros((0, 5)), [], np.zeros((0, 4))
+  keep = []
+  for i, b in enumerate(boxes):
+    side = ((b[2] - b[0]) + (b[3] - b[1])) / 2
+    if side < min_face:
+      messages.append(f'{name}: face {i} at {np.round(b[:4]).astype(int).tolist()} is '
+                      f'{side:.0f} px, below --min_face {min_face}: skipped')
+    else:
+      keep.append(i)
+  if not keep:
+    return [], messages
+  rois = np.asarray(rois)[keep]
+  boxes = boxes[keep]
+  kinds = [kinds[i] for i in keep]
+  crops = C.crop_faces(image, rois)
+  crop_lms = None
+  flm = 'none' if predictor.in_channels == 3 else 'bootstrap'
+  if face_lms is not None and predictor.in_channels == 4:
+    sel = [face_lms[i] for i in keep]
+    if all(s is not None for s in sel):
+      crop_lms = np.asarray(camera.image_to_crop(np.stack(sel).astype(np.float32), rois))
+      flm = 'detector'
+    elif any(s is not None for s in sel):
+      messages.append(f'{name}: some boxes have no matching landmarks; '
+                      'all faces of this image use the self-bootstrapped FLM')
+  out = predictor.predict_crops(crops, crop_lms)
+  img_lms = np.asarray(camera.crop_to_image(out['lms68'], rois))
+  fR = P.split(jnp.asarray(out['params']))[0]
+  poses = np.asarray(camera.pose_angles(fR))
+  faces = [Face(box=boxes[i], roi_box=rois[i], kind=kinds[i], params=out['params'][i],
+                pose=poses[i], lms68=img_lms[i], crop=crops[i], lms68_crop=out['lms68'][i],
+                flm=flm) for i in range(len(rois))]
+  return faces, messages
+
+
+# ----------------------------------------------------------------------------
+# The command's outputs.
+
+
+class Runner:
+  """``experiments.predict`` as a class: the model, the detector, and what to write
+  for each image or video (JSON records, overlays, meshes, depth and normal maps)."""
+
+  def __init__(self, checkpoint, out, bfm=None, boxes=None, landmarks=None, min_face=24,
+               bootstrap_iters=2, batch_size=32, depth=False, meshes=True, overlay=True,
+               profile=True, alpha=0.6):
+    self.restored = ckpt.restore(checkpoint)
+    self.models = face_models(self.restored, bfm)
+    self.predictor = Predictor(self.restored, self.models.landmarks,
+                               batch_size=batch_size, bootstrap_iters=bootstrap_iters)
+    self.boxes = detect.load_boxes(boxes) if boxes else None
+    self.landmarks = detect.load_landmarks(landmarks) if landmarks else None
+    self.detector = detect.HaarDetector(profile=profile)
+    self.out = Path(out)
+    self.out.mkdir(parents=True, exist_ok=True)
+    self.min_face = min_face
+    self.depth, self.meshes, self.overlay, self.alpha = depth, meshes, overlay, alpha
+    dense = self.models.dense
+    self.dense = dense if dense is not None and dense.triangles is not None else None
+    if self.dense is None:
+      warn('no dense model with triangles: overlays show landmarks only and no '
+           'meshes are written (pass --bfm DIR)')
+
+  def faces(self, image, name):
+    key = Path(name).name
+    boxes = self.boxes.get(key) if self.boxes is not None else None
+    lms = self.landmarks.get(key) if self.landmarks is not None else None
+    if self.boxes is not None and boxes is None:
+      return [], [f'{name}: no boxes for this image in --boxes: no faces']
+    return predict_image(self.predictor, image, self.detector, boxes=boxes,
+                         lms68=lms, min_face=self.min_face, name=name)
+
+  def dense_crop_vertices(self, faces):
+    """Per face (N, 3) dense vertices in crop pixels with depth (or [])."""
+    if self.dense is None or not faces:
+      return []
+    return list(dense_vertices(self.dense, np.stack([f.params for f in faces]),
+                               self.predictor.convention))
+
+  def dense_image_vertices(self, faces, crop_verts=None):
+    """Per face (N, 3) image-pixel vertices, one depth scale for all faces."""
+    crop_verts = self.dense_crop_vertices(faces) if crop_verts is None else crop_verts
+    return [visualize.face_vertices_image(v, f.roi_box) for v, f in zip(crop_verts, faces)]
+
+  def picture(self, image, faces, verts):
+    tri = self.dense.triangles if self.dense is not None else None
+    return visualize.overlay(image, verts, tri, [f.lms68 for f in faces], alpha=self.alpha)
+
+  def image(self, path, image):
+    """Everything for one image; returns its JSON record."""
+    faces, messages = self.faces(image, str(path))
+    for m in messages:
+      print(m, file=sys.stderr)
+    if not faces:
+      msg = f'{path}: no face found'
+      print(msg, file=sys.stderr)
+      messages.append(msg)
+    stem = self.out / Path(path).stem
+    crop_verts = self.dense_crop_vertices(faces)
+    verts = self.dense_image_vertices(faces, crop_verts)
+    files = {}
+    if self.overlay:
+      files['overlay'] = str(stem) + '_overlay.png'
+      cv2.imwrite(files['overlay'], self.picture(image, faces, verts))
+    if self.depth:
+      tri = self.dense.triangles if self.dense is not None else None
+      if tri is not None:
+        files['depth'] = str(stem) + '_depth.png'
+        files['normal'] = str(stem) + '_normal.png'
+        cv2.imwrite(files['depth'], visualize.depth_map(image.shape, verts, tri)[0])
+        cv2.imwrite(files['normal'], visualize.normal_map(image.shape, verts, tri))
+    records = []
+    for k, f in enumerate(faces):
+      r = f.record()
+      if self.meshes and crop_verts:
+        v = to_image_space(crop_verts[k], f.roi_box)
+        tri = mesh_io.face_toward(v, self.dense.triangles)
+        obj, ply = mesh_io.write_mesh(f'{stem}_face{k}', v, tri, self.dense.colors)
+        r['mesh_obj'], r['mesh_ply'] = str(obj), str(ply)
+      records.append(r)
+    rec = {'image': str(path), 'height': int(image.shape[0]), 'width': int(image.shape[1]),
+           'faces': records, 'messages': messages, 'files': files,
+           'model': self.models.note, 'convention': self.predictor.convention}
+    (Path(str(stem) + '.json')).write_text(json.dumps(rec, indent=1) + '\n')
+    return rec
+
+  def video(self, path, every=1):
+    stem = self.out / Path(path).stem
+    writer, frames = None, []
+    n_total = int(cv2.VideoCapture(str(path)).get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    bar = tqdm(total=n_total, desc=Path(path).name, unit='frame')
+    last = 0
+    for i, frame in video_frames(path, every):
+      faces, messages = self.faces(frame, f'{path}#frame{i}')
+      frames.append({'frame': i, 'faces': [f.record() for f in faces], 'messages': messages})
+      if self.overlay:
+        if writer is None:
+          h, w = frame.shape[:2]
+          fps = video_fps(path) / every
+          writer = cv2.VideoWriter(str(stem) + '_overlay.mp4',
+                                   cv2.VideoWriter_fourcc(*'mp4v'), fps, (w, h))
+          if not writer.isOpened():
+            warn(f'{path}: cannot write an mp4 here; writing overlay PNGs')
+            writer = False
+        pic = self.picture(frame, faces, self.dense_image_vertices(faces))
+        if writer:
+          writer.write(pic)
+        else:
+          cv2.imwrite(f'{stem}_frame{i:06d}_overlay.png', pic)
+      bar.update(i + 1 - last)
+      last = i + 1
+    bar.close()
+    if writer:
+      writer.release()
+    rec = {'video': str(path), 'every': every, 'frames': frames,
+           'model': self.models.note, 'convention': self.predictor.convention}
+    (Path(str(stem) + '.json')).write_text(json.dumps(rec, indent=1) + '\n')
+    return rec

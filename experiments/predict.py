@@ -1,0 +1,127 @@
+r"""Predict 3D faces on photos or videos: JSON records, overlays, meshes.
+
+  python -m experiments.predict --checkpoint WORKDIR --input PATH [--out DIR]
+      [--boxes FILE] [--landmarks FILE] [--bfm DIR] [--depth] [--every N]
+
+PATH is an image, a folder of images/videos, or a video. Per image ``NAME``:
+``NAME.json`` (one record per face: box, roi_box, score, 62 parameters,
+yaw/pitch/roll, 68 landmarks in image pixels), ``NAME_overlay.png`` (mesh and
+landmarks over the photo), ``NAME_face<k>.obj`` / ``.ply`` (mesh in image
+pixels, per-vertex colour) and with ``--depth`` ``NAME_depth.png`` /
+``NAME_normal.png``. A video gives ``NAME.json`` with a record per frame and
+``NAME_overlay.mp4``.
+
+Faces come from ``--boxes`` (JSON or CSV x1,y1,x2,y2[,score] per image), else
+``--landmarks`` (68 points per face), else OpenCV's Haar cascades. 4-channel
+models take their FLM from ``--landmarks`` or bootstrap it from the mean face
+(``--bootstrap_iters``).
+
+``--calibrate`` only re-measures the Haar box calibration on the AFLW2000-3D
+originals in ``$DASL_ASSETS`` and prints it (no checkpoint needed).
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from absl import app, flags, logging
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('checkpoint', None, 'model work directory (experiments.train or '
+                    'experiments.convert_checkpoint output)')
+flags.DEFINE_string('input', None, 'an image, a video, or a folder of them')
+flags.DEFINE_string('out', 'predictions', 'output folder (created)')
+flags.DEFINE_string('boxes', None, 'face boxes file: JSON or CSV, image,x1,y1,x2,y2[,score]')
+flags.DEFINE_string('landmarks', None, '68-point detector landmarks in image pixels: '
+                    'lines name,x1,y1,...,x68,y68 or JSON {name: [[x, y] x 68]}')
+flags.DEFINE_string('bfm', None, 'BFM folder (keypoints68/, Model_PAF.pkl, optional '
+                    'w_shp_sim.npy); default: the one the checkpoint was trained with')
+flags.DEFINE_integer('every', 1, 'videos: use every N-th frame')
+flags.DEFINE_integer('min_face', 24, 'skip faces whose box is smaller than this (pixels)')
+flags.DEFINE_integer('bootstrap_iters', 2, '4-channel models without --landmarks: forward '
+                     'passes of the self-bootstrapped FLM')
+flags.DEFINE_integer('batch_size', 32, 'largest batch of faces per forward pass')
+flags.DEFINE_bool('depth', False, 'also write depth and normal maps')
+flags.DEFINE_bool('meshes', True, 'write .obj and .ply meshes (images only)')
+flags.DEFINE_bool('overlay', True, 'write overlay pictures')
+flags.DEFINE_bool('profile', True, 'Haar detector: also run the profile cascade')
+flags.DEFINE_float('alpha', 0.6, 'mesh opacity in overlays')
+flags.DEFINE_bool('calibrate', False, 'print the Haar box calibration measured on '
+                  'AFLW2000-3D originals and exit')
+
+
+def calibrate():
+  import numpy as np
+  from dasl_jax import detect
+  from dasl_jax.assets import asset
+  root = asset('aflw2000-3d')
+  names = (root / 'AFLW2000-3D_crop.list').read_text().split()
+  roi = np.load(root / 'test.configs' / 'AFLW2000-3D_crop.roi_box.npy')
+  idx = [i for i, n in enumerate(names) if (root / 'originals' / n).exists()]
+  if not idx:
+    from dasl_jax.errors import DaslError
+    raise DaslError(f'{root / "originals"}: no original images to calibrate on')
+  res = detect.calibrate([root / 'originals' / names[i] for i in idx], roi[idx])
+  print(json.dumps(res, indent=1))
+
+
+def run(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)  # orbax logs every restore step at INFO
+  from dasl_jax import inference
+  from dasl_jax.errors import DaslError
+  if FLAGS.calibrate:
+    calibrate()
+    return 0
+  for name in ('checkpoint', 'input'):
+    if not getattr(FLAGS, name):
+      raise DaslError(f'--{name} is required')
+  if FLAGS.every < 1:
+    raise DaslError(f'--every must be >= 1, got {FLAGS.every}')
+  files = inference.list_inputs(FLAGS.input)
+  single = len(files) == 1 and Path(FLAGS.input).is_file()
+  if single and not inference.is_video(files[0]):
+    inference.load_image(files[0])  # an unreadable file fails before the model loads
+  runner = inference.Runner(FLAGS.checkpoint, FLAGS.out, bfm=FLAGS.bfm, boxes=FLAGS.boxes,
+                  landmarks=FLAGS.landmarks, min_face=FLAGS.min_face,
+                  bootstrap_iters=FLAGS.bootstrap_iters, batch_size=FLAGS.batch_size,
+                  depth=FLAGS.depth, meshes=FLAGS.meshes, overlay=FLAGS.overlay,
+                  profile=FLAGS.profile, alpha=FLAGS.alpha)
+  n_faces, failed = 0, 0
+  from tqdm import tqdm
+  t0 = time.time()
+  for path in tqdm(files, desc='images', unit='file', disable=len(files) < 2):
+    try:
+      if inference.is_video(path):
+        rec = runner.video(path, FLAGS.every)
+        n_faces += sum(len(f['faces']) for f in rec['frames'])
+      else:
+        rec = runner.image(path, inference.load_image(path))
+        n_faces += len(rec['faces'])
+    except DaslError as e:
+      if single:
+        raise
+      failed += 1
+      print(f'error: {e} (skipped)', file=sys.stderr)
+      stem = Path(FLAGS.out) / path.stem
+      Path(str(stem) + '.json').write_text(json.dumps(
+          {'image': str(path), 'faces': [], 'messages': [str(e)], 'error': str(e)},
+          indent=1) + '\n')
+  print(f'{len(files)} input(s), {n_faces} face(s), {failed} unreadable, '
+        f'{time.time() - t0:.1f} s -> {FLAGS.out}')
+  return 0
+
+
+def main(argv):
+  from dasl_jax.errors import DaslError
+  try:
+    sys.exit(run(argv))
+  except DaslError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == '__main__':
+  app.run(main)
