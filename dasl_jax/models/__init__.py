@@ -26,6 +26,8 @@ class ModelConfig:
   convention: pixel convention of its training labels, 'v1' or 'v2'.
   depthwise: how MobileNet's depthwise conv runs: 'auto' (shifted on CPU,
     grouped elsewhere), 'shifted' or 'grouped'. Same parameters either way.
+  resnet_width: ResNet stem / first-stage channels (64 = the paper's; small
+    values give tiny test networks).
   """
   arch: str = 'mobilenet'
   width: float = 0.5
@@ -34,6 +36,7 @@ class ModelConfig:
   num_params: int = 62
   convention: str = 'v1'
   depthwise: str = 'auto'
+  resnet_width: int = 64
 
   def to_json(self) -> str:
     return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -62,5 +65,5 @@ def create_regressor(cfg: ModelConfig):
                        depthwise=cfg.depthwise)
   if cfg.arch == 'resnet':
     from dasl_jax.models.resnet import ResNet
-    return ResNet(depth=cfg.depth, num_outputs=cfg.num_params)
+    return ResNet(depth=cfg.depth, num_outputs=cfg.num_params, base_width=cfg.resnet_width)
   raise DaslError(f'unknown arch {cfg.arch!r}; use one of {ARCHES}')

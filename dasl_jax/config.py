@@ -1,0 +1,108 @@
+"""The default training configuration: every hyper-parameter of a run, as a ConfigDict.
+
+``python -m experiments.train --flagfile=experiments/configs/tiny.flags`` starts
+from :func:`default_config` and a flagfile overrides fields
+(``--config.optim.lr=0.01``). Sections: ``model`` (regressor), ``critic``,
+``loss`` (weights and switches), ``optim``, ``train`` (steps, logging,
+checkpoints, devices), ``eval`` and ``data`` (the data side's own flags,
+``dasl_jax.data.config.data_config()``; batch sizes live there).
+"""
+from __future__ import annotations
+
+import ml_collections
+
+
+def _data_config():
+  try:
+    from dasl_jax.data.config import data_config
+  except ImportError:  # the data package is optional for the model/loss tests
+    c = ml_collections.ConfigDict()
+    c.batch_size_3d = 8
+    c.batch_size_wild = 8
+    c.convention = 'v1'
+    return c
+  return data_config()
+
+
+def default_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+
+  # --- regressor (mirrors dasl_jax.models.ModelConfig; convention comes from data)
+  c.model = ml_collections.ConfigDict()
+  c.model.arch = 'mobilenet'        # mobilenet | resnet
+  c.model.width = 0.5               # MobileNetV1 widen factor
+  c.model.depth = 50                # ResNet depth: 18 | 34 | 50
+  c.model.resnet_width = 64         # ResNet stem width (64 = paper)
+  c.model.in_channels = 4           # 3 colour, 4 colour + FLM
+  c.model.depthwise = 'auto'        # MobileNet depthwise: auto | shifted | grouped
+  c.model.freeze_bn = False         # True: batch norm in inference mode, statistics frozen
+  c.model.init_checkpoint = ''      # model work dir (experiments.convert_checkpoint) to start from
+
+  # --- self-critic (paper: latent 512, MLP 1024 -> 1024 -> 1)
+  c.critic = ml_collections.ConfigDict()
+  # The paper gives only the 512-d latent; four stride-2 3x3 convs this narrow cost
+  # ~14M multiply-adds per 120x120 crop (widths 32..256 would cost ~55M, more than
+  # MobileNet x0.5 itself, and the critic sees every crop of the step twice).
+  c.critic.encoder_widths = (16, 32, 64, 128)
+  c.critic.latent_dim = 512
+  c.critic.hidden = (1024, 1024)
+
+  # --- losses: L = w_3d L_3d + w_2d L_2d_con + w_3d_con L_3d_con + w_cyc L_cyc + w_sc L_sc
+  c.loss = ml_collections.ConfigDict()
+  c.loss.use_3d = True
+  c.loss.use_2d = True
+  c.loss.use_3d_con = True
+  c.loss.use_cyc = True
+  c.loss.use_sc = True              # generator side of the self-critic
+  c.loss.train_critic = True        # critic side (needs use_sc to matter)
+  # Defaults follow the authors' released script (10 L3d + 0.05 Lsc +
+  # 0.005 (L2d + Lcyc)), plus an L_3d_con weight of the same order as L_cyc's
+  # (both are squared pixel distances); see experiments/configs/2dasl_300wlp.flags.
+  c.loss.w_3d = 10.0
+  c.loss.w_2d = 0.005
+  c.loss.w_3d_con = 0.005
+  c.loss.w_cyc = 0.005
+  c.loss.w_sc = 0.05
+  c.loss.l3d_kind = 'wpdc'          # wpdc | vdc (dense-model vertex distance) | mse
+  c.loss.wpdc_resample = 132        # random vertices per step besides the 68 landmarks
+  c.loss.weight_power = 2           # SEL18 weights squared (released code) or 1 (paper text)
+
+  # --- optimisers
+  c.optim = ml_collections.ConfigDict()
+  c.optim.name = 'sgd'              # sgd (Nesterov) | adam | adamw
+  c.optim.lr = 0.004
+  c.optim.momentum = 0.9
+  c.optim.nesterov = True
+  c.optim.weight_decay = 5e-4       # sgd: L2 added to the gradient (PyTorch); adamw: decoupled
+  c.optim.decay_to = 0.001          # exponential decay to lr * decay_to at the last step
+  c.optim.warmup_steps = 0          # linear warm-up from 0
+  c.optim.clip_norm = 0.0           # > 0: clip gradients by global norm
+  c.optim.critic_name = 'adam'
+  c.optim.critic_lr = 1e-4
+  c.optim.critic_b1 = 0.5           # GAN-usual Adam beta1
+  c.optim.critic_every = 1          # critic update every k steps
+
+  # --- the run
+  c.train = ml_collections.ConfigDict()
+  c.train.num_steps = 1000
+  c.train.seed = 0
+  c.train.log_every = 50
+  c.train.eval_every = 500          # held-out NME every N steps (0 = only at the end)
+  c.train.checkpoint_every = 500
+  c.train.keep_checkpoints = 3      # last k, plus the best by held-out NME
+  c.train.eval_batch = 64
+  c.train.fake_data = False         # tiny in-memory random data (tests, no data package)
+  c.train.fake_nan_batch = -1       # fake data only: a NaN label in this 3D batch (tests the NaN stop)
+  c.train.distributed = False       # call jax.distributed.initialize() (multi-host)
+  c.train.progress = True           # tqdm bar
+
+  # --- evaluation besides the held-out set
+  c.eval = ml_collections.ConfigDict()
+  c.eval.aflw2000_dir = ''          # AFLW2000-3D folder: NME at the end (and at eval steps)
+
+  c.data = _data_config()
+  return c
+
+
+def get_config():
+  return default_config()

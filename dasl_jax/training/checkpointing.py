@@ -1,0 +1,93 @@
+"""Train checkpoints: Orbax CheckpointManager on the model-checkpoint layout.
+
+Items per step (``WORKDIR/checkpoints/<step>/``): ``variables`` (the regressor's
+``{'params', 'batch_stats'}``, what ``dasl_jax.checkpoint.restore`` reads),
+``train_state`` (the whole :class:`TrainState`: optimisers, critic, step) and
+``data`` (the loaders' JSON state, so a resumed run sees the batches an
+uninterrupted one would). Kept: the last ``keep`` steps plus the best by
+held-out NME (Orbax ``AnyPreservationPolicy`` of ``LatestN`` and ``BestN``).
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Optional
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as cm
+
+from dasl_jax import checkpoint
+
+ITEMS = (checkpoint.VARIABLES, 'train_state', 'data')
+METRIC = 'nme'
+
+
+def _nme(metrics):
+  return metrics[METRIC]
+
+
+class TrainCheckpointer:
+  """Save and resume a run in ``WORKDIR/checkpoints``."""
+
+  def __init__(self, workdir, keep: int = 3, async_save: bool = True):
+    policy = cm.AnyPreservationPolicy([
+        cm.LatestN(n=max(int(keep), 1)),
+        # BestN sorts ascending by default and keeps the last n: reverse for "lowest NME".
+        cm.BestN(get_metric_fn=_nme, reverse=True, n=1, keep_checkpoints_without_metrics=False),
+    ])
+    self.workdir = workdir
+    self.mngr = checkpoint.checkpoint_manager(
+        workdir, item_names=ITEMS, preservation_policy=policy,
+        best_fn=_nme, best_mode='min',  # for best_step(); deletion follows the policy
+        enable_async_checkpointing=async_save)
+
+  def latest_step(self) -> Optional[int]:
+    return self.mngr.latest_step()
+
+  def all_steps(self):
+    return sorted(self.mngr.all_steps())
+
+  def best_step(self) -> Optional[int]:
+    return self.mngr.best_step()
+
+  def save(self, step: int, state, data_state: dict, nme: Optional[float] = None):
+    """Save ``state`` at ``step`` (asynchronously); ``nme`` ranks it for 'best'."""
+    args = ocp.args.Composite(**{
+        checkpoint.VARIABLES: ocp.args.StandardSave(state.variables),
+        'train_state': ocp.args.StandardSave(state),
+        'data': ocp.args.JsonSave(data_state or {}),
+    })
+    metrics = {METRIC: float(nme)} if nme is not None and np.isfinite(nme) else None
+    self.mngr.save(int(step), args=args, metrics=metrics, force=True)
+
+  def restore_latest(self, target):
+    """Newest readable step: (state, data_state, step), or None when there is none.
+
+    A step that cannot be read (truncated or corrupt files) is reported on
+    stderr and the step before it is tried.
+
+    Args:
+      target: a state with the right structure, dtypes and shardings.
+    """
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
+    for step in reversed(self.all_steps()):
+      try:
+        out = self.mngr.restore(step, args=ocp.args.Composite(
+            train_state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
+      except Exception as e:  # orbax / tensorstore raise many types for bad files
+        msg = (f'{self.mngr.directory / str(step)}: cannot read checkpoint '
+               f'({type(e).__name__}: {str(e)[:200]}); trying the previous step')
+        print(f'warning: {msg}', file=sys.stderr)
+        logging.warning(msg)
+        continue
+      return out['train_state'], dict(out['data'] or {}), step
+    return None
+
+  def wait(self):
+    self.mngr.wait_until_finished()
+
+  def close(self):
+    self.mngr.wait_until_finished()
+    self.mngr.close()

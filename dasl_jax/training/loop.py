@@ -1,0 +1,309 @@
+"""``train_and_evaluate(config, workdir)``: build everything, resume, train, evaluate, save."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from tqdm import tqdm
+
+from dasl_jax import camera
+from dasl_jax import checkpoint
+from dasl_jax import inputs
+from dasl_jax import losses
+from dasl_jax.errors import DaslError
+from dasl_jax.models import ModelConfig, create_regressor
+from dasl_jax.models.critic import SelfCritic
+from dasl_jax.training import optimizers
+from dasl_jax.training import state as state_lib
+from dasl_jax.training import step as step_lib
+from dasl_jax.training.checkpointing import TrainCheckpointer
+from dasl_jax.training.logging import MetricLogger
+
+
+def model_config_from(config) -> ModelConfig:
+  m = config.model
+  return ModelConfig.from_dict(dict(
+      arch=m.arch, width=float(m.width), depth=int(m.depth), in_channels=int(m.in_channels),
+      num_params=62, convention=str(config.data.convention), depthwise=m.depthwise,
+      resnet_width=int(m.resnet_width)), 'config.model')
+
+
+def build_data(config):
+  """The data object: fake in-memory data, or the data package's ``build_data``."""
+  if config.train.fake_data:
+    from dasl_jax.training.fake_data import FakeData
+    return FakeData(seed=config.train.seed, batch_3d=config.data.batch_size_3d,
+                    batch_wild=config.data.batch_size_wild,
+                    convention=config.data.convention, nan_batch=config.train.fake_nan_batch)
+  try:
+    from dasl_jax.data import build_data as build
+  except ImportError as e:
+    raise DaslError(f'the data package is not available ({e}); use '
+                    '--config.train.fake_data=True for a smoke run') from None
+  return build(config.data, config.train.seed)
+
+
+def nme_percent(pred68, gt68):
+  """NME in percent: mean point L2 error / sqrt(area of the GT 68-point box), mean over images.
+
+  Args:
+    pred68, gt68: (N, 68, 2) in the same pixel frame.
+  Returns:
+    float.
+  """
+  gt68 = np.asarray(gt68, np.float64)
+  wh = gt68.max(axis=1) - gt68.min(axis=1)
+  norm = np.sqrt(wh[:, 0] * wh[:, 1])
+  err = np.linalg.norm(np.asarray(pred68, np.float64) - gt68, axis=-1).mean(axis=1)
+  return float(np.mean(err / norm) * 100.0)
+
+
+def make_predict(module, model68, mean, std, in_channels, convention):
+  """Jitted (variables, image, points18, mask18) -> (B, 68, 2) crop landmarks."""
+  @jax.jit
+  def predict(variables, image, points18, mask18):
+    x = inputs.model_input(image, points18, mask18, in_channels)
+    pw = module.apply(variables, x, train=False)
+    return losses.landmarks_from_whitened(pw, model68, mean, std, convention)[1]
+  return predict
+
+
+def evaluate_heldout(predict, variables, heldout, batch_size):
+  """Held-out NME (%) of the 68 crop landmarks; heldout holds image, points18, mask18, lms68."""
+  n = len(heldout['image'])
+  preds = []
+  for i in range(0, n, batch_size):
+    sl = slice(i, i + batch_size)
+    preds.append(np.asarray(predict(variables, heldout['image'][sl], heldout['points18'][sl],
+                                    heldout['mask18'][sl])))
+  return nme_percent(np.concatenate(preds), heldout['lms68'])
+
+
+def _iter_state(it):
+  return it.get_state() if it is not None and hasattr(it, 'get_state') else {}
+
+
+def get_data_state(data):
+  """The loaders' position as JSON (both streams)."""
+  if hasattr(data, 'streams') and hasattr(data.streams, 'get_state'):
+    return _to_jsonable({'streams': data.streams.get_state()})
+  return _to_jsonable({'train_3d': _iter_state(data.train_3d),
+                       'train_wild': _iter_state(data.train_wild)})
+
+
+def set_data_state(data, state):
+  """Inverse of :func:`get_data_state`."""
+  if 'streams' in state:
+    data.streams.set_state(state['streams'])
+    return
+  for name in ('train_3d', 'train_wild'):
+    it = getattr(data, name)
+    if name in state and it is not None and hasattr(it, 'set_state'):
+      it.set_state(state[name])
+
+
+def _to_jsonable(state):
+  """Loader states may hold bytes or numpy scalars; make them JSON."""
+  return json.loads(json.dumps(state, default=lambda o: o.decode('latin1') if isinstance(
+      o, bytes) else (o.item() if hasattr(o, 'item') else str(o))))
+
+
+@dataclasses.dataclass
+class Run:
+  """Everything a run is made of, built by :func:`setup`."""
+  config: Any
+  workdir: Path
+  data: Any
+  model_cfg: ModelConfig
+  module: Any
+  compiled: step_lib.CompiledStep
+  state: state_lib.TrainState
+  consts: dict
+  base_key: Any
+  predict: Any
+  has_wild: bool
+
+
+def _loss_config(config, has_wild):
+  loss_cfg = ml_collections.ConfigDict(config.loss.to_dict())
+  if not has_wild and step_lib.wild_path_on(loss_cfg):
+    print('warning: no in-the-wild stream (--config.data.source_wild=none): L_2d_con, '
+          'L_3d_con, L_cyc, L_sc and the critic are off', file=sys.stderr)
+    for k in ('use_2d', 'use_3d_con', 'use_cyc', 'use_sc', 'train_critic'):
+      loss_cfg[k] = False
+  return ml_collections.FrozenConfigDict(loss_cfg)
+
+
+def setup(config, workdir, data=None) -> Run:
+  """Data, networks, optimisers, the compiled step and a step-0 state; writes the
+  work directory's flags.json, model_config.json and param_stats.json."""
+  if config.train.distributed:
+    jax.distributed.initialize()
+  workdir = Path(workdir).expanduser().resolve()
+  workdir.mkdir(parents=True, exist_ok=True)
+  data = data if data is not None else build_data(config)
+  if str(data.convention) != str(config.data.convention):
+    raise DaslError(f'data convention {data.convention} differs from '
+                    f'--config.data.convention={config.data.convention}')
+  model_cfg = model_config_from(config)
+  module = create_regressor(model_cfg)
+  critic = SelfCritic(tuple(config.critic.encoder_widths), int(config.critic.latent_dim),
+                      tuple(config.critic.hidden))
+  stats = data.param_stats
+  (workdir / checkpoint.FLAGS).write_text(config.to_json_best_effort(indent=1) + '\n')
+  checkpoint.write_model_files(workdir, model_cfg, stats)
+
+  seed = int(config.train.seed)
+  image_shape = (camera.CROP_SIZE, camera.CROP_SIZE)
+  variables = state_lib.init_variables(module, 2 * seed, image_shape, model_cfg.in_channels)
+  if config.model.init_checkpoint:
+    variables, restored = optimizers.load_init_variables(config.model.init_checkpoint, variables)
+    if not (np.allclose(restored.param_stats.mean, stats.mean)
+            and np.allclose(restored.param_stats.std, stats.std)):
+      print(f'warning: {config.model.init_checkpoint} was trained with whitening '
+            f'{restored.param_stats.source}, the data uses {stats.source}', file=sys.stderr)
+  critic_params = state_lib.init_critic(critic, 2 * seed + 1, image_shape)
+  tx, schedule = optimizers.regressor_optimizer(config.optim, int(config.train.num_steps))
+  critic_tx = optimizers.critic_optimizer(config.optim)
+  has_wild = getattr(data, 'train_wild', None) is not None
+  ctx = step_lib.StepContext(
+      module=module, critic=critic, tx=tx, critic_tx=critic_tx, schedule=schedule,
+      in_channels=model_cfg.in_channels, convention=model_cfg.convention,
+      freeze_bn=bool(config.model.freeze_bn), loss=_loss_config(config, has_wild),
+      critic_every=max(int(config.optim.critic_every), 1))
+  compiled = step_lib.CompiledStep(ctx)
+  state = compiled.put_replicated(
+      state_lib.create_train_state(variables, critic_params, tx, critic_tx))
+  consts = compiled.put_replicated(step_lib.make_consts(
+      data.model, stats.mean, stats.std, getattr(data, 'dense_model', None)))
+  base_key = compiled.put_replicated(jax.random.fold_in(jax.random.PRNGKey(seed), 2))
+  predict = make_predict(module, consts['model68'], consts['mean'], consts['std'],
+                         model_cfg.in_channels, model_cfg.convention)
+  return Run(config, workdir, data, model_cfg, module, compiled, state, consts, base_key,
+             predict, has_wild)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir, data=None):
+  """Train a 2DASL regressor in ``workdir`` (resuming from its latest checkpoint).
+
+  Logs every ``log_every`` steps, evaluates the held-out set every
+  ``eval_every`` steps and at the end, checkpoints every ``checkpoint_every``
+  steps, at evaluation steps and at the end. A non-finite loss stops the run
+  (DaslError naming the step and the term) without saving past it.
+  Returns:
+    dict of final metrics (``step``, ``heldout_nme`` when a held-out set exists).
+  """
+  run = setup(config, workdir, data)
+  tc, num_steps, data = config.train, int(config.train.num_steps), run.data
+  heldout = getattr(data, 'heldout', None)
+  ckpt = TrainCheckpointer(run.workdir, keep=tc.keep_checkpoints)
+  state, start = run.state, 0
+  restored = ckpt.restore_latest(state)
+  if restored is not None:
+    state, saved_data_state, start = restored
+    set_data_state(data, saved_data_state)
+    print(f'resumed from {run.workdir / checkpoint.CHECKPOINTS / str(start)}', file=sys.stderr)
+  logger = MetricLogger(run.workdir, config.to_dict())
+  n_img = int(config.data.batch_size_3d) + int(config.data.batch_size_wild)
+
+  def check_finite():
+    bad = int(jax.device_get(state.bad_step))
+    if bad >= 0:
+      term = step_lib.LOSS_NAMES[int(jax.device_get(state.bad_term))]
+      ckpt.wait()
+      raise DaslError(f'non-finite loss {term} at step {bad}; training stopped, last good '
+                      f'checkpoint kept: step {ckpt.latest_step()} in {run.workdir}')
+
+  final = {'step': start}
+  bar = tqdm(total=num_steps, initial=start, disable=not tc.progress, desc='train',
+             dynamic_ncols=True)
+  t_last, step_last, saved_at = time.perf_counter(), start, start
+  try:
+    try:
+      for step in range(start, num_steps):
+        b3 = next(data.train_3d)
+        bw = next(data.train_wild) if run.has_wild else b3  # unused without a wild stream
+        state, metrics = run.compiled(state, b3, bw, run.base_key, run.consts)
+        done = final['step'] = step + 1
+        bar.update(1)
+        last = done == num_steps
+        record = {}
+        if done % tc.log_every == 0 or last:
+          m = jax.device_get(metrics)  # the only per-step device -> host transfer
+          check_finite()
+          now = time.perf_counter()
+          record = {k: float(v) for k, v in m.items()}
+          record['images_per_s'] = (done - step_last) * n_img / max(now - t_last, 1e-9)
+          t_last, step_last = now, done
+          bar.set_postfix({k: f'{record[k]:.4g}' for k in ('total', 'l3d', 'l2d_con', 'lcyc')
+                           if k in record} | {'img/s': f'{record["images_per_s"]:.1f}'},
+                          refresh=False)
+        nme = None
+        if heldout is not None and ((tc.eval_every and done % tc.eval_every == 0) or last):
+          check_finite()
+          nme = final['heldout_nme'] = record['heldout_nme'] = evaluate_heldout(
+              run.predict, state.variables, heldout, tc.eval_batch)
+        if record:
+          logger.write(done, record)
+        # Evaluation steps are saved too, so the best-NME checkpoint can be kept.
+        if done % tc.checkpoint_every == 0 or last or nme is not None:
+          check_finite()
+          ckpt.save(done, state, get_data_state(data), nme)
+          saved_at = done
+    except KeyboardInterrupt:
+      # Ctrl-C: keep what was trained (if it is finite), then stop as asked.
+      if saved_at != final['step'] and int(jax.device_get(state.bad_step)) < 0:
+        ckpt.save(final['step'], state, get_data_state(data))
+        print(f'interrupted: saved step {final["step"]}', file=sys.stderr)
+      raise
+    if saved_at != final['step']:
+      check_finite()
+      ckpt.save(final['step'], state, get_data_state(data))
+    if config.eval.aflw2000_dir:
+      final['aflw2000'] = evaluate_aflw2000(
+          config.eval.aflw2000_dir, run.module, jax.device_get(state.variables),
+          data.param_stats, run.model_cfg, data.model, tc.eval_batch)
+      logger.write(final['step'], {f'aflw2000_{k}': v for k, v in final['aflw2000'].items()
+                                   if isinstance(v, (int, float))})
+  finally:
+    bar.close()
+    ckpt.close()
+    logger.close()
+    streams = getattr(data, 'streams', None)
+    if streams is not None and hasattr(streams, 'close'):
+      streams.close()
+  return final
+
+
+def evaluate_aflw2000(folder, module, variables, stats, model_cfg, landmark_model, batch_size=64):
+  """AFLW2000-3D 68-point NME (%) with the evaluation module's protocol.
+
+  4-channel models use the 1998-image subset (their FLM needs the detector
+  landmarks of ``detect_testData_1998.txt``); 3-channel ones all 2000.
+  Returns:
+    dict ``nme_mean_of_bins``, ``nme_mean``, ``nme_bins`` (original ground truth).
+  """
+  from dasl_jax import aflw2000, evaluation, predict_batch
+  ds = aflw2000.load(folder)
+  subset = 1998 if model_cfg.in_channels == 4 else 2000
+  idx = ds.subset_indices(subset)
+  points18 = None
+  if model_cfg.in_channels == 4:
+    if ds.detector68 is None:
+      raise DaslError(f'{folder}: no {aflw2000.DETECTIONS}; the 4-channel model needs detector '
+                      'landmarks for its FLM channel')
+    points18 = predict_batch.flm_points(ds.detector68[idx])
+  fn = predict_batch.make_predict_fn(module, stats, landmark_model, model_cfg.convention,
+                                     model_cfg.in_channels)
+  out = predict_batch.predict_all(fn, variables, lambda ii: ds.load_crops(idx[ii]), len(idx),
+                                  batch_size, points18, desc='AFLW2000-3D')
+  res, _ = evaluation.aflw2000_nme(out['lms'], ds.pts68[idx], ds.roi_boxes[idx], ds.yaws[idx])
+  return {'nme_mean_of_bins': res['mean_of_bins'], 'nme_mean': res['mean'],
+          'nme_bins': res['bins'], 'n': res['n']}

@@ -1,0 +1,53 @@
+"""Data parallelism: 1 device and 8 simulated CPU devices reach the same parameters.
+
+The 8-device run is a subprocess (``XLA_FLAGS=--xla_force_host_platform_device_count=8``
+must be set before JAX starts); it runs this file as a script.
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+STEPS = 3
+
+
+def run_steps(out_path):
+  """Three full 2DASL steps of the tiny regressor (batch 8 + 8) on all local devices."""
+  import jax
+  from dasl_jax.training.fake_data import FakeData
+  from tests.train_utils import build, tiny_config
+  data = FakeData(seed=0, batch_3d=8, batch_wild=8)
+  compiled, state, consts, key = build(tiny_config(), data)
+  for _ in range(STEPS):
+    state, _ = compiled(state, next(data.train_3d), next(data.train_wild), key, consts)
+  leaves = jax.tree_util.tree_leaves_with_path(jax.device_get(
+      {'params': state.params, 'batch_stats': state.batch_stats, 'critic': state.critic_params}))
+  np.savez(out_path, n_devices=len(jax.devices()), mesh=compiled.mesh.devices.size,
+           **{jax.tree_util.keystr(p): np.asarray(v) for p, v in leaves})
+
+
+def test_one_vs_eight_devices(tmp_path):
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
+             PYTHONPATH=str(REPO))
+  # The two runs overlap: the 8-device one in a subprocess, the 1-device one here.
+  proc = subprocess.Popen([sys.executable, '-m', 'tests.test_multidevice',
+                           str(tmp_path / 'eight.npz')], cwd=REPO, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  run_steps(tmp_path / 'one.npz')
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode == 0, err[-3000:]
+  one, eight = np.load(tmp_path / 'one.npz'), np.load(tmp_path / 'eight.npz')
+  assert int(eight['n_devices']) == 8 and int(eight['mesh']) == 8
+  assert int(one['mesh']) == 1
+  keys = [k for k in one.files if k not in ('n_devices', 'mesh')]
+  assert len(keys) > 10 and sorted(keys) == sorted(k for k in eight.files
+                                                    if k not in ('n_devices', 'mesh'))
+  for k in keys:
+    np.testing.assert_allclose(eight[k], one[k], rtol=2e-4, atol=2e-5, err_msg=k)
+
+
+if __name__ == '__main__':
+  run_steps(sys.argv[1])

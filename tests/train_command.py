@@ -1,0 +1,55 @@
+"""Running ``python -m experiments.train`` in a subprocess for the tests."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = REPO / 'experiments' / 'configs' / 'tiny.flags'
+# Smaller than tiny.flags' network so the tests stay inside their time budget.
+TEST_FLAGS = ['--config.train.fake_data=True', '--config.model.resnet_width=4']
+
+
+def command(workdir, *flags):
+  return [sys.executable, '-m', 'experiments.train', f'--flagfile={TINY}',
+          f'--workdir={workdir}', *TEST_FLAGS, *flags]
+
+
+def env(cache_dir):
+  """Subprocess environment; a shared persistent compilation cache saves recompiling."""
+  e = dict(os.environ, PYTHONPATH=str(REPO), JAX_COMPILATION_CACHE_DIR=str(cache_dir),
+           JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+           JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
+  e.pop('XLA_FLAGS', None)
+  return e
+
+
+def run(workdir, *flags, cache_dir, timeout=300):
+  return subprocess.run(command(workdir, *flags), cwd=REPO, env=env(cache_dir),
+                        capture_output=True, text=True, timeout=timeout)
+
+
+_SESSION = {}
+
+
+def session_dir():
+  """One temporary folder per pytest process, shared by the command tests."""
+  import atexit
+  import shutil
+  import tempfile
+  if 'dir' not in _SESSION:
+    _SESSION['dir'] = Path(tempfile.mkdtemp(prefix='dasl_train_tests_'))
+    atexit.register(shutil.rmtree, _SESSION['dir'], ignore_errors=True)
+  return _SESSION['dir']
+
+
+def cache_dir():
+  return session_dir() / 'jax_cache'
+
+
+def reference_run():
+  """The tiny run, uninterrupted, done once per pytest process: (workdir, CompletedProcess)."""
+  if 'ref' not in _SESSION:
+    wd = session_dir() / 'reference'
+    _SESSION['ref'] = (wd, run(wd, cache_dir=cache_dir()))
+  return _SESSION['ref']
