@@ -200,6 +200,10 @@ def print_results(res):
 
 
 def main(argv):
+  # Before JAX starts its threads: keeps XLA:CPU's per-step temp block in the heap
+  # (otherwise ~40% of CPU time goes to page faults; benchmarks/README.md).
+  from dasl_jax import cpu_runtime
+  cpu_runtime.tune_malloc()
   del argv
   logging.set_verbosity(logging.WARNING)  # orbax logs every file at INFO
   try:

@@ -115,6 +115,10 @@ def run(argv):
 
 
 def main(argv):
+  # Before JAX starts its threads: keeps XLA:CPU's per-step temp block in the heap
+  # (otherwise ~40% of CPU time goes to page faults; benchmarks/README.md).
+  from dasl_jax import cpu_runtime
+  cpu_runtime.tune_malloc()
   from dasl_jax.errors import DaslError
   try:
     sys.exit(run(argv))

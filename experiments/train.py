@@ -17,11 +17,31 @@ from dasl_jax.config import default_config
 from dasl_jax.errors import DaslError
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_dict('config', default_config(), 'Training configuration.')
+
+
+def _flag_error(e):
+  """One line for a bad flag or flagfile (no traceback from absl/ml_collections)."""
+  while e.args and isinstance(e.args[0], BaseException):  # AttributeError(KeyError(...))
+    e = e.args[0]
+  msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+  msg = ' '.join(str(msg).split())
+  print(f'error: bad flag: {msg}', file=sys.stderr)
+  sys.exit(2)
+
+
+try:
+  # config_flags reads sys.argv (and flagfiles) already here, at definition time.
+  config_flags.DEFINE_config_dict('config', default_config(), 'Training configuration.')
+except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+  _flag_error(e)
 flags.DEFINE_string('workdir', 'runs/default', 'Where checkpoints and logs go.')
 
 
 def main(argv):
+  # Before JAX starts its threads: keeps XLA:CPU's per-step temp block in the heap
+  # (otherwise ~40% of CPU time goes to page faults; benchmarks/README.md).
+  from dasl_jax import cpu_runtime
+  cpu_runtime.tune_malloc()
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   # Orbax logs every file it writes at INFO; keep the console for the progress bar.
@@ -36,5 +56,13 @@ def main(argv):
   print(' '.join(f'{k}={v}' for k, v in final.items() if not isinstance(v, dict)))
 
 
+def parse_flags(argv):
+  """absl's parser, with a misspelled or mistyped --config field as one line."""
+  try:
+    return FLAGS(argv)
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+    _flag_error(e)
+
+
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dasl_jax.errors import DaslError
+from dasl_jax.models import layers
 
 DEPTHWISE_IMPLS = ('auto', 'grouped', 'shifted')
 BN_EPS = 1e-5
@@ -105,7 +106,9 @@ class DepthwiseConv3x3(nn.Module):
     kernel = self.param('kernel', _conv_init, (3, 3, 1, c), jnp.float32)
     impl = resolve_depthwise(self.impl)
     if impl == 'shifted':
-      return depthwise_shifted(x, kernel, self.stride)
+      # Same forward as depthwise_shifted; its custom VJP avoids materialising
+      # the nine shifted inputs in the backward pass (benchmarks/README.md).
+      return layers.depthwise3x3(x, kernel, self.stride)
     return depthwise_grouped(x, kernel, self.stride)
 
 
@@ -124,8 +127,11 @@ class DepthWiseBlock(nn.Module):
   def __call__(self, x, train: bool = False):
     x = DepthwiseConv3x3(self.stride, self.depthwise, name='conv_dw')(x)
     x = nn.relu(_bn(train, 'bn_dw')(x))
-    x = nn.Conv(self.features, (1, 1), use_bias=False, kernel_init=_conv_init,
-                name='conv_sep')(x)
+    if resolve_depthwise(self.depthwise) == 'shifted':  # CPU: a plain matrix product
+      x = layers.PointwiseConv(self.features, _conv_init, name='conv_sep')(x)
+    else:
+      x = nn.Conv(self.features, (1, 1), use_bias=False, kernel_init=_conv_init,
+                  name='conv_sep')(x)
     return nn.relu(_bn(train, 'bn_sep')(x))
 
 
@@ -150,8 +156,11 @@ class MobileNetV1(nn.Module):
     if x.ndim != 4 or x.shape[-1] not in (3, 4):
       raise DaslError(f'MobileNetV1 expects (B, H, W, 3 or 4) input, got {x.shape}')
     chans = channels(self.width)
-    x = nn.Conv(chans[0], (3, 3), strides=(2, 2), padding=PAD1, use_bias=False,
-                kernel_init=_conv_init, name='conv1')(x)
+    if resolve_depthwise(self.depthwise) == 'shifted':  # CPU: patches times a matrix
+      x = layers.Conv3x3(chans[0], 2, _conv_init, name='conv1')(x)
+    else:
+      x = nn.Conv(chans[0], (3, 3), strides=(2, 2), padding=PAD1, use_bias=False,
+                  kernel_init=_conv_init, name='conv1')(x)
     x = nn.relu(_bn(train, 'bn1')(x))
     for (name, _, stride), c in zip(BLOCKS, chans[1:]):
       x = DepthWiseBlock(c, stride, self.depthwise, name=name)(x, train)

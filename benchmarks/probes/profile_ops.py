@@ -1,0 +1,66 @@
+"""Probe: per-op time of the MobileNetV1 x0.5 training step on XLA:CPU (jax.profiler trace).
+
+  python -m benchmarks.probes.profile_ops [--impl shifted] [--steps 3] [--top 40]
+
+Sums the durations of the XLA ops (thunks) in a perfetto trace of a few steps
+and prints the largest, grouped by HLO op name.
+"""
+import argparse
+import collections
+import glob
+import gzip
+import json
+import os
+import re
+import tempfile
+
+import jax
+
+from benchmarks.probes.mb_train_ab import jax_step_fn, make_module
+
+
+def main():
+  ap = argparse.ArgumentParser()
+  ap.add_argument('--impl', default='shifted')
+  ap.add_argument('--width', type=float, default=0.5)
+  ap.add_argument('--batch', type=int, default=32)
+  ap.add_argument('--steps', type=int, default=3)
+  ap.add_argument('--top', type=int, default=40)
+  ap.add_argument('--tune_malloc', action='store_true')
+  a = ap.parse_args()
+  if a.tune_malloc:
+    from dasl_jax import cpu_runtime
+    cpu_runtime.tune_malloc()
+  call, _, _ = jax_step_fn(make_module(a.impl, a.width), a.batch)
+  call()
+  d = tempfile.mkdtemp()
+  with jax.profiler.trace(d, create_perfetto_trace=True):
+    for _ in range(a.steps):
+      call()
+  f = glob.glob(os.path.join(d, '**', '*.trace.json.gz'), recursive=True)[0]
+  ev = json.load(gzip.open(f))
+  ev = ev['traceEvents'] if isinstance(ev, dict) else ev
+  tot = collections.Counter()
+  cnt = collections.Counter()
+  threads = collections.Counter()
+  for e in ev:
+    if e.get('ph') == 'X' and 'dur' in e:
+      tot[e['name']] += e['dur']
+      cnt[e['name']] += 1
+      threads[(e.get('pid'), e.get('tid'))] += e['dur']
+  print('trace', f)
+  for name, us in tot.most_common(a.top):
+    print(f'{us / a.steps / 1e3:9.2f} ms/step  x{cnt[name] // a.steps:4d}  {name[:110]}')
+  cat = collections.Counter()
+  for name, us in tot.items():
+    if cnt[name] <= 2 * a.steps and not name.startswith(('$', 'Thunk')):
+      cat[re.sub(r'\.\d+$', '', name)] += us
+  print('by category (ms/step):')
+  for name, us in cat.most_common(25):
+    print(f'{us / a.steps / 1e3:9.2f}  {name}')
+  print('sum of ops', round(sum(cat.values()) / a.steps / 1e3, 1))
+  print('per thread (ms/step):', {k: round(v / a.steps / 1e3, 1) for k, v in threads.most_common(8)})
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,163 @@
+"""Faster drop-in ops for training on XLA:CPU (same parameters, same function).
+
+What the profile of MobileNetV1 x0.5 training (batch 32) on XLA:CPU showed,
+and what each op here changes (benchmarks/README.md has the measurements):
+
+* Depthwise 3x3 (``depthwise3x3``): in autodiff of the shifted form, the
+  backward pass recomputes BN + ReLU + pad + slice of the layer's input into a
+  full-size buffer for each of the nine taps (``pad_slice_fusion``: 37% of the
+  step's op time, the largest item). The custom VJP here computes the input
+  gradient as a shifted correlation of the output gradient (spread to the
+  stride with zeros) with the flipped taps, one fused loop, and the kernel
+  gradient as nine multiply-reductions against the saved input.
+* Pointwise 1x1 convolution (``pointwise``): as a ``lax.conv`` its kernel
+  gradient is a convolution that XLA:CPU runs after transposing the activations
+  to a batch-last layout; as a matrix product on ``(N, C)`` rows both gradients
+  are plain dots.
+* The stem 3x3 convolution (``conv3x3_patches``): the same kernel-gradient
+  transposes; as patches (nine shifted slices concatenated on channels) times
+  a ``(9 C_in, C_out)`` matrix it is one dot forward and one dot backward (no
+  input gradient is needed: the input is data).
+
+Every op takes the kernel in ``lax.conv``'s HWIO layout, so checkpoints and the
+PyTorch converter are unchanged. tests/test_benchmarks_run.py checks outputs
+and gradients against ``lax.conv_general_dilated``.
+"""
+from __future__ import annotations
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+PAD1 = ((1, 1), (1, 1))
+
+
+def _out_size(n, stride):
+  return (n + 2 - 3) // stride + 1
+
+
+def _taps(xp, ho, wo, stride):
+  """The nine (B, ho, wo, C) strided views of the padded input, row-major (i, j)."""
+  b, _, _, c = xp.shape
+  return [jax.lax.slice(xp, (0, i, j, 0),
+                        (b, i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1, c),
+                        (1, stride, stride, 1))
+          for i in range(3) for j in range(3)]
+
+
+def _dw_forward(x, kernel, stride):
+  _, h, w, _ = x.shape
+  ho, wo = _out_size(h, stride), _out_size(w, stride)
+  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  k = kernel.astype(x.dtype).reshape(9, -1)
+  out = None
+  for t, tap in enumerate(_taps(xp, ho, wo, stride)):
+    term = tap * k[t]
+    out = term if out is None else out + term
+  return out
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def depthwise3x3(x, kernel, stride):
+  """Depthwise 3x3 convolution, padding 1, no bias (PyTorch's ``groups=C``).
+
+  Args:
+    x: (B, H, W, C); kernel: (3, 3, 1, C) (HWIO of a grouped ``lax.conv``);
+    stride: 1 or 2 (static).
+  Returns:
+    (B, Ho, Wo, C), Ho = (H - 1) // stride + 1.
+  """
+  return _dw_forward(x, kernel, stride)
+
+
+def _dw_fwd(x, kernel, stride):
+  return _dw_forward(x, kernel, stride), (x, kernel)
+
+
+def _dw_bwd(stride, res, dy):
+  x, kernel = res
+  _, h, w, c = x.shape
+  ho, wo = dy.shape[1], dy.shape[2]
+  k = kernel.astype(dy.dtype).reshape(9, c)
+  # Input gradient: out[p] = sum_i xp[s p + i] k[i], so dxp[q] = sum_i dy_s[q - i] k[i]
+  # with dy_s the output gradient spread to stride s (zeros between); as a
+  # correlation with the flipped taps on dy_s padded by one, cropped to x.
+  zero = jnp.zeros((), dy.dtype)
+  dyp = jax.lax.pad(dy, zero, ((0, 0, 0), (1, h - stride * (ho - 1), stride - 1),
+                               (1, w - stride * (wo - 1), stride - 1), (0, 0, 0)))
+  dx = None
+  for t, tap in enumerate(_taps(dyp, h, w, 1)):
+    term = tap * k[8 - t]
+    dx = term if dx is None else dx + term
+  # Kernel gradient: nine multiply-reductions over (B, Ho, Wo). As einsums XLA:CPU
+  # hands them to its library fusion; one stacked (9, ...) reduction was slower
+  # (benchmarks/probes/dw_grad_micro.py, benchmarks/README.md).
+  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  dk = jnp.stack([jnp.einsum('bhwc,bhwc->c', tap, dy) for tap in _taps(xp, ho, wo, stride)])
+  dk = dk.reshape(3, 3, 1, c).astype(kernel.dtype)
+  return dx.astype(x.dtype), dk
+
+
+depthwise3x3.defvjp(_dw_fwd, _dw_bwd)
+
+
+def pointwise(x, kernel):
+  """1x1 convolution as a matrix product: x (B, H, W, Cin), kernel (1, 1, Cin, Cout)."""
+  b, h, w, cin = x.shape
+  y = jnp.dot(x.reshape(b * h * w, cin), kernel.reshape(cin, -1).astype(x.dtype))
+  return y.reshape(b, h, w, -1)
+
+
+def conv3x3_patches(x, kernel, stride):
+  """3x3 convolution, padding 1, no bias, as patches times a matrix.
+
+  Args:
+    x: (B, H, W, Cin); kernel: (3, 3, Cin, Cout) HWIO; stride: static int.
+  Returns:
+    (B, Ho, Wo, Cout), the same as ``lax.conv_general_dilated`` with padding 1.
+  """
+  b, h, w, cin = x.shape
+  ho, wo = _out_size(h, stride), _out_size(w, stride)
+  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  patches = jnp.concatenate(_taps(xp, ho, wo, stride), axis=-1)  # (B, ho, wo, 9 Cin), (i, j, c)
+  y = jnp.dot(patches.reshape(b * ho * wo, 9 * cin),
+              kernel.reshape(9 * cin, -1).astype(x.dtype))
+  return y.reshape(b, ho, wo, -1)
+
+
+class DepthwiseConv3x3(nn.Module):
+  """Drop-in for ``mobilenet.DepthwiseConv3x3`` (param 'kernel' (3, 3, 1, C))."""
+  stride: int = 1
+  kernel_init: object = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param('kernel', self.kernel_init, (3, 3, 1, x.shape[-1]), jnp.float32)
+    return depthwise3x3(x, kernel, self.stride)
+
+
+class PointwiseConv(nn.Module):
+  """Drop-in for ``nn.Conv(features, (1, 1), use_bias=False)`` (param 'kernel' (1, 1, Cin, Cout))."""
+  features: int
+  kernel_init: object = nn.initializers.lecun_normal()
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param('kernel', self.kernel_init, (1, 1, x.shape[-1], self.features),
+                        jnp.float32)
+    return pointwise(x, kernel)
+
+
+class Conv3x3(nn.Module):
+  """Drop-in for ``nn.Conv(features, (3, 3), strides, padding=1, use_bias=False)``."""
+  features: int
+  stride: int = 1
+  kernel_init: object = nn.initializers.lecun_normal()
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param('kernel', self.kernel_init, (3, 3, x.shape[-1], self.features),
+                        jnp.float32)
+    return conv3x3_patches(x, kernel, self.stride)

@@ -1,0 +1,142 @@
+"""Drop-in ops of dasl_jax.models.layers against lax.conv, tune_malloc, and a benchmarks.run smoke run.
+
+The references are XLA's own convolutions (``lax.conv_general_dilated``, grouped
+for depthwise), independent of the shifted / matrix-product formulations tested.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dasl_jax.models import layers
+
+ROOT = Path(__file__).resolve().parents[1]
+DN = ('NHWC', 'HWIO', 'NHWC')
+
+
+def _conv(x, k, stride, pad, groups=1):
+  return jax.lax.conv_general_dilated(x, k, (stride, stride), pad, dimension_numbers=DN,
+                                      feature_group_count=groups,
+                                      precision=jax.lax.Precision.HIGHEST)
+
+
+def _check(fn, ref, x, k, rtol=2e-5):
+  """Outputs and both gradients of sum(out * r) agree."""
+  rng = np.random.default_rng(1)
+  y_ref = ref(x, k)
+  r = jnp.asarray(rng.normal(size=y_ref.shape), jnp.float32)
+  y = fn(x, k)
+  assert y.shape == y_ref.shape
+  scale = float(jnp.abs(y_ref).max())
+  np.testing.assert_allclose(y, y_ref, atol=rtol * scale, rtol=0)
+  g = jax.grad(lambda x, k: jnp.sum(fn(x, k) * r), (0, 1))(x, k)
+  g_ref = jax.grad(lambda x, k: jnp.sum(ref(x, k) * r), (0, 1))(x, k)
+  for a, b in zip(g, g_ref):
+    np.testing.assert_allclose(a, b, atol=rtol * float(jnp.abs(b).max()), rtol=0)
+
+
+@pytest.mark.parametrize('h,w,stride', [(12, 12, 1), (12, 12, 2), (15, 14, 2), (7, 9, 1)])
+def test_depthwise3x3_matches_grouped_conv(h, w, stride):
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(3, h, w, 5)), jnp.float32)
+  k = jnp.asarray(rng.normal(size=(3, 3, 1, 5)), jnp.float32)
+  _check(lambda x, k: layers.depthwise3x3(x, k, stride),
+         lambda x, k: _conv(x, k, stride, layers.PAD1, groups=5), x, k)
+
+
+def test_pointwise_matches_1x1_conv():
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(2, 6, 7, 5)), jnp.float32)
+  k = jnp.asarray(rng.normal(size=(1, 1, 5, 8)), jnp.float32)
+  _check(layers.pointwise, lambda x, k: _conv(x, k, 1, 'VALID'), x, k)
+
+
+@pytest.mark.parametrize('stride', [1, 2])
+def test_conv3x3_patches_matches_conv(stride):
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(2, 10, 11, 4)), jnp.float32)
+  k = jnp.asarray(rng.normal(size=(3, 3, 4, 6)), jnp.float32)
+  _check(lambda x, k: layers.conv3x3_patches(x, k, stride),
+         lambda x, k: _conv(x, k, stride, layers.PAD1), x, k)
+
+
+def test_layers_mobilenet_is_a_drop_in():
+  """Same parameter tree, outputs and batch statistics (train mode) as the project's
+  MobileNetV1 with the given parameters. (Gradients are checked op by op above: whole-network
+  gradients through batch norm over a few values are too ill-conditioned to compare.)"""
+  from benchmarks.probes.fast_mobilenet import MobileNetV1Fast
+  from dasl_jax.models.mobilenet import MobileNetV1
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(4, 48, 48, 4)), jnp.float32)
+  ref, fast = MobileNetV1(0.25, depthwise='grouped'), MobileNetV1Fast(0.25)
+  shapes = jax.eval_shape(ref.init, jax.random.PRNGKey(0), x)
+  assert (jax.tree_util.tree_map(jnp.shape, jax.eval_shape(fast.init, jax.random.PRNGKey(0), x))
+          == jax.tree_util.tree_map(jnp.shape, shapes))
+  # Random values (positive variances); a jitted init would cost another compile.
+  v = jax.tree_util.tree_map(
+      lambda s: jnp.asarray(0.5 + rng.uniform(size=s.shape) if len(s.shape) == 1
+                            else 0.3 * rng.normal(size=s.shape), jnp.float32), shapes)
+  run = lambda m: jax.jit(lambda v: m.apply(v, x, train=True, mutable=['batch_stats']))(v)
+  got, want = run(fast), run(ref)
+  for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-4 * float(jnp.abs(b).max()))
+
+
+def test_pointwise_resnet_is_a_drop_in():
+  """ResNet-50 with 1x1 convolutions as matrix products (strided ones on the subsampled
+  input) computes the project's ResNet with the same parameters."""
+  from benchmarks.probes.fast_resnet import ResNet50Fast
+  from dasl_jax.models.resnet import ResNet
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(2, 30, 30, 4)), jnp.float32)
+  ref, fast = ResNet(depth=50, base_width=4), ResNet50Fast(base_width=4)
+  shapes = jax.eval_shape(ref.init, jax.random.PRNGKey(0), x)
+  assert (jax.tree_util.tree_map(jnp.shape, jax.eval_shape(fast.init, jax.random.PRNGKey(0), x))
+          == jax.tree_util.tree_map(jnp.shape, shapes))
+  v = jax.tree_util.tree_map(
+      lambda s: jnp.asarray(0.5 + rng.uniform(size=s.shape) if len(s.shape) == 1
+                            else 0.3 * rng.normal(size=s.shape), jnp.float32), shapes)
+  run = lambda m: jax.jit(lambda v: m.apply(v, x, train=True, mutable=['batch_stats']))(v)
+  got, want = run(fast), run(ref)
+  for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-4 * float(jnp.abs(b).max()))
+
+
+def test_tune_malloc_applies_on_linux():
+  if not sys.platform.startswith('linux'):
+    pytest.skip('glibc only')
+  code = ('from dasl_jax import cpu_runtime; a = cpu_runtime.tune_malloc(); '
+          'b = cpu_runtime.tune_malloc(); print(a, b)')
+  out = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
+                       check=True)
+  assert out.stdout.split() == ['True', 'True']
+
+
+def test_run_quick_smoke(tmp_path):
+  """The benchmark command end to end on its cheapest part (the full --quick run takes
+  minutes on the shared 2-core machine: every network compiles)."""
+  out = tmp_path / 'bench.json'
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  p = subprocess.run([sys.executable, '-m', 'benchmarks.run', '--quick', '--parts=inference',
+                      '--notorch', f'--json={out}'], cwd=ROOT, env=env, capture_output=True,
+                     text=True, timeout=300)
+  assert p.returncode == 0, p.stderr[-2000:]
+  res = json.loads(out.read_text())
+  assert {'machine', 'versions', 'command', 'timestamp'} <= set(res)
+  inf = res['inference']
+  assert inf['large_batch'] == 8
+  assert inf['jax_jit']['batch1_ms'] > 0 and inf['jax_exported']['large_img_per_s'] > 0
+  assert inf['max_rel_diff_exported_vs_jit'] < 1e-4
+  assert res['malloc_tuned'] is True and res['maxrss_mb'] > 0
+
+
+def test_run_rejects_unknown_part():
+  p = subprocess.run([sys.executable, '-m', 'benchmarks.run', '--parts=bogus'], cwd=ROOT,
+                     capture_output=True, text=True, timeout=120)
+  assert p.returncode == 2 and 'error: --parts: unknown' in p.stderr
