@@ -187,8 +187,11 @@ def test_released_model_matches_reference_outputs(mb05, assets):
   pred4 = inference.Predictor(r4, inference.face_models(r4).landmarks, batch_size=16)
   det = ds.detector68[idx]
   ok = np.all(np.isfinite(det), axis=(1, 2))
-  np.testing.assert_allclose(pred4.predict_crops(crops[ok], det[ok])['params'],
-                             outs[0]['params'][ok], rtol=1e-5, atol=1e-3)
+  # Same criterion as above, relative to each parameter's range: the 4-channel
+  # stem sums one more (zero) channel, so float rounding differs slightly.
+  p4 = pred4.predict_crops(crops[ok], det[ok])['params']
+  rel4 = np.abs(p4 - outs[0]['params'][ok]) / np.abs(ref_p[ok]).max(0)
+  assert rel4.max() < 1e-4, rel4.max()
 
 
 # ----------------------------------------------------------------------------

@@ -24,7 +24,7 @@ def test_tiny_run_writes_everything():
     for k in ('l3d', 'l2d_con', 'l3d_con', 'lcyc', 'lsc', 'critic', 'images_per_s', 'lr'):
       assert np.isfinite(rec[k]), k
   nmes = [r for r in records if any('nme' in k for k in r)]
-  assert [r['step'] for r in nmes] == [3, 6] and all(np.isfinite(r['heldout_nme']) for r in nmes)
+  assert [r['step'] for r in nmes] == [0, 3, 6] and all(np.isfinite(r['heldout_nme']) for r in nmes)
   flags = json.loads((wd / 'flags.json').read_text())
   assert flags['model']['resnet_width'] == 4
   # The run is a model checkpoint for inference too.
