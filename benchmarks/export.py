@@ -136,6 +136,9 @@ def run(quick=False, large_batch=128, repeats=20):
 
 
 def main(argv):
+  # Same process set-up as the project's commands (experiments/*): see cpu_runtime.
+  from dasl_jax import cpu_runtime
+  cpu_runtime.tune_malloc()
   del argv
   try:
     res = run(FLAGS.quick, FLAGS.large_batch, FLAGS.repeats)

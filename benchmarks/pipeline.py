@@ -169,6 +169,9 @@ def bench_train_step(quick):
 
 
 def main(argv=None):
+  # Same process set-up as the project's commands (experiments/*): see cpu_runtime.
+  from dasl_jax import cpu_runtime
+  cpu_runtime.tune_malloc()
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument('--json', default='', help='write the results here as JSON')
   ap.add_argument('--quick', action='store_true', help='small sizes, few batches (CI smoke)')

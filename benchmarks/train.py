@@ -123,6 +123,9 @@ def run(names, repeats):
 
 
 def main():
+  # Same process set-up as the project's commands (experiments/*): see cpu_runtime.
+  from dasl_jax import cpu_runtime
+  cpu_runtime.tune_malloc()
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument('--json', help='write results here')
   ap.add_argument('--quick', action='store_true', help='tiny configuration only (CI)')
