@@ -20,6 +20,7 @@ import numpy as np
 from absl import app, flags
 
 from benchmarks import common
+from benchmarks import torch_reference
 from dasl_jax import assets, predict_batch
 from dasl_jax import morphable_model as mm
 from dasl_jax import params as P
@@ -82,52 +83,11 @@ def torch_state_dict(variables):
   return {k: np.ascontiguousarray(v, np.float32) for k, v in sd.items()}
 
 
-def torch_mobilenet(width):
-  """A minimal PyTorch MobileNetV1 with 3DDFA_V2's module names (for comparison only)."""
-  import torch.nn as tnn
-
-  class DepthWiseBlock(tnn.Module):
-
-    def __init__(self, cin, cout, stride):
-      super().__init__()
-      self.conv_dw = tnn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False)
-      self.bn_dw = tnn.BatchNorm2d(cin)
-      self.conv_sep = tnn.Conv2d(cin, cout, 1, 1, 0, bias=False)
-      self.bn_sep = tnn.BatchNorm2d(cout)
-      self.relu = tnn.ReLU(inplace=True)
-
-    def forward(self, x):
-      x = self.relu(self.bn_dw(self.conv_dw(x)))
-      return self.relu(self.bn_sep(self.conv_sep(x)))
-
-  class MobileNet(tnn.Module):
-
-    def __init__(self):
-      super().__init__()
-      c = int(32 * width)
-      self.conv1 = tnn.Conv2d(3, c, 3, 2, 1, bias=False)
-      self.bn1 = tnn.BatchNorm2d(c)
-      self.relu = tnn.ReLU(inplace=True)
-      for name, cout, stride in BLOCKS:
-        setattr(self, name, DepthWiseBlock(c, int(cout * width), stride))
-        c = int(cout * width)
-      self.avgpool = tnn.AdaptiveAvgPool2d(1)
-      self.fc_param = tnn.Linear(c, 62)
-
-    def forward(self, x):
-      x = self.relu(self.bn1(self.conv1(x)))
-      for name, _, _ in BLOCKS:
-        x = getattr(self, name)(x)
-      return self.fc_param(self.avgpool(x).flatten(1))
-
-  return MobileNet()
-
-
 def torch_predictor(variables, stats, model):
   """PyTorch: uint8 NHWC BGR -> network -> de-whiten -> (B, 68, 2) crop landmarks (v2)."""
   import torch
   torch.set_num_threads(2)
-  net = torch_mobilenet(WIDTH)
+  net = torch_reference.mobilenet_v1(WIDTH, in_channels=3)
   net.load_state_dict({k: torch.from_numpy(v) for k, v in torch_state_dict(variables).items()},
                       strict=True)
   net.eval()

@@ -108,9 +108,8 @@ def test_pointwise_resnet_is_a_drop_in():
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-4 * float(jnp.abs(b).max()))
 
 
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='mallopt is glibc (Linux) only')
 def test_tune_malloc_applies_on_linux():
-  if not sys.platform.startswith('linux'):
-    pytest.skip('glibc only')
   code = ('from dasl_jax import cpu_runtime; a = cpu_runtime.tune_malloc(); '
           'b = cpu_runtime.tune_malloc(); print(a, b)')
   out = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
