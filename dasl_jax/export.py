@@ -50,7 +50,7 @@ def inference_function(restored, landmark_model, flm='input', bootstrap_iters=2)
   cfg = restored.model_config
   module = restored.module
   variables = jax.tree_util.tree_map(jnp.asarray, restored.variables)
-  lm = landmark_model if landmark_model.u.shape[0] == 204 else landmark_model.landmark_model()
+  lm = landmark_model.landmark_model()
   mean = jnp.asarray(restored.param_stats.mean, jnp.float32)
   std = jnp.asarray(restored.param_stats.std, jnp.float32)
   conv = cfg.convention

@@ -298,8 +298,7 @@ class Predictor:
     self.config = restored.model_config
     self.stats = restored.param_stats
     self.convention = self.config.convention
-    self.lm_model = landmark_model if landmark_model.u.shape[0] == 204 else \
-        landmark_model.landmark_model()
+    self.lm_model = landmark_model.landmark_model()
     self.batch_size = batch_size
     if bootstrap_iters < 1:
       raise DaslError(f'--bootstrap_iters must be >= 1, got {bootstrap_iters}')

@@ -44,7 +44,11 @@ class MorphableModel:
     return self.u.shape[0] // 3
 
   def landmark_model(self) -> 'MorphableModel':
-    """The same model restricted to its 68 landmark vertices (keypoints = 0..67)."""
+    """The same model restricted to its 68 landmark vertices (keypoints = 0..67).
+
+    Idempotent (a landmark model maps to itself), so callers never need to guess
+    from the row count whether a model is already one; call it once at set-up.
+    """
     # jnp, not np: keypoints is a pytree leaf, so a traced array under jit.
     idx = jnp.asarray(self.keypoints)
     rows = (3 * idx[:, None] + jnp.arange(3)[None]).reshape(-1)

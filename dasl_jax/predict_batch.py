@@ -30,10 +30,9 @@ def make_predict_fn(module, param_stats: ParamStats, landmark_model: mm.Morphabl
     ``params_w`` (B, 62) whitened, ``params`` (B, 62) de-whitened,
     ``lms`` (B, 68, 2) crop pixels in ``convention``, ``angles`` (B, 3) yaw,
     pitch, roll degrees (``camera.pose_angles``, 3DDFA_V2's convention; AFLW
-    ground truth uses ``evaluation.aflw_pose_angles``).
+    ground truth uses ``camera.aflw_pose_angles``).
   """
-  lm_model = landmark_model.landmark_model() if landmark_model.u.shape[0] != 204 \
-      else landmark_model
+  lm_model = landmark_model.landmark_model()
   mean = jnp.asarray(param_stats.mean, jnp.float32)
   std = jnp.asarray(param_stats.std, jnp.float32)
 

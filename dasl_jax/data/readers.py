@@ -57,7 +57,7 @@ class LandmarkModelNP:
   """A numpy copy of the 68-landmark model: ``u`` (204,), ``w`` (204, 50)."""
 
   def __init__(self, model):
-    m = model.landmark_model() if model.u.shape[0] != 204 else model
+    m = model.landmark_model()
     self.u = np.asarray(m.u, np.float64)
     self.w = np.concatenate([np.asarray(m.w_shp, np.float64),
                              np.asarray(m.w_exp, np.float64)], axis=1)

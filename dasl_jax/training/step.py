@@ -59,7 +59,7 @@ class StepContext:
 
 def make_consts(model: MorphableModel, mean, std, wpdc_model: MorphableModel = None):
   """Arrays the step reads but never changes: landmark model, WPDC sampling model, whitening."""
-  model68 = model.landmark_model() if model.u.shape[0] != 204 else model
+  model68 = model.landmark_model()
   return {'model68': model68, 'wpdc_model': wpdc_model if wpdc_model is not None else model68,
           'mean': jnp.asarray(mean, jnp.float32), 'std': jnp.asarray(std, jnp.float32)}
 
