@@ -109,3 +109,19 @@ def write_json(result: dict, path) -> None:
   out.update(result)
   Path(path).parent.mkdir(parents=True, exist_ok=True)
   Path(path).write_text(json.dumps(out, indent=1) + '\n')
+
+
+def finish(measure: Callable[[], dict], json_path: str = '') -> dict:
+  """A benchmark command's tail: run ``measure()``, turn a DaslError into one
+  line and exit 2, write the JSON (machine, versions, command first) if asked."""
+  import sys
+  from dasl_jax.errors import DaslError
+  try:
+    res = measure()
+  except DaslError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+  if json_path:
+    write_json(res, json_path)
+    print(f'wrote {json_path}')
+  return res

@@ -20,7 +20,6 @@ $DASL_ASSETS when present, else random weights of the same shapes.
 from __future__ import annotations
 
 import dataclasses
-import sys
 import tempfile
 from pathlib import Path
 
@@ -31,7 +30,6 @@ from absl import app, flags
 from benchmarks import common
 from benchmarks.inference import WIDTH, load_model_inputs, torch_predictor
 from dasl_jax import export
-from dasl_jax.errors import DaslError
 from dasl_jax.models import ModelConfig, create_regressor
 
 # --json, --quick, --large_batch and --repeats are defined by benchmarks.inference
@@ -140,14 +138,7 @@ def main(argv):
   from dasl_jax import cpu_runtime
   cpu_runtime.tune_malloc()
   del argv
-  try:
-    res = run(FLAGS.quick, FLAGS.large_batch, FLAGS.repeats)
-  except DaslError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
-  if FLAGS.json:
-    common.write_json(res, FLAGS.json)
-    print(f'wrote {FLAGS.json}')
+  common.finish(lambda: run(FLAGS.quick, FLAGS.large_batch, FLAGS.repeats), FLAGS.json)
 
 
 if __name__ == '__main__':

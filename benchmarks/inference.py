@@ -12,7 +12,6 @@ $DASL_ASSETS when present, else random weights of the same shapes.
 """
 from __future__ import annotations
 
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +23,6 @@ from benchmarks import torch_reference
 from dasl_jax import assets, predict_batch
 from dasl_jax import morphable_model as mm
 from dasl_jax import params as P
-from dasl_jax.errors import DaslError
 from dasl_jax.models.mobilenet import BLOCKS, MobileNetV1
 
 flags.DEFINE_string('json', None, 'Write results here as JSON.')
@@ -193,14 +191,7 @@ def main(argv):
   from dasl_jax import cpu_runtime
   cpu_runtime.tune_malloc()
   del argv
-  try:
-    res = run(FLAGS.quick, FLAGS.large_batch, FLAGS.repeats, FLAGS.torch)
-  except DaslError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
-  if FLAGS.json:
-    common.write_json(res, FLAGS.json)
-    print(f'wrote {FLAGS.json}')
+  common.finish(lambda: run(FLAGS.quick, FLAGS.large_batch, FLAGS.repeats, FLAGS.torch), FLAGS.json)
 
 
 if __name__ == '__main__':

@@ -327,16 +327,8 @@ def run(quick=False, rounds=6, with_torch=True, tune_malloc=True, cpus=0, resnet
 def main(argv):
   del argv
   from benchmarks import common
-  from dasl_jax.errors import DaslError
-  try:
-    res = run(FLAGS.quick, FLAGS.rounds, FLAGS.torch, FLAGS.tune_malloc, FLAGS.cpus,
-              FLAGS.resnet, tuple(FLAGS.parts))
-  except DaslError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
-  if FLAGS.json:
-    common.write_json(res, FLAGS.json)
-    print(f'wrote {FLAGS.json}')
+  common.finish(lambda: run(FLAGS.quick, FLAGS.rounds, FLAGS.torch, FLAGS.tune_malloc,
+                            FLAGS.cpus, FLAGS.resnet, tuple(FLAGS.parts)), FLAGS.json)
 
 
 if __name__ == '__main__':
