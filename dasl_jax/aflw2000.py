@@ -92,18 +92,20 @@ def load_crop(path) -> np.ndarray:
   return img
 
 
-def _npy(root: Path, rel: str, n: int, shapes, required=True):
+def _npy(root: Path, rel: str, n: int, shapes, required=True, what='AFLW2000-3D test.configs',
+         list_name=LIST):
   path = root / rel
   if not path.exists():
     if required:
-      raise DaslError(f'{path}: missing (AFLW2000-3D test.configs)')
+      raise DaslError(f'{path}: missing ({what})')
     return None
   try:
     a = np.load(path, allow_pickle=False)
   except Exception as e:
     raise DaslError(f'{path}: cannot read .npy ({type(e).__name__}: {e})') from None
   if a.shape[:1] != (n,):
-    raise DaslError(f'{path}: has {a.shape[0] if a.ndim else 0} rows but {LIST} lists {n} images')
+    raise DaslError(f'{path}: has {a.shape[0] if a.ndim else 0} rows but {list_name} lists '
+                    f'{n} images')
   if a.shape[1:] not in shapes:
     raise DaslError(f'{path}: expected shape (N, {shapes[0]}), got {a.shape}')
   return a
@@ -193,3 +195,56 @@ def load_original_poses(root, names: List[str]):
     idx.append(index[name])
     ang.append((yaw, pitch, roll))
   return np.asarray(idx, np.int64), np.asarray(ang, np.float32).reshape(-1, 3)
+
+
+# ----------------------------------------------------------------------------
+# The AFLW 21-point benchmark (aflw-wild layout).
+
+
+@dataclasses.dataclass
+class AFLW21:
+  """An AFLW 21-point set: names, pts21 (N, 21, 2) ORIGINAL-image pixels,
+  visible (N, 21) bool (x == -1 in the file), yaws (N,), roi_boxes (N, 4)."""
+  root: Path
+  names: List[str]
+  pts21: np.ndarray
+  visible: np.ndarray
+  yaws: np.ndarray
+  roi_boxes: np.ndarray
+
+  def __len__(self):
+    return len(self.names)
+
+  def load_crops(self, indices) -> np.ndarray:
+    """(b,) indices -> (b, 120, 120, 3) uint8 BGR; crops of another size are resized
+    to 120 (the ROI box maps image points to the 120 frame whatever the stored size)."""
+    out = []
+    for i in indices:
+      path = self.root / 'images' / self.names[int(i)]
+      img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+      if img is None:
+        raise DaslError(f'{path}: missing or unreadable image')
+      if img.shape[:2] != (120, 120):
+        img = cv2.resize(img, (120, 120), interpolation=cv2.INTER_AREA)
+      out.append(img)
+    return np.stack(out)
+
+
+def load_aflw21(root) -> AFLW21:
+  """Load and check a folder with the aflw-wild layout (see the assets README)."""
+  root = Path(root)
+  if not (root / 'list.txt').exists():
+    raise DaslError(f'{root}: no list.txt (an AFLW 21-point folder holds list.txt, images/, '
+                    'pts21.npy, yaws.npy, roi_box.npy)')
+  names = [l.strip() for l in (root / 'list.txt').read_text().splitlines() if l.strip()]
+  n = len(names)
+  kw = dict(what='AFLW 21-point folder', list_name='list.txt')
+  pts = _npy(root, 'pts21.npy', n, [(2, 21)], **kw)
+  yaws = _npy(root, 'yaws.npy', n, [()], **kw)
+  roi = _npy(root, 'roi_box.npy', n, [(4,)], **kw)
+  pts = np.swapaxes(pts, 1, 2).astype(np.float64)
+  visible = pts[..., 0] != -1
+  if not visible.any(axis=1).all():
+    bad = np.flatnonzero(~visible.any(axis=1))[:5].tolist()
+    raise DaslError(f'{root / "pts21.npy"}: rows {bad} have no visible point')
+  return AFLW21(root, names, pts, visible, yaws.astype(np.float64), roi.astype(np.float64))

@@ -17,3 +17,29 @@ def assets_dir() -> Path:
 def asset(*parts) -> Path:
   """Path of one asset (which may not exist: callers check)."""
   return assets_dir().joinpath(*parts)
+
+
+_VARS = ('${DASL_ASSETS}', '$DASL_ASSETS')
+
+
+def expand(value: str) -> str:
+  """``$DASL_ASSETS`` / ``${DASL_ASSETS}`` in a path -> :func:`assets_dir` (set or not),
+  so flagfiles can name assets wherever a user keeps them."""
+  for v in _VARS:
+    value = value.replace(v, str(assets_dir()))
+  return value
+
+
+def expand_config(config):
+  """A copy of a ConfigDict with :func:`expand` applied to every string field."""
+  import ml_collections
+  out = ml_collections.ConfigDict(config.to_dict())
+
+  def walk(c):
+    for k, v in c.items():
+      if isinstance(v, ml_collections.ConfigDict):
+        walk(v)
+      elif isinstance(v, str) and 'DASL_ASSETS' in v:
+        c[k] = expand(v)
+  walk(out)
+  return out

@@ -15,7 +15,15 @@ landmarks, N = 2000 (or 1998 with --subset 1998):
 3DDFA_V2's mb05 converted with experiments.convert_checkpoint gives, on all
 2000 images, original GT: 2.925 / 3.667 / 4.784, mean of bins 3.792.
 4-channel models take their FLM channel from detect_testData_1998.txt, which
-has no detection for images 1081 and 1798: only --subset 1998 works for them.
+has no detection for images 1081 and 1798: only --subset 1998 works for them,
+unless --flm bootstrap (the landmark map self-bootstrapped from the mean face,
+--bootstrap_iters passes; no detector needed).
+
+The AFLW 21-point benchmark (68 predicted points mapped to AFLW's 21, invisible
+points masked, NME normalised by the visible ground truth's box), on a folder
+with the aflw-wild layout:
+
+  python -m experiments.evaluate --checkpoint /tmp/mb05 --aflw_dir ../shared/assets/aflw-wild
 """
 from __future__ import annotations
 
@@ -46,6 +54,13 @@ flags.DEFINE_enum('subset', None, ['1998', '2000'], 'All 2000 images, or 2DASL\'
 flags.DEFINE_string('json', None, 'Write the results here as JSON.')
 flags.DEFINE_integer('batch_size', 128, 'Images per jitted forward pass.')
 flags.DEFINE_string('predictions_out', None, 'Save predicted crop landmarks (N, 2, 68) here.')
+flags.DEFINE_enum('flm', 'detector', ['detector', 'bootstrap'], '4-channel models: FLM channel '
+                  'from detect_testData_1998.txt (2DASL\'s protocol) or self-bootstrapped from '
+                  'the mean face (no detector; any subset).')
+flags.DEFINE_integer('bootstrap_iters', 2, 'Forward passes of the self-bootstrapped FLM.')
+flags.DEFINE_string('aflw_dir', None, 'Instead of AFLW2000-3D: the AFLW 21-point benchmark on a '
+                    'folder with the aflw-wild layout (list.txt, images/, pts21.npy, yaws.npy, '
+                    'roi_box.npy); 68 predicted points mapped to 21, invisible points masked.')
 FLAGS = flags.FLAGS
 
 
@@ -117,13 +132,34 @@ def evaluate_landmarks(ds: aflw2000.AFLW2000, idx, lms_crop, params=None):
   return res
 
 
+def _bootstrap_predict(restored, crops_fn, n):
+  """4-channel model without detector landmarks: the self-bootstrapped FLM
+  (``inference.Predictor``), in batches with a progress bar."""
+  from tqdm import tqdm
+  from dasl_jax import inference
+  pred = inference.Predictor(restored, _bfm(FLAGS.bfm), batch_size=FLAGS.batch_size,
+                             bootstrap_iters=FLAGS.bootstrap_iters)
+  lms, params = [], []
+  for s in tqdm(range(0, n, FLAGS.batch_size), desc=f'bootstrap FLM x{FLAGS.bootstrap_iters}',
+                unit='batch'):
+    out = pred.predict_crops(crops_fn(np.arange(s, min(s + FLAGS.batch_size, n))))
+    lms.append(out['lms68'])
+    params.append(out['params'])
+  return np.concatenate(lms), np.concatenate(params)
+
+
 def _run_checkpoint(ds, subset_flag):
   from dasl_jax import checkpoint, predict_batch
   restored = checkpoint.restore(FLAGS.checkpoint, FLAGS.step)
   cfg = restored.model_config
-  subset = int(subset_flag) if subset_flag else (1998 if cfg.in_channels == 4 else 2000)
+  bootstrap = cfg.in_channels == 4 and FLAGS.flm == 'bootstrap'
+  subset = int(subset_flag) if subset_flag else (
+      1998 if cfg.in_channels == 4 and not bootstrap else 2000)
   points18 = None
   idx = ds.subset_indices(subset)
+  if bootstrap:
+    lms, params = _bootstrap_predict(restored, lambda ii: ds.load_crops(idx[ii]), len(idx))
+    return subset, idx, lms, params, cfg.convention, f'bootstrap x{FLAGS.bootstrap_iters}'
   if cfg.in_channels == 4:
     if ds.detector68 is None:
       raise DaslError(f'{ds.root}: no {aflw2000.DETECTIONS}; a 4-channel model needs detector '
@@ -132,13 +168,51 @@ def _run_checkpoint(ds, subset_flag):
     if len(missing):
       raise DaslError(f'--subset {subset}: this is a 4-channel model and {aflw2000.DETECTIONS} '
                       f'has no landmarks for images {missing.tolist()} (its FLM input); '
-                      'use --subset 1998')
+                      'use --subset 1998 (or --flm bootstrap)')
     points18 = predict_batch.flm_points(ds.detector68[idx])
   fn = predict_batch.make_predict_fn(restored.module, restored.param_stats, _bfm(FLAGS.bfm),
                                      cfg.convention, cfg.in_channels)
   out = predict_batch.predict_all(fn, restored.variables, lambda ii: ds.load_crops(idx[ii]),
                                   len(idx), FLAGS.batch_size, points18, desc='AFLW2000-3D')
-  return subset, idx, out['lms'], out['params'], cfg.convention
+  return (subset, idx, out['lms'], out['params'], cfg.convention,
+          'detector' if cfg.in_channels == 4 else None)
+
+
+def run_aflw21():
+  """The AFLW 21-point benchmark on ``--aflw_dir``; returns the results dict."""
+  from dasl_jax import checkpoint, predict_batch
+  ds = aflw2000.load_aflw21(FLAGS.aflw_dir)
+  n = len(ds)
+  if FLAGS.checkpoint:
+    restored = checkpoint.restore(FLAGS.checkpoint, FLAGS.step)
+    cfg = restored.model_config
+    if cfg.in_channels == 4:
+      if FLAGS['flm'].present and FLAGS.flm == 'detector':
+        raise DaslError(f'--aflw_dir {FLAGS.aflw_dir} has no detector landmarks for a '
+                        '4-channel model\'s FLM; use --flm bootstrap')
+      lms, _ = _bootstrap_predict(restored, ds.load_crops, n)
+      flm = f'bootstrap x{FLAGS.bootstrap_iters}'
+    else:
+      fn = predict_batch.make_predict_fn(restored.module, restored.param_stats, _bfm(FLAGS.bfm),
+                                         cfg.convention, cfg.in_channels)
+      lms = predict_batch.predict_all(fn, restored.variables, ds.load_crops, n, FLAGS.batch_size,
+                                      desc='AFLW')['lms']
+      flm = None
+    source = str(FLAGS.checkpoint)
+  else:
+    pred = _load_predictions(FLAGS.predictions)
+    if pred.ndim != 3 or pred.shape[0] != n or pred.shape[1:] not in ((2, 68), (68, 2)):
+      raise DaslError(f'--predictions {FLAGS.predictions}: the AFLW 21-point mode needs '
+                      f'({n}, 2, 68) crop landmarks for the {n} images of {FLAGS.aflw_dir}, '
+                      f'got {pred.shape}')
+    lms = landmarks_from_predictions(pred, source=f'--predictions {FLAGS.predictions}')[0]
+    flm, source = None, str(FLAGS.predictions)
+  lms_img = evaluation.crop_to_image_landmarks(lms, ds.roi_boxes)
+  summary, _ = evaluation.aflw21_nme(lms_img, ds.pts21, ds.yaws, ds.visible)
+  if FLAGS.predictions_out:
+    np.save(FLAGS.predictions_out, np.swapaxes(lms, 1, 2).astype(np.float32))
+  return {'aflw21': summary, 'subset': n, 'source': source, 'flm': flm,
+          'aflw_dir': str(FLAGS.aflw_dir), 'benchmark': 'AFLW 21-point'}
 
 
 def run():
@@ -147,6 +221,11 @@ def run():
     raise DaslError('give exactly one of --predictions FILE.npy or --checkpoint DIR')
   if FLAGS.batch_size < 1:
     raise DaslError(f'--batch_size must be positive, got {FLAGS.batch_size}')
+  if FLAGS.aflw_dir:
+    if FLAGS.aflw2000_dir:
+      raise DaslError('give --aflw2000_dir (68-point AFLW2000-3D) or --aflw_dir (AFLW '
+                      '21-point), not both')
+    return run_aflw21()
   root = Path(FLAGS.aflw2000_dir) if FLAGS.aflw2000_dir else assets.asset('aflw2000-3d')
   ds = aflw2000.load(root)
   if FLAGS.checkpoint:
@@ -154,7 +233,7 @@ def run():
       if FLAGS[name].present:
         print(f'note: --{name} is ignored with --checkpoint (the checkpoint stores its own)',
               file=sys.stderr)
-    subset, idx, lms, params, convention = _run_checkpoint(ds, FLAGS.subset)
+    subset, idx, lms, params, convention, flm = _run_checkpoint(ds, FLAGS.subset)
     source = str(FLAGS.checkpoint)
   else:
     subset = int(FLAGS.subset) if FLAGS.subset else 2000
@@ -181,12 +260,19 @@ def run():
   res = evaluate_landmarks(ds, idx, lms, params)
   res.update({'subset': subset, 'source': source, 'convention': convention,
               'aflw2000_dir': str(root)})
+  if FLAGS.checkpoint and flm:
+    res['flm'] = flm
   if FLAGS.predictions_out:
     np.save(FLAGS.predictions_out, np.swapaxes(lms, 1, 2).astype(np.float32))
   return res
 
 
 def print_results(res):
+  if 'aflw21' in res:
+    flm = f', FLM {res["flm"]}' if res.get('flm') else ''
+    print(f'AFLW, {res["subset"]} images, 21-point NME (%) by |yaw| bin ({res["source"]}{flm})')
+    print(evaluation.format_table(res, keys=('aflw21',)))
+    return
   print(f'AFLW2000-3D, {res["subset"]} images, 68-point NME (%) by |yaw| bin '
         f'({res["source"]})')
   print(evaluation.format_table(res))

@@ -306,3 +306,102 @@ def test_evaluate_four_channel_model_needs_detections(tmp_path):
                                 points18=pts + 7, progress=False)
   assert a['lms'].shape == (3, 68, 2) and a['params_w'].shape == (3, 62)
   assert np.abs(a['params_w'] - b['params_w']).max() > 1e-4
+
+
+@requires_assets('bfm', 'keypoints68')
+def test_evaluate_bootstrap_flm_matches_direct_forward(tmp_path):
+  """--flm bootstrap (inference.Predictor) against predict_batch with the mean face's
+  18 points drawn by hand: one pass must give the same landmarks."""
+  from dasl_jax import checkpoint, predict_batch
+  from dasl_jax import landmarks as L
+  from dasl_jax import morphable_model as mm
+  from dasl_jax.models import ModelConfig
+  write_aflw(tmp_path / 'a')
+  cfg = ModelConfig(arch='mobilenet', width=0.25, in_channels=4, convention='v1')
+  rng = np.random.default_rng(1)
+  variables = jax.tree_util.tree_map(
+      lambda s: (rng.normal(size=s.shape) * 0.1).astype(np.float32)
+      if s.ndim else np.float32(1), checkpoint.expected_shapes(cfg, 32))
+  variables['batch_stats'] = jax.tree_util.tree_map(np.abs, variables['batch_stats'])
+  stats = P.load_param_stats(V2_STATS) if V2_STATS.exists() else P.ParamStats(
+      rng.normal(size=62).astype(np.float32), np.ones(62, np.float32))
+  checkpoint.save_model(tmp_path / 'm', cfg, variables, stats)
+  bfm = asset_path('bfm')
+  r = _evaluate('--checkpoint', tmp_path / 'm', '--aflw2000_dir', tmp_path / 'a', '--subset',
+                2000, '--flm', 'bootstrap', '--bootstrap_iters', 1, '--bfm', bfm,
+                '--predictions_out', tmp_path / 'lms.npy', '--json', tmp_path / 'r.json')
+  assert r.returncode == 0, r.stderr
+  res = json.loads((tmp_path / 'r.json').read_text())
+  assert res['flm'] == 'bootstrap x1' and res['original']['n'] == 3
+  model = mm.load(bfm)
+  mean_lms = np.asarray(mm.landmarks2d(model.landmark_model(), stats.mean, 'v1'))
+  pts = np.repeat(L.select18_np(mean_lms)[None], 3, 0)
+  ds = aflw2000.load(tmp_path / 'a')
+  restored = checkpoint.restore(tmp_path / 'm')
+  fn = predict_batch.make_predict_fn(restored.module, stats, model, 'v1', 4)
+  want = predict_batch.predict_all(fn, restored.variables, ds.load_crops, 3, batch_size=4,
+                                   points18=pts, progress=False)['lms']
+  got = np.swapaxes(np.load(tmp_path / 'lms.npy'), 1, 2)
+  np.testing.assert_allclose(got, want, atol=1e-3)
+
+
+def write_aflw21(root: Path, n=5):
+  rng = np.random.default_rng(3)
+  names = [f'face{i}.jpg' for i in range(n)]
+  (root / 'images').mkdir(parents=True)
+  for name in names:  # stored at 100x100: the loader resizes to 120
+    cv2.imwrite(str(root / 'images' / name), rng.integers(0, 255, (100, 100, 3), dtype=np.uint8))
+  (root / 'list.txt').write_text('\n'.join(names) + '\n')
+  roi = np.c_[rng.uniform(0, 50, (n, 2)), np.zeros((n, 2))]
+  roi[:, 2:] = roi[:, :2] + rng.uniform(80, 200, (n, 1))
+  pts = rng.uniform(0, 1, (n, 2, 21)) * (roi[:, 2:] - roi[:, :2])[:, :, None] + \
+      roi[:, :2, None]
+  pts[1, 0, [3, 9, 16]] = -1  # invisible points
+  np.save(root / 'pts21.npy', pts.astype(np.float32))
+  np.save(root / 'roi_box.npy', roi.astype(np.int64))
+  np.save(root / 'yaws.npy', np.float32([-75, -40, 0, 20, 85][:n]))
+  return pts.astype(np.float32), roi.astype(np.int64)
+
+
+def test_evaluate_aflw21_against_numpy(tmp_path):
+  pts, roi = write_aflw21(tmp_path / 'w')
+  pred = np.random.default_rng(4).uniform(10, 110, (5, 2, 68)).astype(np.float32)
+  np.save(tmp_path / 'p.npy', pred)
+  r = _evaluate('--predictions', tmp_path / 'p.npy', '--aflw_dir', tmp_path / 'w',
+                '--json', tmp_path / 'r.json')
+  assert r.returncode == 0, r.stderr
+  assert 'aflw21' in r.stdout and '21-point' in r.stdout
+  res = json.loads((tmp_path / 'r.json').read_text())['aflw21']
+  # Independently, with the assets README's 1-based iBUG-68 -> AFLW-21 table.
+  one_based = [18, 20, 22, 23, 25, 27, 37, None, 40, 43, None, 46, 3, 32, 31, 36, 15, 49,
+               None, 55, 9]
+  means = {7: range(37, 43), 10: range(43, 49), 18: range(61, 69)}
+  errs = []
+  for i in range(5):
+    crop = pred[i].T.astype(np.float64)  # (68, 2)
+    s = (roi[i, 2:] - roi[i, :2]) / 120.0
+    img = crop * s + roi[i, :2]
+    p21 = np.array([img[j - 1] if j else img[[k - 1 for k in means[c]]].mean(0)
+                    for c, j in enumerate(one_based)])
+    gt = pts[i].T.astype(np.float64)
+    vis = gt[:, 0] != -1
+    wh = gt[vis].max(0) - gt[vis].min(0)
+    errs.append(np.linalg.norm(p21[vis] - gt[vis], axis=1).mean() / np.sqrt(wh[0] * wh[1]))
+  errs = np.array(errs) * 100
+  assert res['n'] == 5
+  np.testing.assert_allclose(res['mean'], errs.mean(), rtol=1e-5)
+  bins = [errs[[2, 3]].mean(), errs[[1]].mean(), errs[[0, 4]].mean()]
+  np.testing.assert_allclose(res['bins'], bins, rtol=1e-5)
+
+
+def test_evaluate_aflw21_bad_input(tmp_path):
+  write_aflw21(tmp_path / 'w')
+  np.save(tmp_path / 'p.npy', np.zeros((4, 2, 68), np.float32))
+  r = _evaluate('--predictions', tmp_path / 'p.npy', '--aflw_dir', tmp_path / 'w')
+  assert r.returncode == 2 and 'needs (5, 2, 68) crop landmarks' in r.stderr, r.stderr
+  np.save(tmp_path / 'w' / 'yaws.npy', np.zeros(3, np.float32))
+  np.save(tmp_path / 'p.npy', np.zeros((5, 2, 68), np.float32))
+  r = _evaluate('--predictions', tmp_path / 'p.npy', '--aflw_dir', tmp_path / 'w')
+  assert r.returncode == 2 and 'yaws.npy: has 3 rows but list.txt lists 5' in r.stderr, r.stderr
+  r = _evaluate('--predictions', tmp_path / 'p.npy', '--aflw_dir', tmp_path / 'nothing')
+  assert r.returncode == 2 and 'no list.txt' in r.stderr, r.stderr

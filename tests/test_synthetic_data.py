@@ -185,3 +185,28 @@ def test_real_bfm_variant():
   grid = np.asarray(mm.landmarks2d(model, jnp.asarray(p, jnp.float32), 'v1'))
   assert np.median(np.linalg.norm(grid - lms, axis=1)) < 3
   assert ex['image'].std() > 10
+
+
+@requires_assets('bfm', 'Model_PAF.pkl')
+@requires_assets('bfm', 'Model_Shape_Sim.mat')
+@requires_assets('pretrained', 'param_mean_std_62d_120x120.pkl')
+def test_real_bfm_labels_in_another_whitening(tmp_path):
+  """label_stats (a fine-tuned checkpoint's whitening) changes only how the same
+  faces' labels are whitened, and the cache file name follows it."""
+  bfm = asset_path('bfm')
+  v2 = P.load_param_stats(asset_path('pretrained', 'param_mean_std_62d_120x120.pkl'))
+  a = S.synthetic_bundle_parts('bfm', (2, 1, 1), seed=0, bfm_dir=bfm, convention='v2')
+  b = S.synthetic_bundle_parts('bfm', (2, 1, 1), seed=0, bfm_dir=bfm, convention='v2',
+                               label_stats=v2)
+  assert b['param_stats'] is v2 and a['param_stats'].source.endswith('param_whitening.pkl')
+  v1 = a['param_stats']
+  for i in range(2):
+    ea, eb = a['3d'][i], b['3d'][i]
+    assert ea['image'].tobytes() == eb['image'].tobytes()
+    # Same de-whitened parameters: pa * std1 + mean1 == pb * std2 + mean2.
+    pa = ea['params'].astype(np.float64) * np.asarray(v1.std) + np.asarray(v1.mean)
+    pb = eb['params'].astype(np.float64) * np.asarray(v2.std) + np.asarray(v2.mean)
+    np.testing.assert_allclose(pb, pa, rtol=1e-4, atol=1e-4 * np.abs(pa).max())
+  assert a['3d'].cache_name() != b['3d'].cache_name()
+  assert a['3d'].cache_name() == S.synthetic_bundle_parts(
+      'bfm', (2, 1, 1), seed=0, bfm_dir=bfm, convention='v2')['3d'].cache_name()

@@ -25,7 +25,9 @@ def data_config() -> ml_collections.ConfigDict:
   c.heldout = 'synthetic'            # synthetic | aflw2000 | none
   c.convention = 'v1'                # crop pixel convention of labels (camera.CONVENTIONS)
   c.bfm_dir = ''                     # '' = <assets>/bfm; its keypoints68/ is the 68-point model
-  c.param_stats = ''                 # '' = <bfm_dir>/param_whitening.pkl (3DDFA / 2DASL)
+  # Whitening of the 62-parameter labels ('' = <bfm_dir>/param_whitening.pkl, 3DDFA / 2DASL);
+  # set it to the init checkpoint's (3DDFA_V2: param_mean_std_62d_120x120.pkl) when fine-tuning.
+  c.param_stats = ''
   c.dense_model = ''                 # optional full model for WPDC vertex sampling ('' = none)
   # 300W-LP, 3DDFA train_aug_120x120 layout.
   c.dir_300wlp = ''                  # folder holding the images (train_aug_120x120/)
@@ -46,6 +48,7 @@ def data_config() -> ml_collections.ConfigDict:
   c.synthetic_size_wild = 2048
   c.synthetic_size_heldout = 256
   c.synthetic_seed = 0               # the synthetic datasets' own seed (fixed faces)
+  c.synthetic_cache = ''             # folder: render each synthetic set once into an .npz there
   c.synthetic_stats_samples = 10000  # draws for the synthetic whitening statistics
   c.heldout_size = 0                 # 0 = all of the held-out source
   # --- stream

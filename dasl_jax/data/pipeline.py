@@ -339,7 +339,17 @@ def build_data(cfg, seed) -> DataBundle:
         'synthetic' if cfg.source_3d == 'synthetic' else 'bfm',
         sizes=(cfg.synthetic_size_3d, cfg.synthetic_size_wild, cfg.synthetic_size_heldout),
         seed=cfg.synthetic_seed, convention=cfg.convention, n_stats=cfg.synthetic_stats_samples,
-        bfm_dir=None if cfg.source_3d == 'synthetic' else _bfm_dir(cfg))
+        bfm_dir=None if cfg.source_3d == 'synthetic' else _bfm_dir(cfg),
+        label_stats=(P.load_param_stats(cfg.param_stats)
+                     if cfg.param_stats and cfg.source_3d != 'synthetic' else None))
+  if syn is not None and cfg.synthetic_cache:
+    # Rendering costs ~12 ms a face on one core, taken from the training step's
+    # CPU; render each set once and share it across runs.
+    used = {'3d': cfg.source_3d in ('synthetic', 'synthetic_bfm'),
+            'wild': cfg.source_wild == 'synthetic', 'heldout': cfg.heldout == 'synthetic'}
+    for kind, on in used.items():
+      if on:
+        syn[kind].materialize(Path(cfg.synthetic_cache) / syn[kind].cache_name())
   if cfg.source_3d in ('synthetic', 'synthetic_bfm'):
     model, stats = syn['label_model'], syn['param_stats']
     dense = dense if dense is not None else syn['model']

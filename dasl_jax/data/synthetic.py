@@ -304,7 +304,13 @@ class SyntheticFaces:
 
   def __repr__(self):
     return (f'SyntheticFaces(model={self.model_name!r}, kind={self.kind!r}, size={self.size}, '
-            f'seed={self.seed}, convention={self.convention!r})')
+            f'seed={self.seed}, convention={self.convention!r}, '
+            f'stats={str(self.param_stats.source)!r})')
+
+  def cache_name(self):
+    """A file name unique to this source's contents (for :meth:`materialize`)."""
+    import hashlib
+    return f'synthetic_{self.kind}_{hashlib.sha1(repr(self).encode()).hexdigest()[:12]}.npz'
 
   # -- parameters
 
@@ -492,7 +498,7 @@ def load_bfm_render_model(bfm_dir):
 
 
 def synthetic_bundle_parts(kind='synthetic', sizes=(2048, 2048, 256), seed=0, convention='v1',
-                           bfm_dir=None, model_seed=0, n_stats=10000):
+                           bfm_dir=None, model_seed=0, n_stats=10000, label_stats=None):
   """Everything the data pipeline needs for synthetic data.
 
   Args:
@@ -500,6 +506,11 @@ def synthetic_bundle_parts(kind='synthetic', sizes=(2048, 2048, 256), seed=0, co
       (the real BFM from ``bfm_dir``, whitened with its ``param_whitening.pkl``).
     sizes: examples in the 3D-annotated, wild and held-out sources.
     seed: dataset seed.
+    label_stats: for ``'bfm'``, whitening of the labels when it is not the
+      prior's ``param_whitening.pkl`` (a checkpoint fine-tuned on these faces
+      must see labels in its own whitening, e.g. 3DDFA_V2's
+      ``param_mean_std_62d_120x120.pkl``). The coefficients are still drawn
+      around ``param_whitening.pkl``.
   Returns:
     dict with ``model`` (render model), ``label_model`` (68-landmark model for
     losses), ``param_stats``, ``prior``, and sources ``'3d'``, ``'wild'``, ``'heldout'``.
@@ -513,8 +524,9 @@ def synthetic_bundle_parts(kind='synthetic', sizes=(2048, 2048, 256), seed=0, co
     if bfm_dir is None:
       raise DaslError('synthetic_bundle_parts: kind=bfm needs bfm_dir')
     model, label_model = load_bfm_render_model(bfm_dir)
-    stats = P.load_param_stats(Path(bfm_dir) / 'param_whitening.pkl')
-    prior = gaussian_prior(stats)
+    prior_stats = P.load_param_stats(Path(bfm_dir) / 'param_whitening.pkl')
+    prior = gaussian_prior(prior_stats)
+    stats = label_stats if label_stats is not None else prior_stats
   else:
     raise DaslError(f'synthetic model kind {kind!r} unknown; use synthetic or bfm')
   out = dict(model=model, label_model=label_model, param_stats=stats, prior=prior)

@@ -13,6 +13,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
+from dasl_jax import assets
 from dasl_jax import camera
 from dasl_jax import checkpoint
 from dasl_jax import inputs
@@ -144,6 +145,7 @@ def _loss_config(config, has_wild):
 def setup(config, workdir, data=None) -> Run:
   """Data, networks, optimisers, the compiled step and a step-0 state; writes the
   work directory's flags.json, model_config.json and param_stats.json."""
+  config = assets.expand_config(config)
   if config.train.distributed:
     jax.distributed.initialize()
   workdir = Path(workdir).expanduser().resolve()
@@ -200,6 +202,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, data=None):
   Returns:
     dict of final metrics (``step``, ``heldout_nme`` when a held-out set exists).
   """
+  config = assets.expand_config(config)
   run = setup(config, workdir, data)
   tc, num_steps, data = config.train, int(config.train.num_steps), run.data
   heldout = getattr(data, 'heldout', None)
