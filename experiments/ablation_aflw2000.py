@@ -295,11 +295,14 @@ def write_page(rows, found, results_dir, root):
   lines += ['', f'![CED]({ced_png.name})', '', '## Commands', '', '```',
             'python -m experiments.ablation_aflw2000 --seeds '
             + ','.join(sorted({str(s) for r in rows.values() for s in r['seeds'] if s is not None}))]
-  lines += ['# which runs, per run and seed:']
+  lines += ['# which runs, per run and seed (the start model: experiments.convert_checkpoint, then',
+            f'# experiments.evaluate --checkpoint={root}/mb05 --subset=1998):']
   for name in RUNS:
     if name in rows:
-      lines.append(' '.join(train_command(name, '<seed>', f'{root}/{name}_s<seed>', root)[1:]))
-      lines.append(' '.join(eval_command(f'{root}/{name}_s<seed>', f'{root}/{name}_s<seed>')[1:]))
+      lines.append('python ' + ' '.join(
+          train_command(name, '<seed>', f'{root}/{name}_s<seed>', root)[1:]))
+      lines.append('python ' + ' '.join(
+          eval_command(f'{root}/{name}_s<seed>', f'{root}/{name}_s<seed>')[1:]))
   lines += ['```', '', f'Machine: {platform.node()}, {platform.machine()}, '
             f'{os.cpu_count()} CPUs; written {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}.',
             '']
