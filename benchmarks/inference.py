@@ -30,6 +30,11 @@ flags.DEFINE_bool('quick', False, 'Tiny run for CI: batches 1 and 4, two repeats
 flags.DEFINE_integer('large_batch', 128, 'The throughput batch size.')
 flags.DEFINE_integer('repeats', 20, 'Timed calls per setting (median reported).')
 flags.DEFINE_bool('torch', True, 'Include the PyTorch original when torch is installed.')
+flags.DEFINE_integer('host_devices', 0, 'Also time the large batch split over this many XLA '
+                     'host devices (0: one per core, 1: off), as experiments.evaluate runs it.')
+flags.DEFINE_bool('torch_own_process', True, 'Also time PyTorch in a fresh process with the '
+                  'default allocator (tune_malloc in this one speeds PyTorch up as well).')
+flags.DEFINE_bool('torch_only', False, 'Internal: time only PyTorch (the fresh process).')
 FLAGS = flags.FLAGS
 
 WIDTH = 0.5
@@ -123,7 +128,39 @@ def _report(name, r, large):
         f'(best {r["large_img_per_s_best"]:.1f})', flush=True)
 
 
-def run(quick=False, large_batch=128, repeats=20, with_torch=True):
+def run_torch_only(quick=False, large_batch=128, repeats=20):
+  """PyTorch alone, same weights and images as :func:`run` (for a fresh process)."""
+  variables, stats, model, weights = load_model_inputs()
+  large = 4 if quick else large_batch
+  repeats, warmup = (2, 1) if quick else (repeats, 2)
+  rng = np.random.default_rng(0)
+  images = {b: rng.integers(0, 256, (b, 120, 120, 3), dtype=np.uint8) for b in (1, large)}
+  tp = torch_predictor(variables, stats, model)
+  r = {f'batch{b}': common.time_fn(lambda b=b: tp(images[b]), repeats=repeats, warmup=warmup)
+       for b in (1, large)}
+  _summarise(r, large)
+  r['threads'] = 2
+  return {'torch_own_process': r, 'weights': weights}
+
+
+def _torch_in_own_process(quick, large, repeats):
+  """Run :func:`run_torch_only` in a fresh interpreter (glibc's default malloc)."""
+  import json
+  import subprocess
+  import sys
+  import tempfile
+  with tempfile.TemporaryDirectory() as d:
+    out = f'{d}/t.json'
+    cmd = [sys.executable, '-m', 'benchmarks.inference', '--torch_only', f'--json={out}',
+           f'--large_batch={large}', f'--repeats={repeats}'] + (['--quick'] if quick else [])
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode:
+      print(f'PyTorch in its own process failed: {r.stderr.strip()[-300:]}', flush=True)
+      return None
+    return json.loads(open(out).read())['torch_own_process']
+
+
+def run(quick=False, large_batch=128, repeats=20, with_torch=True, torch_own_process=True):
   """Measure everything; returns the result dict (without the header)."""
   variables, stats, model, weights = load_model_inputs()
   large = 4 if quick else large_batch
@@ -148,6 +185,24 @@ def run(quick=False, large_batch=128, repeats=20, with_torch=True):
     _summarise(r, large)
     res['results'][f'jax_{impl}'] = r
     _report(f'jax {impl}', r, large)
+  devices = jax.local_devices()
+  if len(devices) > 1 and large % len(devices) == 0:
+    # The large batch split over host devices, as predict_batch.predict_all runs it.
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+    mesh = Mesh(np.array(devices), ('batch',))
+    split = NamedSharding(mesh, PartitionSpec('batch'))
+    fn = predict_batch.make_predict_fn(MobileNetV1(WIDTH, depthwise='shifted'), stats, model,
+                                       'v2', 3)
+    rep_vars = jax.device_put(variables, NamedSharding(mesh, PartitionSpec()))
+    img_s, pts_s = jax.device_put(images[large], split), jax.device_put(zeros18[large], split)
+    call = lambda: fn(rep_vars, img_s, pts_s)['lms']
+    t = common.time_fn(call, repeats=repeats, warmup=warmup, block=jax.block_until_ready)
+    r = {f'batch{large}': t, 'large_img_per_s': large / t['median_s'],
+         'large_img_per_s_best': large / t['min_s'], 'devices': len(devices)}
+    res['results']['jax_shifted_split'] = r
+    np.testing.assert_allclose(np.asarray(call()), outputs[('shifted', large)], atol=1e-3)
+    print(f'jax shifted, batch {large} over {len(devices)} host devices: '
+          f'{r["large_img_per_s"]:7.1f} img/s (best {r["large_img_per_s_best"]:.1f})', flush=True)
   res['max_lms_diff_shifted_vs_grouped_px'] = float(
       np.abs(outputs[('shifted', large)] - outputs[('grouped', large)]).max())
   try:
@@ -166,6 +221,11 @@ def run(quick=False, large_batch=128, repeats=20, with_torch=True):
     res['max_lms_diff_jax_vs_torch_px'] = float(
         np.abs(outputs[('shifted', large)] - tp(images[large])).max())
     _report('torch eager', r, large)
+    if torch_own_process:
+      own = _torch_in_own_process(quick, large_batch, repeats)
+      res['results']['torch_own_process'] = own
+      if own:
+        _report('torch, own', own, large)
   else:
     res['results']['torch'] = None
   rr = res['results']
@@ -180,6 +240,15 @@ def run(quick=False, large_batch=128, repeats=20, with_torch=True):
                                                      rr['jax_shifted']['batch1_ms_per_img'])
     ratios['jax_shifted_over_torch_speed_large'] = (rr['jax_shifted']['large_img_per_s'] /
                                                     rr['torch']['large_img_per_s'])
+    own = rr.get('torch_own_process')
+    if own:
+      ratios['jax_shifted_over_torch_own_process_speed_batch1'] = (
+          own['batch1_ms_per_img'] / rr['jax_shifted']['batch1_ms_per_img'])
+      ratios['jax_shifted_over_torch_own_process_speed_large'] = (
+          rr['jax_shifted']['large_img_per_s'] / own['large_img_per_s'])
+    if 'jax_shifted_split' in rr:
+      ratios['jax_split_over_torch_speed_large'] = (rr['jax_shifted_split']['large_img_per_s'] /
+                                                    rr['torch']['large_img_per_s'])
   res['ratios'] = ratios
   for k, v in ratios.items():
     print(f'{k}: {v:.2f}x')
@@ -189,9 +258,15 @@ def run(quick=False, large_batch=128, repeats=20, with_torch=True):
 def main(argv):
   # Same process set-up as the project's commands (experiments/*): see cpu_runtime.
   from dasl_jax import cpu_runtime
-  cpu_runtime.tune_malloc()
   del argv
-  common.finish(lambda: run(FLAGS.quick, FLAGS.large_batch, FLAGS.repeats, FLAGS.torch), FLAGS.json)
+  if FLAGS.torch_only:  # PyTorch as users run it: no malloc tuning, no JAX in the process
+    common.finish(lambda: run_torch_only(FLAGS.quick, FLAGS.large_batch, FLAGS.repeats),
+                  FLAGS.json)
+    return
+  cpu_runtime.tune_malloc()
+  cpu_runtime.split_host_devices(FLAGS.host_devices)
+  common.finish(lambda: run(FLAGS.quick, FLAGS.large_batch, FLAGS.repeats, FLAGS.torch,
+                            FLAGS.torch_own_process), FLAGS.json)
 
 
 if __name__ == '__main__':

@@ -56,3 +56,32 @@ def tune_malloc(top_pad_bytes: int = 64 << 20) -> bool:
       (M_TOP_PAD, top_pad_bytes)))
   _done = ok
   return ok
+
+
+HOST_DEVICE_FLAG = '--xla_force_host_platform_device_count'
+
+
+def split_host_devices(count: int = 0) -> int:
+  """Expose the CPU as ``count`` XLA devices (0: one per core) for data parallelism.
+
+  One jitted MobileNet forward at batch 128 already keeps both cores of the
+  project's machine busy, yet the same batch sharded over two host devices runs
+  ~10% faster (benchmarks/probes/infer_split.py: 958 -> 1061 img/s, quiet
+  machine): independent halves overlap where one computation waits on its
+  serial stretches. Must run before JAX initialises its backend (the start of
+  a command); does nothing when ``XLA_FLAGS`` already sets a device count, off
+  CPU-only hosts, or when the backend is already up.
+
+  Returns:
+    the device count asked for (1 when nothing was changed).
+  """
+  import os
+  from jax._src import xla_bridge
+  count = int(count) or (os.cpu_count() or 1)
+  flags = os.environ.get('XLA_FLAGS', '')
+  if count <= 1 or HOST_DEVICE_FLAG in flags or xla_bridge.backends_are_initialized():
+    return 1
+  if os.environ.get('JAX_PLATFORMS', 'cpu') not in ('cpu', ''):
+    return 1
+  os.environ['XLA_FLAGS'] = f'{flags} {HOST_DEVICE_FLAG}={count}'.strip()
+  return count

@@ -63,7 +63,18 @@ def predict_all(predict, variables, images: Callable[[np.ndarray], np.ndarray], 
   Returns:
     dict of numpy arrays with leading dimension n (same keys as ``predict``).
   """
-  variables = jax.device_put(variables)  # once, not with every batch
+  devices = jax.local_devices()
+  if len(devices) > 1 and batch_size % len(devices) == 0:
+    # Several (host) devices: each batch is split over them, the weights replicated
+    # (cpu_runtime.split_host_devices).
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+    mesh = Mesh(np.array(devices), ('batch',))
+    variables = jax.device_put(variables, NamedSharding(mesh, PartitionSpec()))
+    split = NamedSharding(mesh, PartitionSpec('batch'))
+    put = lambda a: jax.device_put(a, split)
+  else:
+    variables = jax.device_put(variables)  # once, not with every batch
+    put = lambda a: a
   outs = []
   bar = tqdm(total=n, desc=desc, unit='img', disable=not progress)
   pending = None  # (result on device, count): fetched after the next batch is read
@@ -84,7 +95,7 @@ def predict_all(predict, variables, images: Callable[[np.ndarray], np.ndarray], 
     if pad:  # keep one compiled shape
       img = np.concatenate([img, np.repeat(img[-1:], pad, 0)])
       pts = np.concatenate([pts, np.repeat(pts[-1:], pad, 0)])
-    out = predict(variables, img, pts)
+    out = predict(variables, put(img), put(pts))
     if pending is not None:
       fetch(pending)
     pending = (out, len(idx))

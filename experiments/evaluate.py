@@ -61,6 +61,9 @@ flags.DEFINE_integer('bootstrap_iters', 2, 'Forward passes of the self-bootstrap
 flags.DEFINE_string('aflw_dir', None, 'Instead of AFLW2000-3D: the AFLW 21-point benchmark on a '
                     'folder with the aflw-wild layout (list.txt, images/, pts21.npy, yaws.npy, '
                     'roi_box.npy); 68 predicted points mapped to 21, invisible points masked.')
+flags.DEFINE_integer('host_devices', 1, 'CPU only: split each batch over this many XLA host '
+                     'devices (0: one per core; 1: off). benchmarks.inference measured 0 to 11% '
+                     'at batch 128 on 2 cores, so it is off by default.')
 FLAGS = flags.FLAGS
 
 
@@ -290,6 +293,7 @@ def main(argv):
   # (otherwise ~40% of CPU time goes to page faults; benchmarks/README.md).
   from dasl_jax import cpu_runtime
   cpu_runtime.tune_malloc()
+  cpu_runtime.split_host_devices(FLAGS.host_devices)
   del argv
   logging.set_verbosity(logging.WARNING)  # orbax logs every file at INFO
   try:

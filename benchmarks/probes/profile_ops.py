@@ -27,11 +27,26 @@ def main():
   ap.add_argument('--steps', type=int, default=3)
   ap.add_argument('--top', type=int, default=40)
   ap.add_argument('--tune_malloc', action='store_true')
+  ap.add_argument('--inference', action='store_true',
+                  help='profile the benchmark\'s jitted inference (mb05 + landmarks) instead')
   a = ap.parse_args()
   if a.tune_malloc:
     from dasl_jax import cpu_runtime
     cpu_runtime.tune_malloc()
-  call, _, _ = jax_step_fn(make_module(a.impl, a.width), a.batch)
+  if a.inference:
+    import numpy as np
+    from benchmarks import inference as BI
+    from dasl_jax import predict_batch
+    from dasl_jax.models.mobilenet import MobileNetV1
+    variables, stats, model, _ = BI.load_model_inputs()
+    fn = predict_batch.make_predict_fn(MobileNetV1(a.width, depthwise=a.impl), stats, model,
+                                       'v2', 3)
+    img = np.random.default_rng(0).integers(0, 256, (a.batch, 120, 120, 3), dtype=np.uint8)
+    pts = np.zeros((a.batch, 18, 2), np.float32)
+    v = jax.device_put(variables)
+    call = lambda: jax.block_until_ready(fn(v, img, pts))
+  else:
+    call, _, _ = jax_step_fn(make_module(a.impl, a.width), a.batch)
   call()
   d = tempfile.mkdtemp()
   with jax.profiler.trace(d, create_perfetto_trace=True):
