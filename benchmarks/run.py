@@ -48,6 +48,8 @@ flags.DEFINE_bool('tune_malloc', True, 'Call dasl_jax.cpu_runtime.tune_malloc() 
 flags.DEFINE_integer('cpus', 0, 'Pin the process to the first N usable CPUs (0: all).')
 flags.DEFINE_bool('resnet', True, 'Include ResNet-50 (skipped with --quick).')
 flags.DEFINE_list('parts', list(PARTS), f'Which parts to run, of {PARTS}.')
+flags.DEFINE_bool('torch_own_process', True, 'Also time each PyTorch training step in a fresh '
+                  'process with the default allocator (benchmarks/torch_own_process.py).')
 FLAGS = flags.FLAGS
 
 
@@ -77,6 +79,21 @@ def _interleave(fns: Dict[str, Callable[[], object]], rounds: int) -> Dict[str, 
               'cpu_user_s': float(np.median([c[0] for c in cpu[k]])),
               'cpu_sys_s': float(np.median([c[1] for c in cpu[k]]))}
           for k, v in times.items()}
+
+
+def _torch_own_process(arch, width, batch, rounds, threads):
+  """PyTorch's step timed in a fresh interpreter (no tune_malloc), after the
+  interleaved rounds: PyTorch as users run it."""
+  import json
+  import subprocess
+  import sys
+  cmd = [sys.executable, '-m', 'benchmarks.torch_own_process', f'--arch={arch}',
+         f'--width={width}', f'--batch={batch}', f'--rounds={rounds}', f'--threads={threads}']
+  r = subprocess.run(cmd, capture_output=True, text=True)
+  if r.returncode:
+    print(f'PyTorch in its own process failed: {r.stderr.strip()[-300:]}', flush=True)
+    return None
+  return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 def _have_torch() -> bool:
@@ -192,16 +209,27 @@ def train_networks(quick: bool, rounds: int, with_torch: bool, threads: int, res
       x, t, w = tr.train_inputs(batch)
       fns['torch'] = lambda tstep=tstep, x=x, t=t, w=w: tstep(x, t, w)
     med = _interleave(fns, rounds)
+    if with_torch and FLAGS.torch_own_process:
+      own = _torch_own_process('mobilenet' if width is not None else 'resnet50', width or 1.0,
+                               batch, rounds, threads)
+      if own is not None:
+        med['torch_own_process'] = own
     r = {'batch': batch, 'compile_s': compile_s}
     for k, m in med.items():
       r[k] = dict(m, img_per_s=batch / m['median_s'])
     if 'torch' in med:
       r['ratio_vs_torch'] = {k: med['torch']['median_s'] / med[k]['median_s']
-                             for k in med if k != 'torch'}
+                             for k in med if not k.startswith('torch')}
+    if 'torch_own_process' in med:
+      r['ratio_vs_torch_own_process'] = {
+          k: med['torch_own_process']['median_s'] / med[k]['median_s']
+          for k in med if not k.startswith('torch')}
     key = f'{name}_b{batch}'
     out[key] = r
     line = '  '.join(f'{k} {r[k]["img_per_s"]:.1f} img/s' for k in med)
     ratio = '  '.join(f'{k}/torch {v:.2f}x' for k, v in r.get('ratio_vs_torch', {}).items())
+    ratio += ''.join(f'  {k}/torch_own_process {v:.2f}x'
+                     for k, v in r.get('ratio_vs_torch_own_process', {}).items())
     print(f'train {key}: {line}  {ratio}', flush=True)
   return out
 
