@@ -188,13 +188,11 @@ def run(quick=False, large_batch=128, repeats=20, with_torch=True, torch_own_pro
   devices = jax.local_devices()
   if len(devices) > 1 and large % len(devices) == 0:
     # The large batch split over host devices, as predict_batch.predict_all runs it.
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec
-    mesh = Mesh(np.array(devices), ('batch',))
-    split = NamedSharding(mesh, PartitionSpec('batch'))
+    replicate, split = predict_batch.batch_placement(large)
     fn = predict_batch.make_predict_fn(MobileNetV1(WIDTH, depthwise='shifted'), stats, model,
                                        'v2', 3)
-    rep_vars = jax.device_put(variables, NamedSharding(mesh, PartitionSpec()))
-    img_s, pts_s = jax.device_put(images[large], split), jax.device_put(zeros18[large], split)
+    rep_vars = replicate(variables)
+    img_s, pts_s = split(images[large]), split(zeros18[large])
     call = lambda: fn(rep_vars, img_s, pts_s)['lms']
     t = common.time_fn(call, repeats=repeats, warmup=warmup, block=jax.block_until_ready)
     r = {f'batch{large}': t, 'large_img_per_s': large / t['median_s'],

@@ -49,6 +49,22 @@ def make_predict_fn(module, param_stats: ParamStats, landmark_model: mm.Morphabl
   return predict
 
 
+def batch_placement(batch_size: int):
+  """``(replicate, split)``: how weights and batches go to the local devices.
+
+  With several (host) devices (``cpu_runtime.split_host_devices``) and a batch
+  they divide, each batch is split over them and the weights replicated; else
+  everything goes to the default device.
+  """
+  devices = jax.local_devices()
+  if len(devices) > 1 and batch_size % len(devices) == 0:
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+    mesh = Mesh(np.array(devices), ('batch',))
+    rep, split = NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec('batch'))
+    return (lambda tree: jax.device_put(tree, rep)), (lambda a: jax.device_put(a, split))
+  return jax.device_put, (lambda a: a)
+
+
 def predict_all(predict, variables, images: Callable[[np.ndarray], np.ndarray], n: int,
                 batch_size: int = 128, points18: Optional[np.ndarray] = None,
                 progress: bool = True, desc: str = 'predict'):
@@ -63,18 +79,8 @@ def predict_all(predict, variables, images: Callable[[np.ndarray], np.ndarray], 
   Returns:
     dict of numpy arrays with leading dimension n (same keys as ``predict``).
   """
-  devices = jax.local_devices()
-  if len(devices) > 1 and batch_size % len(devices) == 0:
-    # Several (host) devices: each batch is split over them, the weights replicated
-    # (cpu_runtime.split_host_devices).
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec
-    mesh = Mesh(np.array(devices), ('batch',))
-    variables = jax.device_put(variables, NamedSharding(mesh, PartitionSpec()))
-    split = NamedSharding(mesh, PartitionSpec('batch'))
-    put = lambda a: jax.device_put(a, split)
-  else:
-    variables = jax.device_put(variables)  # once, not with every batch
-    put = lambda a: a
+  replicate, put = batch_placement(batch_size)
+  variables = replicate(variables)  # once, not with every batch
   outs = []
   bar = tqdm(total=n, desc=desc, unit='img', disable=not progress)
   pending = None  # (result on device, count): fetched after the next batch is read

@@ -51,3 +51,38 @@ def test_one_vs_eight_devices(tmp_path):
 
 if __name__ == '__main__':
   run_steps(sys.argv[1])
+
+
+_PREDICT_SCRIPT = r'''
+import sys, numpy as np, jax
+from dasl_jax import checkpoint, predict_batch, params as P
+from dasl_jax.models import ModelConfig
+from tests.fake_data import toy_model
+cfg = ModelConfig(arch='mobilenet', width=0.25, in_channels=3, convention='v1')
+rng = np.random.default_rng(0)
+v = jax.tree_util.tree_map(lambda s: (rng.normal(size=s.shape) * 0.1).astype(np.float32),
+                           checkpoint.expected_shapes(cfg, 32))
+v['batch_stats'] = jax.tree_util.tree_map(lambda a: np.abs(a) + 0.5, v['batch_stats'])
+stats = P.ParamStats(rng.normal(size=62).astype(np.float32), np.ones(62, np.float32))
+fn = predict_batch.make_predict_fn(checkpoint.create_regressor(cfg), stats, toy_model(), 'v1', 3)
+imgs = rng.integers(0, 256, (7, 120, 120, 3), dtype=np.uint8)
+out = predict_batch.predict_all(fn, v, lambda ii: imgs[ii], 7, batch_size=4, progress=False)
+np.save(sys.argv[1], out['lms'])
+print(len(jax.devices()))
+'''
+
+
+def test_predict_all_split_over_host_devices_matches_one_device(tmp_path):
+  """predict_all over 2 host devices (batch split, weights replicated) gives the
+  landmarks one device gives, partial last batch included."""
+  outs = {}
+  for n in (1, 2):
+    env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={n}',
+               JAX_PLATFORMS='cpu')
+    r = subprocess.run([sys.executable, '-c', _PREDICT_SCRIPT, str(tmp_path / f'{n}.npy')],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1] == str(n)
+    outs[n] = np.load(tmp_path / f'{n}.npy')
+  assert outs[1].shape == (7, 68, 2)
+  np.testing.assert_allclose(outs[2], outs[1], atol=1e-3)

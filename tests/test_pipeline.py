@@ -156,12 +156,17 @@ def test_state_of_other_run_is_refused():
   s.close()
 
 
-def test_build_data_default_synthetic():
+def _synthetic_cfg(size=16, threads=2):
   c = C.data_config()
-  c.synthetic_size_3d, c.synthetic_size_wild, c.synthetic_size_heldout = 16, 16, 4
+  c.synthetic_size_3d, c.synthetic_size_wild, c.synthetic_size_heldout = size, size, 4
   c.synthetic_stats_samples = 200
   c.batch_size_3d = c.batch_size_wild = 4
-  c.num_threads = 2
+  c.num_threads = threads
+  return c
+
+
+def test_build_data_default_synthetic():
+  c = _synthetic_cfg()
   from dasl_jax.data import build_data
   bundle = build_data(c, seed=0)
   assert 'SyntheticFaces' in bundle.describe() and '\n' not in bundle.describe()
@@ -179,11 +184,7 @@ def test_build_data_synthetic_cache(tmp_path):
   from dasl_jax.data import build_data
 
   def build():
-    c = C.data_config()
-    c.synthetic_size_3d, c.synthetic_size_wild, c.synthetic_size_heldout = 8, 8, 4
-    c.synthetic_stats_samples = 200
-    c.batch_size_3d = c.batch_size_wild = 4
-    c.num_threads = 1
+    c = _synthetic_cfg(size=8, threads=1)
     c.synthetic_cache = str(tmp_path / 'cache')
     return build_data(c, seed=0)
 
