@@ -65,11 +65,12 @@ def split_host_devices(count: int = 0) -> int:
   """Expose the CPU as ``count`` XLA devices (0: one per core) for data parallelism.
 
   One jitted MobileNet forward at batch 128 already keeps both cores of the
-  project's machine busy, yet the same batch sharded over two host devices runs
-  ~10% faster (benchmarks/probes/infer_split.py: 958 -> 1061 img/s, quiet
-  machine): independent halves overlap where one computation waits on its
-  serial stretches. Must run before JAX initialises its backend (the start of
-  a command); does nothing when ``XLA_FLAGS`` already sets a device count, off
+  project's machine busy (CPU/wall 1.92), yet the same batch sharded over two
+  host devices ran 0 to 11% faster in five quiet runs
+  (benchmarks/probes/infer_split.py: 958 -> 1061 img/s at best;
+  benchmarks.inference: 1108 -> 1104 at worst), so commands leave it off by
+  default. Must run before JAX initialises its backend (the start of a
+  command); does nothing when ``XLA_FLAGS`` already sets a device count, off
   CPU-only hosts, or when the backend is already up.
 
   Returns:
