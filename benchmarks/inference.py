@@ -128,13 +128,20 @@ def _report(name, r, large):
         f'(best {r["large_img_per_s_best"]:.1f})', flush=True)
 
 
-def run_torch_only(quick=False, large_batch=128, repeats=20):
-  """PyTorch alone, same weights and images as :func:`run` (for a fresh process)."""
-  variables, stats, model, weights = load_model_inputs()
+def _setting(quick, large_batch, repeats):
+  """(large batch, repeats, warm-up calls, {batch: uint8 crops}): the same crops in
+  every process, so PyTorch in its own process sees what JAX saw."""
   large = 4 if quick else large_batch
   repeats, warmup = (2, 1) if quick else (repeats, 2)
   rng = np.random.default_rng(0)
   images = {b: rng.integers(0, 256, (b, 120, 120, 3), dtype=np.uint8) for b in (1, large)}
+  return large, repeats, warmup, images
+
+
+def run_torch_only(quick=False, large_batch=128, repeats=20):
+  """PyTorch alone, same weights and images as :func:`run` (for a fresh process)."""
+  variables, stats, model, weights = load_model_inputs()
+  large, repeats, warmup, images = _setting(quick, large_batch, repeats)
   tp = torch_predictor(variables, stats, model)
   r = {f'batch{b}': common.time_fn(lambda b=b: tp(images[b]), repeats=repeats, warmup=warmup)
        for b in (1, large)}
@@ -163,11 +170,7 @@ def _torch_in_own_process(quick, large, repeats):
 def run(quick=False, large_batch=128, repeats=20, with_torch=True, torch_own_process=True):
   """Measure everything; returns the result dict (without the header)."""
   variables, stats, model, weights = load_model_inputs()
-  large = 4 if quick else large_batch
-  repeats = 2 if quick else repeats
-  warmup = 1 if quick else 2
-  rng = np.random.default_rng(0)
-  images = {b: rng.integers(0, 256, (b, 120, 120, 3), dtype=np.uint8) for b in (1, large)}
+  large, repeats, warmup, images = _setting(quick, large_batch, repeats)
   zeros18 = {b: np.zeros((b, 18, 2), np.float32) for b in (1, large)}
   res = {'model': f'MobileNetV1 x{WIDTH} + 68 landmarks', 'weights': weights,
          'large_batch': large, 'quick': quick, 'results': {}}
