@@ -11,9 +11,9 @@ Measured in one process, so the ratios are comparable on a shared machine
   (MobileNetV1 x0.5, 4 channels); a crop counts once per step however many
   passes it makes;
 * a supervised step (weighted MSE on the 62 outputs, SGD Nesterov 0.9, weight
-  decay 5e-4) for MobileNetV1 x0.5 and x1.0 (the project's model and the same
-  network built from ``dasl_jax.models.layers``) and ResNet-50 4-ch (the
-  project's and with 1x1 convolutions as ``layers.pointwise``), with the
+  decay 5e-4) for MobileNetV1 x0.5 and x1.0 and ResNet-50 4-ch: the project's
+  network ('jax'), the same with Flax's BatchNorm instead of the custom-VJP
+  ``layers.BatchNorm`` ('jax_flax_bn', the before of that change), and the
   PyTorch version of the same network and step (``benchmarks.torch_reference``);
 * inference: ms at batch 1 and images/s at batch 128 of the jitted inference
   function (``dasl_jax.export.inference_function``) and of the exported
@@ -175,17 +175,18 @@ def full_step(batch: int, l3d_only: bool):
   return call, time.perf_counter() - t0, batch if l3d_only else 2 * batch
 
 
-def _mobilenet(width, layers_variant):
+def _network(width, fused_bn):
+  """MobileNetV1 at ``width``, or ResNet-50 for ``width=None``; ``fused_bn=False`` is
+  the same network with nn.BatchNorm + nn.relu (the before of layers.BatchNorm)."""
   from dasl_jax.models.mobilenet import MobileNetV1
-  if layers_variant:
-    from benchmarks.probes.fast_mobilenet import MobileNetV1Fast
-    return MobileNetV1Fast(width)
-  return MobileNetV1(width)
+  from dasl_jax.models.resnet import ResNet
+  if width is None:
+    return ResNet(depth=50, fused_bn=fused_bn)
+  return MobileNetV1(width, fused_bn=fused_bn)
 
 
 def train_networks(quick: bool, rounds: int, with_torch: bool, threads: int, resnet: bool):
   """Supervised-step img/s for each network and batch, JAX vs PyTorch interleaved."""
-  from dasl_jax.models.resnet import ResNet
   settings = [('mobilenet_x0.5', 0.5, 8 if quick else 32)]
   if not quick:
     settings += [('mobilenet_x0.5', 0.5, 128), ('mobilenet_x1.0', 1.0, 32)]
@@ -194,13 +195,10 @@ def train_networks(quick: bool, rounds: int, with_torch: bool, threads: int, res
   out = {}
   for name, width, batch in settings:
     fns, compile_s = {}, {}
-    if width is not None:
-      for tag, variant in (('jax', False), ('jax_layers', True)):
-        fns[tag], compile_s[tag] = supervised_step(_mobilenet(width, variant), batch)
-    else:
-      from benchmarks.probes.fast_resnet import ResNet50Fast
-      fns['jax'], compile_s['jax'] = supervised_step(ResNet(depth=50), batch)
-      fns['jax_layers'], compile_s['jax_layers'] = supervised_step(ResNet50Fast(), batch)
+    # 'jax' is the project's network; 'jax_flax_bn' the same with Flax's BatchNorm,
+    # so each run records the before/after of the fused batch norm.
+    for tag, fused in (('jax', True), ('jax_flax_bn', False)):
+      fns[tag], compile_s[tag] = supervised_step(_network(width, fused), batch)
     if with_torch:
       from benchmarks import torch_reference as tr
       tr.set_threads(threads)

@@ -56,8 +56,14 @@ def jax_step_fn(module, batch, in_ch=4, compiler_options=None):
 
 
 def make_module(impl, width):
-  """'shifted' / 'grouped' (the project's MobileNetV1) or 'fast[:dw+pw+stem]' (probe model)."""
+  """'shifted' / 'grouped' (the project's MobileNetV1), 'shifted_flaxbn' (shifted with
+  nn.BatchNorm + nn.relu instead of layers.BatchNorm) or 'fast[:dw+pw+stem]' (probe model)."""
   from benchmarks.probes.fast_mobilenet import MobileNetV1Fast
+  if impl == 'shifted_flaxbn':
+    return MobileNetV1(width, depthwise='shifted', fused_bn=False)
+  if impl.startswith('resnet50'):  # 'resnet50' / 'resnet50_flaxbn': the project's ResNet-50
+    from dasl_jax.models.resnet import ResNet
+    return ResNet(50, fused_bn=not impl.endswith('_flaxbn'))
   if impl.startswith('fast'):
     parts = impl.split(':')[1].split('+') if ':' in impl else ['dw', 'pw', 'stem']
     return MobileNetV1Fast(width, fast=frozenset(parts))

@@ -19,6 +19,14 @@ and what each op here changes (benchmarks/README.md has the measurements):
   a ``(9 C_in, C_out)`` matrix it is one dot forward and one dot backward (no
   input gradient is needed: the input is data).
 
+* Batch norm in training mode (``batch_norm_train``, ``BatchNorm``): autodiff
+  of Flax's BatchNorm (+ ReLU) writes the centred input in the forward pass and
+  three more full-size temporaries in the backward pass (masked gradient,
+  scaled gradient, the input gradient's pieces). The custom VJP here keeps only
+  the layer's input: the backward pass is two reductions over (input, output
+  gradient) and one elementwise pass that writes the input gradient, with the
+  ReLU mask recomputed from the input.
+
 Every op takes the kernel in ``lax.conv``'s HWIO layout, so checkpoints and the
 PyTorch converter are unchanged. tests/test_benchmarks_run.py checks outputs
 and gradients against ``lax.conv_general_dilated``.
@@ -161,3 +169,98 @@ class Conv3x3(nn.Module):
     kernel = self.param('kernel', self.kernel_init, (3, 3, x.shape[-1], self.features),
                         jnp.float32)
     return conv3x3_patches(x, kernel, self.stride)
+
+
+def _bn_stats(x, axes):
+  xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+  mean = jnp.mean(xf, axes)
+  # Flax's fast variance (E[x^2] - E[x]^2, clipped at 0), so running statistics
+  # and outputs match nn.BatchNorm.
+  var = jnp.maximum(0.0, jnp.mean(xf * xf, axes) - mean * mean)
+  return mean, var
+
+
+def _bn_apply(x, scale, bias, mean, var, eps, relu):
+  a = scale * jax.lax.rsqrt(var + eps)
+  y = (x - mean.astype(x.dtype)) * a.astype(x.dtype) + bias.astype(x.dtype)
+  return jnp.maximum(y, 0) if relu else y
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def batch_norm_train(x, scale, bias, eps, relu):
+  """Batch norm with batch statistics over all axes but the last, optionally + ReLU.
+
+  Args:
+    x: (..., C); scale, bias: (C,) float32; eps: float; relu: bool (static).
+  Returns:
+    (y, mean, var): y like x (``relu(scale (x - mean) / sqrt(var + eps) + bias)``),
+    mean and var (C,) float32, the biased batch statistics (what Flax's
+    BatchNorm normalises with and feeds to its running averages).
+  """
+  axes = tuple(range(x.ndim - 1))
+  mean, var = _bn_stats(x, axes)
+  return _bn_apply(x, scale, bias, mean, var, eps, relu), mean, var
+
+
+def _bn_train_fwd(x, scale, bias, eps, relu):
+  axes = tuple(range(x.ndim - 1))
+  mean, var = _bn_stats(x, axes)
+  return (_bn_apply(x, scale, bias, mean, var, eps, relu), mean, var), (x, scale, bias, mean, var)
+
+
+def _bn_train_bwd(eps, relu, res, cts):
+  x, scale, bias, mean, var = res
+  dy, dmean, dvar = cts
+  axes = tuple(range(x.ndim - 1))
+  n = x.size // x.shape[-1]
+  ft = mean.dtype
+  rstd = jax.lax.rsqrt(var + eps)
+  a = scale * rstd
+  xf = x.astype(ft)
+  dz = dy.astype(ft)
+  if relu:
+    dz = jnp.where((xf - mean) * a + bias > 0, dz, 0)
+  s1 = jnp.sum(dz, axes)
+  s2 = jnp.sum(dz * xf, axes)
+  dbias = s1
+  dscale = rstd * (s2 - mean * s1)  # sum(dz * xhat)
+  # d/dx of the normalised output, plus the (usually zero) cotangents of the
+  # returned statistics: d mean / dx = 1/n, d var / dx = 2 (x - mean) / n.
+  c_xhat = a * rstd * dscale / n
+  dx = (a * dz - a * s1 / n - (xf - mean) * c_xhat
+        + dmean / n + (xf - mean) * (2.0 * dvar / n))
+  return dx.astype(x.dtype), dscale.astype(scale.dtype), dbias.astype(bias.dtype)
+
+
+batch_norm_train.defvjp(_bn_train_fwd, _bn_train_bwd)
+
+
+class BatchNorm(nn.Module):
+  """Drop-in for ``nn.BatchNorm`` (+ an optional fused ReLU) with the custom-VJP training path.
+
+  Same variables as ``nn.BatchNorm`` (params 'scale', 'bias'; batch_stats
+  'mean', 'var') and the same running-average update (``momentum`` is the
+  weight of the old value, no Bessel correction), so checkpoints interchange.
+  Statistics are over all axes but the last; under ``jit`` with a sharded
+  batch XLA makes them global, as for ``nn.BatchNorm`` without ``axis_name``.
+  """
+  use_running_average: bool
+  momentum: float = 0.9
+  epsilon: float = 1e-5
+  relu: bool = False
+
+  @nn.compact
+  def __call__(self, x):
+    c = x.shape[-1]
+    scale = self.param('scale', nn.initializers.ones, (c,), jnp.float32)
+    bias = self.param('bias', nn.initializers.zeros, (c,), jnp.float32)
+    ra_mean = self.variable('batch_stats', 'mean', lambda: jnp.zeros((c,), jnp.float32))
+    ra_var = self.variable('batch_stats', 'var', lambda: jnp.ones((c,), jnp.float32))
+    if self.use_running_average:
+      return _bn_apply(x, scale, bias, ra_mean.value, ra_var.value, self.epsilon, self.relu)
+    y, mean, var = batch_norm_train(x, scale, bias, self.epsilon, self.relu)
+    if not self.is_initializing():
+      m = self.momentum
+      ra_mean.value = m * ra_mean.value + (1 - m) * jax.lax.stop_gradient(mean)
+      ra_var.value = m * ra_var.value + (1 - m) * jax.lax.stop_gradient(var)
+    return y

@@ -29,17 +29,27 @@ def _conv1x1(features, strides, name):
   return lambda x: conv(x[:, ::strides, ::strides] if strides != 1 else x)
 
 
+def _norm(train, name, fused, relu=False):
+  """BN (+ ReLU): ``layers.BatchNorm`` (custom VJP) if ``fused``, else ``nn.BatchNorm``
+  (then ``nn.relu``). Same variables either way."""
+  if fused:
+    return layers.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=BN_EPS,
+                            relu=relu, name=name)
+  bn = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=BN_EPS, name=name)
+  return (lambda x: nn.relu(bn(x))) if relu else bn
+
+
 class BasicBlock(nn.Module):
   features: int
   strides: int = 1
+  fused_bn: bool = True
 
   @nn.compact
   def __call__(self, x, train: bool):
-    norm = lambda name, **kw: nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                                            epsilon=BN_EPS, name=name, **kw)
+    norm = lambda name, relu=False: _norm(train, name, self.fused_bn, relu)
     y = nn.Conv(self.features, (3, 3), (self.strides,) * 2, padding=1, use_bias=False,
                 name='conv1')(x)
-    y = nn.relu(norm('bn1')(y))
+    y = norm('bn1', relu=True)(y)
     y = nn.Conv(self.features, (3, 3), padding=1, use_bias=False, name='conv2')(y)
     # Zero-init of the last BN scale is a common trick; torchvision's default is 1.
     y = norm('bn2')(y)
@@ -52,18 +62,18 @@ class BasicBlock(nn.Module):
 class Bottleneck(nn.Module):
   features: int  # inner width; output is 4x
   strides: int = 1
+  fused_bn: bool = True
 
   @nn.compact
   def __call__(self, x, train: bool):
-    norm = lambda name: nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                                     epsilon=BN_EPS, name=name)
+    norm = lambda name, relu=False: _norm(train, name, self.fused_bn, relu)
     out = self.features * 4
     y = _conv1x1(self.features, 1, 'conv1')(x)
-    y = nn.relu(norm('bn1')(y))
+    y = norm('bn1', relu=True)(y)
     # torchvision v1.5: the stride sits on the 3x3 convolution.
     y = nn.Conv(self.features, (3, 3), (self.strides,) * 2, padding=1, use_bias=False,
                 name='conv2')(y)
-    y = nn.relu(norm('bn2')(y))
+    y = norm('bn2', relu=True)(y)
     y = _conv1x1(out, 1, 'conv3')(y)
     y = norm('bn3')(y)
     if x.shape[-1] != out or self.strides != 1:
@@ -82,6 +92,8 @@ class ResNet(nn.Module):
   num_outputs: int = 62
   base_width: int = 64
   strides: Sequence[int] = STRIDES
+  # BN (+ ReLU) as layers.BatchNorm (custom VJP: fewer full-size temporaries).
+  fused_bn: bool = True
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -89,13 +101,11 @@ class ResNet(nn.Module):
       raise ValueError(f'ResNet depth must be one of {sorted(STAGES)}, got {self.depth}')
     block = Bottleneck if self.depth == 50 else BasicBlock
     x = nn.Conv(self.base_width, (7, 7), (2, 2), padding=3, use_bias=False, name='conv1')(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=BN_EPS,
-                     name='bn1')(x)
-    x = nn.relu(x)
+    x = _norm(train, 'bn1', self.fused_bn, relu=True)(x)
     x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
     for s, (n, stride) in enumerate(zip(STAGES[self.depth], self.strides)):
       for b in range(n):
-        x = block(self.base_width * 2 ** s, stride if b == 0 else 1,
+        x = block(self.base_width * 2 ** s, stride if b == 0 else 1, self.fused_bn,
                   name=f'layer{s + 1}_{b}')(x, train)
     x = jnp.mean(x, axis=(1, 2))
     return nn.Dense(self.num_outputs, name='fc')(x)
