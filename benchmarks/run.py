@@ -16,7 +16,8 @@ Measured in one process, so the ratios are comparable on a shared machine
   ``layers.BatchNorm`` ('jax_flax_bn', the before of that change), and the
   PyTorch version of the same network and step (``benchmarks.torch_reference``);
 * inference: ms at batch 1 and images/s at batch 128 of the jitted inference
-  function (``dasl_jax.export.inference_function``) and of the exported
+  function (``dasl_jax.export.inference_function``), of the same with bfloat16
+  operands in the matrix products (``dot_dtype``, an option), of the exported
   artefact (``export_model`` -> ``save`` -> ``load``), and PyTorch eager;
 * compile times and the peak resident memory (maxrss).
 
@@ -277,6 +278,11 @@ def inference(quick: bool, rounds: int, with_torch: bool, threads: int):
   exported = jax.jit(loaded.call)
   res = {'large_batch': large, 'export_s': export_s, 'compile_s': {}}
   contenders = {'jax_jit': jitted, 'jax_exported': exported}
+  if hasattr(module, 'dot_dtype'):  # the option: bfloat16 operands in the matrix products
+    import dataclasses
+    import jax.numpy as jnp
+    bf16 = dataclasses.replace(restored, module=module.clone(dot_dtype=jnp.bfloat16))
+    contenders['jax_jit_bf16_dots'] = jax.jit(export.inference_function(bf16, data.model)[0])
   outs = {}
   for tag, f in contenders.items():
     t0 = time.perf_counter()
@@ -285,6 +291,10 @@ def inference(quick: bool, rounds: int, with_torch: bool, threads: int):
   res['max_rel_diff_exported_vs_jit'] = float(max(
       np.abs(a - b).max() / max(np.abs(b).max(), 1e-12)
       for a, b in zip(outs['jax_exported'], outs['jax_jit'])))
+  if 'jax_jit_bf16_dots' in outs:
+    res['max_rel_diff_bf16_dots_vs_jit'] = float(max(
+        np.abs(a - b).max() / max(np.abs(b).max(), 1e-12)
+        for a, b in zip(outs['jax_jit_bf16_dots'], outs['jax_jit'])))
   torch_predict = None
   if with_torch:
     from benchmarks import torch_reference as tr

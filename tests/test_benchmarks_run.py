@@ -162,6 +162,8 @@ def test_run_quick_smoke(tmp_path):
   assert inf['large_batch'] == 8
   assert inf['jax_jit']['batch1_ms'] > 0 and inf['jax_exported']['large_img_per_s'] > 0
   assert inf['max_rel_diff_exported_vs_jit'] < 1e-4
+  assert inf['jax_jit_bf16_dots']['large_img_per_s'] > 0
+  assert 0 < inf['max_rel_diff_bf16_dots_vs_jit'] < 0.05  # bf16: ~3 significant digits
   assert res['malloc_tuned'] is True and res['maxrss_mb'] > 0
 
 
@@ -169,3 +171,20 @@ def test_run_rejects_unknown_part():
   p = subprocess.run([sys.executable, '-m', 'benchmarks.run', '--parts=bogus'], cwd=ROOT,
                      capture_output=True, text=True, timeout=120)
   assert p.returncode == 2 and 'error: --parts: unknown' in p.stderr
+
+
+def test_pointwise_bfloat16_operands():
+  """dot_dtype=bfloat16: bf16 operands, float32 result and gradients, within bf16 rounding
+  of the float32 product (and not identical to it: the cast happens)."""
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(2, 6, 7, 16)), jnp.float32)
+  k = jnp.asarray(rng.normal(size=(1, 1, 16, 8)), jnp.float32)
+  want = np.einsum('bhwc,cd->bhwd', np.asarray(x, np.float64), np.asarray(k[0, 0], np.float64))
+  got = layers.pointwise(x, k, jnp.bfloat16)
+  assert got.dtype == jnp.float32
+  err = float(np.abs(np.asarray(got) - want).max() / np.abs(want).max())
+  assert 1e-5 < err < 2e-2, err
+  gx, gk = jax.grad(lambda x, k: jnp.sum(layers.pointwise(x, k, jnp.bfloat16)), (0, 1))(x, k)
+  assert gx.dtype == gk.dtype == jnp.float32
+  np.testing.assert_allclose(gk, jax.grad(lambda k: jnp.sum(layers.pointwise(x, k)))(k),
+                             rtol=0, atol=2e-2 * float(jnp.abs(gk).max()))

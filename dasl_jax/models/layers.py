@@ -111,18 +111,31 @@ def _dw_bwd(stride, res, dy):
 depthwise3x3.defvjp(_dw_fwd, _dw_bwd)
 
 
-def pointwise(x, kernel):
-  """1x1 convolution as a matrix product: x (B, H, W, Cin), kernel (1, 1, Cin, Cout)."""
+def _matmul(a, b, dot_dtype):
+  """a @ b in a's dtype, or with both operands cast to ``dot_dtype`` (e.g. bfloat16:
+  ~1.7x the f32 rate on CPUs with AVX512-BF16) and the products summed in float32."""
+  if dot_dtype is None:
+    return jnp.dot(a, b.astype(a.dtype))
+  return jnp.dot(a.astype(dot_dtype), b.astype(dot_dtype),
+                 preferred_element_type=jnp.float32).astype(a.dtype)
+
+
+def pointwise(x, kernel, dot_dtype=None):
+  """1x1 convolution as a matrix product: x (B, H, W, Cin), kernel (1, 1, Cin, Cout).
+
+  ``dot_dtype``: None (x's dtype) or the operand dtype of the product (see _matmul).
+  """
   b, h, w, cin = x.shape
-  y = jnp.dot(x.reshape(b * h * w, cin), kernel.reshape(cin, -1).astype(x.dtype))
+  y = _matmul(x.reshape(b * h * w, cin), kernel.reshape(cin, -1), dot_dtype)
   return y.reshape(b, h, w, -1)
 
 
-def conv3x3_patches(x, kernel, stride):
+def conv3x3_patches(x, kernel, stride, dot_dtype=None):
   """3x3 convolution, padding 1, no bias, as patches times a matrix.
 
   Args:
-    x: (B, H, W, Cin); kernel: (3, 3, Cin, Cout) HWIO; stride: static int.
+    x: (B, H, W, Cin); kernel: (3, 3, Cin, Cout) HWIO; stride: static int;
+    dot_dtype: as for :func:`pointwise`.
   Returns:
     (B, Ho, Wo, Cout), the same as ``lax.conv_general_dilated`` with padding 1.
   """
@@ -130,8 +143,7 @@ def conv3x3_patches(x, kernel, stride):
   ho, wo = _out_size(h, stride), _out_size(w, stride)
   xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
   patches = jnp.concatenate(_taps(xp, ho, wo, stride), axis=-1)  # (B, ho, wo, 9 Cin), (i, j, c)
-  y = jnp.dot(patches.reshape(b * ho * wo, 9 * cin),
-              kernel.reshape(9 * cin, -1).astype(x.dtype))
+  y = _matmul(patches.reshape(b * ho * wo, 9 * cin), kernel.reshape(9 * cin, -1), dot_dtype)
   return y.reshape(b, ho, wo, -1)
 
 
@@ -150,12 +162,13 @@ class PointwiseConv(nn.Module):
   """Drop-in for ``nn.Conv(features, (1, 1), use_bias=False)`` (param 'kernel' (1, 1, Cin, Cout))."""
   features: int
   kernel_init: object = nn.initializers.lecun_normal()
+  dot_dtype: object = None
 
   @nn.compact
   def __call__(self, x):
     kernel = self.param('kernel', self.kernel_init, (1, 1, x.shape[-1], self.features),
                         jnp.float32)
-    return pointwise(x, kernel)
+    return pointwise(x, kernel, self.dot_dtype)
 
 
 class Conv3x3(nn.Module):
@@ -163,12 +176,13 @@ class Conv3x3(nn.Module):
   features: int
   stride: int = 1
   kernel_init: object = nn.initializers.lecun_normal()
+  dot_dtype: object = None
 
   @nn.compact
   def __call__(self, x):
     kernel = self.param('kernel', self.kernel_init, (3, 3, x.shape[-1], self.features),
                         jnp.float32)
-    return conv3x3_patches(x, kernel, self.stride)
+    return conv3x3_patches(x, kernel, self.stride, self.dot_dtype)
 
 
 def _bn_stats(x, axes):

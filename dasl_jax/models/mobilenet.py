@@ -129,6 +129,7 @@ class DepthWiseBlock(nn.Module):
   stride: int = 1
   depthwise: str = 'auto'
   fused_bn: bool = True
+  dot_dtype: object = None
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -136,7 +137,7 @@ class DepthWiseBlock(nn.Module):
     x = DepthwiseConv3x3(self.stride, self.depthwise, name='conv_dw')(x)
     x = _bn_relu(train, 'bn_dw', self.fused_bn)(x)
     if cpu:  # a plain matrix product
-      x = layers.PointwiseConv(self.features, _conv_init, name='conv_sep')(x)
+      x = layers.PointwiseConv(self.features, _conv_init, self.dot_dtype, name='conv_sep')(x)
     else:
       x = nn.Conv(self.features, (1, 1), use_bias=False, kernel_init=_conv_init,
                   name='conv_sep')(x)
@@ -161,6 +162,9 @@ class MobileNetV1(nn.Module):
   # BN + ReLU as one layers.BatchNorm (custom VJP: fewer full-size temporaries;
   # MobileNet x0.5 training 13% faster on XLA:CPU, benchmarks/README.md).
   fused_bn: bool = True
+  # CPU ('shifted') path: operand dtype of the stem and 1x1 matrix products
+  # (None: float32; 'bfloat16': bf16 operands, float32 sums, see layers._matmul).
+  dot_dtype: object = None
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -169,13 +173,14 @@ class MobileNetV1(nn.Module):
     chans = channels(self.width)
     cpu = resolve_depthwise(self.depthwise) == 'shifted'
     if cpu:  # patches times a matrix
-      x = layers.Conv3x3(chans[0], 2, _conv_init, name='conv1')(x)
+      x = layers.Conv3x3(chans[0], 2, _conv_init, self.dot_dtype, name='conv1')(x)
     else:
       x = nn.Conv(chans[0], (3, 3), strides=(2, 2), padding=PAD1, use_bias=False,
                   kernel_init=_conv_init, name='conv1')(x)
     x = _bn_relu(train, 'bn1', self.fused_bn)(x)
     for (name, _, stride), c in zip(BLOCKS, chans[1:]):
-      x = DepthWiseBlock(c, stride, self.depthwise, self.fused_bn, name=name)(x, train)
+      x = DepthWiseBlock(c, stride, self.depthwise, self.fused_bn, self.dot_dtype,
+                         name=name)(x, train)
     x = jnp.mean(x, axis=(1, 2))
     return nn.Dense(self.num_outputs, name='fc_param')(x)
 
