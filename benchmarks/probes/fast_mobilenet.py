@@ -21,13 +21,13 @@ class Block(nn.Module):
       x = layers.DepthwiseConv3x3(self.stride, mb._conv_init, name='conv_dw')(x)
     else:
       x = mb.DepthwiseConv3x3(self.stride, 'shifted', name='conv_dw')(x)
-    x = nn.relu(mb._bn(train, 'bn_dw')(x))
+    x = mb._bn_relu(train, 'bn_dw', False)(x)
     if 'pw' in self.fast:
       x = layers.PointwiseConv(self.features, mb._conv_init, name='conv_sep')(x)
     else:
       x = nn.Conv(self.features, (1, 1), use_bias=False, kernel_init=mb._conv_init,
                   name='conv_sep')(x)
-    return nn.relu(mb._bn(train, 'bn_sep')(x))
+    return mb._bn_relu(train, 'bn_sep', False)(x)
 
 
 class MobileNetV1Fast(nn.Module):
@@ -43,7 +43,7 @@ class MobileNetV1Fast(nn.Module):
     else:
       x = nn.Conv(chans[0], (3, 3), strides=(2, 2), padding=mb.PAD1, use_bias=False,
                   kernel_init=mb._conv_init, name='conv1')(x)
-    x = nn.relu(mb._bn(train, 'bn1')(x))
+    x = mb._bn_relu(train, 'bn1', False)(x)
     for (name, _, stride), c in zip(mb.BLOCKS, chans[1:]):
       x = Block(c, stride, frozenset(self.fast), name=name)(x, train)
     x = jnp.mean(x, axis=(1, 2))
