@@ -188,3 +188,21 @@ def test_pointwise_bfloat16_operands():
   assert gx.dtype == gk.dtype == jnp.float32
   np.testing.assert_allclose(gk, jax.grad(lambda k: jnp.sum(layers.pointwise(x, k)))(k),
                              rtol=0, atol=2e-2 * float(jnp.abs(gk).max()))
+
+
+@pytest.mark.parametrize('shape,stride', [((2, 12, 12, 3), 2), ((2, 11, 9, 3), 2),
+                                          ((1, 7, 7, 2), 1)])
+def test_max_pool3x3_matches_flax_max_pool(shape, stride):
+  """Output and gradient (ties included: the first maximum in row-major window order
+  takes the gradient, as XLA's select-and-scatter does) against nn.max_pool."""
+  import flax.linen as nn
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+  x = x.at[0, 2, 2, 0].set(x[0, 2, 3, 0]).at[0, 4, 4, 1].set(x[0, 5, 4, 1])  # ties
+  ref = lambda x: nn.max_pool(x, (3, 3), (stride, stride), padding=((1, 1), (1, 1)))
+  y_ref = ref(x)
+  np.testing.assert_array_equal(layers.max_pool3x3(x, stride), y_ref)
+  r = jnp.asarray(rng.normal(size=y_ref.shape), jnp.float32)
+  g = jax.grad(lambda x: jnp.sum(layers.max_pool3x3(x, stride) * r))(x)
+  g_ref = jax.grad(lambda x: jnp.sum(ref(x) * r))(x)
+  np.testing.assert_allclose(g, g_ref, rtol=0, atol=1e-6)

@@ -26,6 +26,10 @@ and what each op here changes (benchmarks/README.md has the measurements):
   the layer's input: the backward pass is two reductions over (input, output
   gradient) and one elementwise pass that writes the input gradient, with the
   ReLU mask recomputed from the input.
+* 3x3 max pooling (``max_pool3x3``, ResNet's stem): the maximum of nine
+  strided slices, and a backward pass that routes each gradient to its
+  window's first maximum in one fused loop instead of XLA:CPU's
+  select-and-scatter (ResNet-50 training 6.5% faster).
 
 Every op takes the kernel in ``lax.conv``'s HWIO layout, so checkpoints and the
 PyTorch converter are unchanged. tests/test_benchmarks_run.py checks outputs
@@ -278,3 +282,55 @@ class BatchNorm(nn.Module):
       ra_mean.value = m * ra_mean.value + (1 - m) * jax.lax.stop_gradient(mean)
       ra_var.value = m * ra_var.value + (1 - m) * jax.lax.stop_gradient(var)
     return y
+
+
+def _maxpool_taps(x, stride):
+  b, h, w, c = x.shape
+  ho, wo = _out_size(h, stride), _out_size(w, stride)
+  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
+  return _taps(xp, ho, wo, stride)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def max_pool3x3(x, stride):
+  """3x3 max pooling, padding 1 (with -inf), as the maximum of nine strided slices.
+
+  ``nn.max_pool(x, (3, 3), (s, s), padding=((1, 1), (1, 1)))``; its autodiff on
+  XLA:CPU is a reduce-window forward and a select-and-scatter backward. Here
+  the backward pass gives each output's gradient to the first maximal tap in
+  row-major window order (select-and-scatter's choice on ties), spread back
+  to the input with interior padding, one fused loop.
+
+  Args:
+    x: (B, H, W, C); stride: static int.
+  Returns:
+    (B, Ho, Wo, C), Ho = (H - 1) // stride + 1.
+  """
+  return functools.reduce(jnp.maximum, _maxpool_taps(x, stride))
+
+
+def _mp_fwd(x, stride):
+  y = max_pool3x3(x, stride)
+  return y, (x, y)
+
+
+def _mp_bwd(stride, res, dy):
+  x, y = res
+  _, h, w, _ = x.shape
+  ho, wo = y.shape[1], y.shape[2]
+  zero = jnp.zeros((), dy.dtype)
+  taken = jnp.zeros(y.shape, bool)
+  dxp = None
+  for t, tap in enumerate(_maxpool_taps(x, stride)):
+    i, j = divmod(t, 3)
+    hit = (tap == y) & ~taken
+    taken = taken | hit
+    g = jnp.where(hit, dy, zero)
+    # Output (p, q) of tap (i, j) read padded input (s p + i, s q + j).
+    g = jax.lax.pad(g, zero, ((0, 0, 0), (i, h + 2 - i - stride * (ho - 1) - 1, stride - 1),
+                              (j, w + 2 - j - stride * (wo - 1) - 1, stride - 1), (0, 0, 0)))
+    dxp = g if dxp is None else dxp + g
+  return (dxp[:, 1:h + 1, 1:w + 1],)
+
+
+max_pool3x3.defvjp(_mp_fwd, _mp_bwd)

@@ -102,7 +102,8 @@ class ResNet(nn.Module):
     block = Bottleneck if self.depth == 50 else BasicBlock
     x = nn.Conv(self.base_width, (7, 7), (2, 2), padding=3, use_bias=False, name='conv1')(x)
     x = _norm(train, 'bn1', self.fused_bn, relu=True)(x)
-    x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+    # nn.max_pool's function; its XLA:CPU backward (select-and-scatter) is slower.
+    x = layers.max_pool3x3(x, 2)
     for s, (n, stride) in enumerate(zip(STAGES[self.depth], self.strides)):
       for b in range(n):
         x = block(self.base_width * 2 ** s, stride if b == 0 else 1, self.fused_bn,
