@@ -72,18 +72,9 @@ FLAGS = flags.FLAGS
 
 def _restore():
   """The checkpoint of --checkpoint/--step, with --dot_dtype applied to its module."""
-  import dataclasses
-
-  import jax.numpy as jnp
-
   from dasl_jax import checkpoint
-  restored = checkpoint.restore(FLAGS.checkpoint, FLAGS.step)
-  if FLAGS.dot_dtype == 'float32':
-    return restored
-  if not hasattr(restored.module, 'dot_dtype'):
-    raise DaslError(f'--dot_dtype {FLAGS.dot_dtype}: only MobileNetV1 checkpoints have it; '
-                    f'{FLAGS.checkpoint} holds a {type(restored.module).__name__}')
-  return dataclasses.replace(restored, module=restored.module.clone(dot_dtype=jnp.bfloat16))
+  return checkpoint.with_dot_dtype(checkpoint.restore(FLAGS.checkpoint, FLAGS.step),
+                                   FLAGS.dot_dtype)
 
 
 def _load_predictions(path):

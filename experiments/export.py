@@ -25,6 +25,9 @@ flags.DEFINE_integer('batch', 0, 'fixed batch size (0: symbolic batch dimension)
 flags.DEFINE_list('platforms', None, 'lowering platforms (default: this backend), e.g. cpu,cuda')
 flags.DEFINE_string('bfm', None, 'BFM folder for the landmark basis (default: the '
                     "checkpoint's own)")
+flags.DEFINE_enum('dot_dtype', 'float32', ['float32', 'bfloat16'], 'MobileNetV1 on CPU: '
+                  'operand dtype of the stem and 1x1 products in the exported function '
+                  '(bfloat16: float32 sums, ~1.2x batch-128 throughput on AVX512-BF16 CPUs)')
 flags.DEFINE_string('onnx', None, 'also write an ONNX model here (needs jax2onnx)')
 
 
@@ -35,11 +38,12 @@ def run():
   logging.set_verbosity(logging.WARNING)
   if not FLAGS.checkpoint or not FLAGS.out:
     raise DaslError('--checkpoint and --out are required')
-  restored = checkpoint.restore(FLAGS.checkpoint)
+  restored = checkpoint.with_dot_dtype(checkpoint.restore(FLAGS.checkpoint), FLAGS.dot_dtype)
   models = inference.face_models(restored, FLAGS.bfm)
   exp, meta = export.export_model(restored, models.landmarks, FLAGS.flm, FLAGS.bootstrap_iters,
                                   batch=FLAGS.batch or None, platforms=FLAGS.platforms)
   meta['checkpoint'] = str(FLAGS.checkpoint)
+  meta['dot_dtype'] = FLAGS.dot_dtype
   path = export.save(exp, meta, FLAGS.out)
   # Reload from the bytes and compare with the jitted model.
   loaded, _ = export.load(path)

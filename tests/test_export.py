@@ -81,3 +81,27 @@ def test_onnx_matches_jax(tiny, tmp_path):
   ref = [np.asarray(a) for a in fn(c, p)]
   for g, r in zip(got, ref):
     np.testing.assert_allclose(g / np.abs(r).max(), r / np.abs(r).max(), atol=1e-4)
+
+
+def test_bf16_dots_export_and_option_errors(tiny, tmp_path):
+  """--dot_dtype bfloat16 (checkpoint.with_dot_dtype): the exported function follows the
+  bf16 module, stays within bf16 rounding of float32, and is not identical to it."""
+  _, restored, models = tiny
+  bf = checkpoint.with_dot_dtype(restored, 'bfloat16')
+  assert checkpoint.with_dot_dtype(restored, 'float32') is restored
+  assert restored.module.dot_dtype is None and bf.module.dot_dtype is not None
+  rng = np.random.default_rng(2)
+  c = rng.integers(0, 256, (3, 120, 120, 3), dtype=np.uint8)
+  p = rng.uniform(30, 90, (3, 18, 2)).astype(np.float32)
+  outs = {}
+  for name, r in (('f32', restored), ('bf16', bf)):
+    exp, _ = export.export_model(r, models.landmarks, flm='input', batch=3)
+    outs[name] = np.asarray(exp.call(c, p)[0])  # whitened parameters
+  rel = np.abs(outs['bf16'] - outs['f32']).max() / np.abs(outs['f32']).max()
+  assert 0 < rel < 0.05, rel
+  with pytest.raises(DaslError, match='must be one of'):
+    checkpoint.with_dot_dtype(restored, 'float16')
+  import dataclasses
+  from dasl_jax.models.resnet import ResNet
+  with pytest.raises(DaslError, match='only MobileNetV1'):
+    checkpoint.with_dot_dtype(dataclasses.replace(restored, module=ResNet(18)), 'bfloat16')
