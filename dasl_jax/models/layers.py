@@ -215,9 +215,7 @@ def batch_norm_train(x, scale, bias, eps, relu):
     mean and var (C,) float32, the biased batch statistics (what Flax's
     BatchNorm normalises with and feeds to its running averages).
   """
-  axes = tuple(range(x.ndim - 1))
-  mean, var = _bn_stats(x, axes)
-  return _bn_apply(x, scale, bias, mean, var, eps, relu), mean, var
+  return _bn_train_fwd(x, scale, bias, eps, relu)[0]
 
 
 def _bn_train_fwd(x, scale, bias, eps, relu):
@@ -285,7 +283,7 @@ class BatchNorm(nn.Module):
 
 
 def _maxpool_taps(x, stride):
-  b, h, w, c = x.shape
+  _, h, w, _ = x.shape
   ho, wo = _out_size(h, stride), _out_size(w, stride)
   xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
   return _taps(xp, ho, wo, stride)
