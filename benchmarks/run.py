@@ -279,9 +279,7 @@ def inference(quick: bool, rounds: int, with_torch: bool, threads: int):
   res = {'large_batch': large, 'export_s': export_s, 'compile_s': {}}
   contenders = {'jax_jit': jitted, 'jax_exported': exported}
   if hasattr(module, 'dot_dtype'):  # the option: bfloat16 operands in the matrix products
-    import dataclasses
-    import jax.numpy as jnp
-    bf16 = dataclasses.replace(restored, module=module.clone(dot_dtype=jnp.bfloat16))
+    bf16 = checkpoint.with_dot_dtype(restored, 'bfloat16')
     contenders['jax_jit_bf16_dots'] = jax.jit(export.inference_function(bf16, data.model)[0])
   outs = {}
   for tag, f in contenders.items():

@@ -332,3 +332,15 @@ def _mp_bwd(stride, res, dy):
 
 
 max_pool3x3.defvjp(_mp_fwd, _mp_bwd)
+
+
+def batch_norm(train, name, fused=True, relu=False, momentum=0.9, epsilon=1e-5):
+  """The networks' BN (+ ReLU) callable: ``BatchNorm`` above if ``fused``, else
+  ``nn.BatchNorm`` (then ``nn.relu``). Same variables either way; ``momentum`` is
+  Flax's (0.9 = PyTorch's 0.1)."""
+  if fused:
+    return BatchNorm(use_running_average=not train, momentum=momentum, epsilon=epsilon,
+                     relu=relu, name=name)
+  bn = nn.BatchNorm(use_running_average=not train, momentum=momentum, epsilon=epsilon,
+                    name=name)
+  return (lambda x: nn.relu(bn(x))) if relu else bn

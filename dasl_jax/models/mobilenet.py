@@ -113,14 +113,8 @@ class DepthwiseConv3x3(nn.Module):
 
 
 def _bn_relu(train, name, fused):
-  """BN + ReLU. ``fused``: one ``layers.BatchNorm`` (custom VJP, fewer full-size
-  temporaries on XLA:CPU); else ``nn.BatchNorm`` then ``nn.relu``. Same variables."""
-  if fused:
-    return layers.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM,
-                            epsilon=BN_EPS, relu=True, name=name)
-  bn = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM,
-                    epsilon=BN_EPS, name=name)
-  return lambda x: nn.relu(bn(x))
+  return layers.batch_norm(train, name, fused, relu=True, momentum=BN_MOMENTUM,
+                           epsilon=BN_EPS)
 
 
 class DepthWiseBlock(nn.Module):

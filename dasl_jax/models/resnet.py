@@ -30,13 +30,7 @@ def _conv1x1(features, strides, name):
 
 
 def _norm(train, name, fused, relu=False):
-  """BN (+ ReLU): ``layers.BatchNorm`` (custom VJP) if ``fused``, else ``nn.BatchNorm``
-  (then ``nn.relu``). Same variables either way."""
-  if fused:
-    return layers.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=BN_EPS,
-                            relu=relu, name=name)
-  bn = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=BN_EPS, name=name)
-  return (lambda x: nn.relu(bn(x))) if relu else bn
+  return layers.batch_norm(train, name, fused, relu, momentum=0.9, epsilon=BN_EPS)
 
 
 class BasicBlock(nn.Module):
