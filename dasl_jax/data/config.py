@@ -3,11 +3,14 @@
 Sources:
 
 * ``source_3d``: ``synthetic`` (rendered faces, needs nothing), ``300wlp``
-  (3DDFA's ``train_aug_120x120`` layout under ``dir_300wlp``), or
-  ``synthetic_bfm`` (synthetic faces on the real BFM from ``bfm_dir``);
+  (3DDFA's ``train_aug_120x120`` layout under ``dir_300wlp``),
+  ``synthetic_bfm`` (synthetic faces on the real BFM from ``bfm_dir``), or
+  ``teacher`` (real crops labelled by ``teacher_checkpoint``);
 * ``source_wild``: ``synthetic``, ``aflw`` (``dir_aflw_wild``, the aflw-wild
   crops), ``folder`` (``dir_wild_folder`` + ``wild_landmarks``) or ``none``;
-* ``heldout``: ``synthetic`` or ``aflw2000`` (``dir_aflw2000``) or ``none``.
+* ``heldout``: ``synthetic`` or ``aflw2000`` (``dir_aflw2000``) or ``none``;
+* ``validation``: ``aflw_wild`` (the ``val_size`` crops held out of every training
+  source) or ``none``: what checkpoints and hyper-parameters are chosen on.
 
 Any real source may instead be read from a prepared TFDS dataset
 (``tfds_data_dir`` non-empty; see ``experiments/prepare_data.py``).
@@ -20,7 +23,7 @@ import ml_collections
 def data_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   # --- sources
-  c.source_3d = 'synthetic'          # synthetic | 300wlp | synthetic_bfm
+  c.source_3d = 'synthetic'          # synthetic | 300wlp | synthetic_bfm | teacher
   c.source_wild = 'synthetic'        # synthetic | aflw | folder | none
   c.heldout = 'synthetic'            # synthetic | aflw2000 | none
   c.convention = 'v1'                # crop pixel convention of labels (camera.CONVENTIONS)
@@ -36,6 +39,17 @@ def data_config() -> ml_collections.ConfigDict:
   c.params_300wlp = ''               # (N, 62) whitened labels ('' = .../param_all_norm.pkl)
   # FLM detector landmarks, `name,x1,y1,...,x68,y68` ('' = none: the FLM uses GT lms68)
   c.landmarks_300wlp = ''
+  # source_3d=teacher: real crops labelled once by a frozen model checkpoint (data/teacher.py).
+  c.teacher_checkpoint = ''          # model work dir (e.g. the converted start model)
+  c.teacher_images = ''              # folder of crops ('' = the aflw-wild images)
+  c.teacher_list = ''                # names in it ('' = list.txt there, else every .jpg/.png)
+  c.teacher_mirror = True            # average with the mirrored prediction on the flipped crop
+  c.teacher_cache = ''               # folder for the labels' .npz ('' = no cache)
+  # Validation split of the aflw-wild crops: held out of every training source (wild and
+  # teacher) by name, with a seed of its own so every run holds out the same crops.
+  c.val_size = 0                     # 0 = no validation split
+  c.val_seed = 0
+  c.validation = 'none'              # none | aflw_wild (the held-out crops: 21-point NME)
   # In-the-wild sets.
   c.dir_aflw_wild = ''               # '' = <assets>/aflw-wild
   c.dir_wild_folder = ''             # images folder for source_wild=folder

@@ -28,6 +28,7 @@ from dasl_jax import params as P
 from dasl_jax.assets import asset
 from dasl_jax.data import augment as AUG
 from dasl_jax.data import readers as R
+from dasl_jax.data import teacher as TEACHER
 from dasl_jax.errors import DaslError
 
 KEYS_3D = ('image', 'points18', 'mask18', 'params', 'lms68')
@@ -227,6 +228,10 @@ class DataBundle:
   streams: TrainStreams
   heldout: Optional[dict]
   sources: dict = dataclasses.field(default_factory=dict)
+  # The validation crops (``config.data.validation``): ``image`` (N, 120, 120, 3),
+  # ``pts21`` (N, 21, 2) crop pixels, ``vis21`` (N, 21), ``yaws`` (N,), and with a
+  # teacher source its landmarks ``teacher_lms68`` (N, 68, 2); or None.
+  validation: Optional[dict] = None
 
   @property
   def train_3d(self):
@@ -241,6 +246,8 @@ class DataBundle:
   def describe(self):
     parts = [f'{k}={_describe_source(v)}' for k, v in self.sources.items()]
     held = 'none' if self.heldout is None else f"{len(self.heldout['image'])} examples"
+    if self.validation is not None:
+      held += f"; validation {len(self.validation['image'])} crops"
     s3 = self.streams.stream_3d.batch_size
     sw = self.streams.stream_wild.batch_size if self.streams.stream_wild is not None else 0
     return (f"data: {', '.join(parts)}; batches 3d={s3} wild={sw}; heldout {held}; "
@@ -317,6 +324,73 @@ def _source_wild(cfg, seed):
   raise DaslError(f'unknown source_wild {kind!r}; use synthetic, aflw, folder or none')
 
 
+def _aflw_wild_root(cfg):
+  return _path(cfg.dir_aflw_wild, 'aflw-wild')
+
+
+def _val_names(cfg):
+  """The validation names of the aflw-wild list (empty without a split)."""
+  if cfg.validation not in ('none', 'aflw_wild'):
+    raise DaslError(f'--config.data.validation={cfg.validation!r}: use none or aflw_wild')
+  if cfg.validation == 'aflw_wild' and int(cfg.val_size) <= 0:
+    raise DaslError('--config.data.validation=aflw_wild needs --config.data.val_size > 0')
+  if int(cfg.val_size) <= 0:
+    return set()
+  names = R.read_list(_aflw_wild_root(cfg) / 'list.txt')
+  return set(TEACHER.validation_split(names, int(cfg.val_size), int(cfg.val_seed))[1])
+
+
+def _teacher_pool(cfg):
+  """(image_dir, names) of the crops the teacher labels."""
+  if not cfg.teacher_images:
+    root = _aflw_wild_root(cfg)
+    return root / 'images', R.read_list(root / 'list.txt')
+  d = Path(cfg.teacher_images)
+  if not d.is_dir():
+    raise DaslError(f'--config.data.teacher_images={d}: folder not found')
+  if cfg.teacher_list:
+    return d, R.read_list(cfg.teacher_list)
+  if (d / 'list.txt').exists():
+    return d, R.read_list(d / 'list.txt')
+  names = sorted(f.name for f in d.iterdir() if f.suffix.lower() in ('.jpg', '.jpeg', '.png'))
+  if not names:
+    raise DaslError(f'--config.data.teacher_images={d}: no .jpg/.png crops there')
+  return d, names
+
+
+def _teacher_labels(cfg, model):
+  """(image_dir, names, (N, 62) de-whitened teacher parameters) of the whole pool."""
+  if not cfg.teacher_checkpoint:
+    raise DaslError('source_3d=teacher needs --config.data.teacher_checkpoint (a model work '
+                    'directory, e.g. from experiments.convert_checkpoint)')
+  from dasl_jax import checkpoint
+  conv = checkpoint.read_model_config(Path(cfg.teacher_checkpoint)).convention
+  if conv != cfg.convention:
+    raise DaslError(f'--config.data.teacher_checkpoint={cfg.teacher_checkpoint} predicts in '
+                    f'pixel convention {conv}; set --config.data.convention={conv}')
+  image_dir, names = _teacher_pool(cfg)
+  p = TEACHER.teacher_params(cfg.teacher_checkpoint, image_dir, names, model,
+                             mirror=bool(cfg.teacher_mirror), cache_dir=cfg.teacher_cache)
+  return image_dir, names, p
+
+
+def _validation(cfg, val_names, teacher=None):
+  """The validation dict of :class:`DataBundle` (aflw-wild crops held out by name)."""
+  root = _aflw_wild_root(cfg)
+  src = R.AflwWildSource(root, skip_bad_rows=True, tolerance=cfg.landmark_tolerance)
+  rows = [r for r in range(src.n_rows) if src.names[r] in val_names]
+  names = [src.names[r] for r in rows]
+  val = {'image': TEACHER.read_crops(root / 'images', names),
+         'pts21': src.pts21_crop[rows], 'vis21': src.vis21[rows], 'yaws': src.yaws[rows],
+         'names': np.asarray(names)}
+  if teacher is not None:
+    where = {n: i for i, n in enumerate(teacher['names'])}
+    missing = [n for n in names if n not in where]
+    if not missing:
+      val['teacher_lms68'] = teacher['lms68'][[where[n] for n in names]]
+  return val
+
+
 def build_data(cfg, seed) -> DataBundle:
   """Sources, model, statistics, the two training streams and the held-out set.
 
@@ -327,6 +401,8 @@ def build_data(cfg, seed) -> DataBundle:
   if cfg.convention not in ('v1', 'v2'):
     raise DaslError(f'--config.data.convention: {cfg.convention!r}; use v1 or v2')
   sources = {}
+  val_names = _val_names(cfg)
+  teacher = None
   dense = MM.load(cfg.dense_model) if cfg.dense_model else None
   syn = None
   uses_synthetic = 'synthetic' in (cfg.source_wild, cfg.heldout)
@@ -357,13 +433,27 @@ def build_data(cfg, seed) -> DataBundle:
   elif cfg.source_3d == '300wlp':
     model, stats = _load_bfm68(cfg), _load_bfm_stats(cfg)
     sources['3d'] = _source_300wlp(cfg, model, stats)
+  elif cfg.source_3d == 'teacher':
+    model, stats = _load_bfm68(cfg), _load_bfm_stats(cfg)
+    image_dir, names, tp = _teacher_labels(cfg, model)
+    keep = [i for i, n in enumerate(names) if n not in val_names]
+    if not keep:
+      raise DaslError(f'{image_dir}: every teacher crop is in the validation split')
+    teacher = {'names': names, 'lms68': R.lms68_from_params(R.LandmarkModelNP(model), tp,
+                                                            cfg.convention)}
+    sources['3d'] = TEACHER.TeacherSource(image_dir, [names[i] for i in keep], tp[keep], stats,
+                                          model, cfg.convention, skip_bad_rows=cfg.skip_bad_rows,
+                                          tolerance=cfg.landmark_tolerance)
   else:
-    raise DaslError(f'unknown source_3d {cfg.source_3d!r}; use synthetic, 300wlp or synthetic_bfm')
+    raise DaslError(f'unknown source_3d {cfg.source_3d!r}; use synthetic, 300wlp, '
+                    'synthetic_bfm or teacher')
   if cfg.source_wild == 'synthetic':
     sources['wild'] = syn['wild']
   else:
     wild = _source_wild(cfg, seed)
     if wild is not None:
+      if val_names and cfg.source_wild == 'aflw' and hasattr(wild, 'rows'):
+        wild = TEACHER.NameSubset(wild, set(wild.names) - val_names)
       sources['wild'] = wild
   held = None
   if cfg.heldout == 'synthetic':
@@ -377,9 +467,11 @@ def build_data(cfg, seed) -> DataBundle:
     raise DaslError(f'unknown heldout {cfg.heldout!r}; use synthetic, aflw2000 or none')
   if 'heldout' in sources:
     held = stack_examples(sources['heldout'], cfg.heldout_size)
+  validation = _validation(cfg, val_names, teacher) if cfg.validation == 'aflw_wild' else None
   streams = make_streams(cfg, seed, sources['3d'], sources.get('wild'), model, stats)
   return DataBundle(model=model, dense_model=dense, param_stats=stats,
-                    convention=cfg.convention, streams=streams, heldout=held, sources=sources)
+                    convention=cfg.convention, streams=streams, heldout=held, sources=sources,
+                    validation=validation)
 
 
 def make_streams(cfg, seed, source_3d, source_wild, model, stats, shard=None) -> TrainStreams:

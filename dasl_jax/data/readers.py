@@ -510,6 +510,10 @@ class AflwWildSource(_WildSource):
     pts = pts.swapaxes(1, 2).astype(np.float32)  # (N, 21, 2) image pixels
     vis = (pts[..., 0] != -1).astype(np.float32)
     crop = np.asarray(camera.image_to_crop(pts, roi), np.float32)
+    # Kept for validation on AFLW's own 21 points (the 18 drop ears and chin).
+    self.pts21_crop, self.vis21 = crop, vis
+    self.yaws = (np.load(root / 'yaws.npy').astype(np.float32) if (root / 'yaws.npy').exists()
+                 else np.zeros(len(names), np.float32))
     p18, m18 = points18(crop, vis)
     self._setup(root / 'images', names, p18, m18, self.name, skip_bad_rows, tolerance)
 
