@@ -66,6 +66,12 @@ def default_config() -> ml_collections.ConfigDict:
   c.loss.l3d_kind = 'wpdc'          # wpdc | vdc (dense-model vertex distance) | mse
   c.loss.wpdc_resample = 132        # random vertices per step besides the 68 landmarks
   c.loss.weight_power = 2           # SEL18 weights squared (released code) or 1 (paper text)
+  # FLM input jitter: detector-like Gaussian errors on the 18 points the 4th channel draws,
+  # as a mean point error over the 68-point face size (FAN on AFLW2000-3D: ~0.058); 0 = off.
+  # The 2D targets of the wild terms are never jittered.
+  c.loss.flm_jitter = 0.0
+  # Critic negatives that only the pairing gives away: 3D images with another example's label.
+  c.loss.critic_mismatch = False
 
   # --- optimisers
   c.optim = ml_collections.ConfigDict()
@@ -95,6 +101,12 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.fake_nan_batch = -1       # fake data only: a NaN label in this 3D batch (tests the NaN stop)
   c.train.distributed = False       # call jax.distributed.initialize() (multi-host)
   c.train.progress = True           # tqdm bar
+  # > 0: exponential moving average of the weights (decay per step); evaluation and the
+  # checkpoints' `variables` use the average.
+  c.train.ema_decay = 0.0
+  # Validation (config.data.validation): FLM passes of the self-bootstrapped landmark map
+  # (4-channel models; the held-out crops have no detector landmarks).
+  c.train.val_bootstrap_iters = 2
 
   # --- evaluation besides the held-out set
   c.eval = ml_collections.ConfigDict()

@@ -118,3 +118,38 @@ def flm_np(points, mask=None, size=CROP_SIZE):
   xy = np.clip(np.floor(np.nan_to_num(points)), 0, size - 1).astype(np.int64)
   out[xy[keep, 1], xy[keep, 0]] = 1.0
   return out
+
+
+def box_size(points, mask=None):
+  """sqrt(w * h) of the box of the (visible) points: (..., K, 2) -> (...,); 0 when
+  fewer than one point is visible."""
+  points = jnp.asarray(points, jnp.float32)
+  vis = (jnp.ones(points.shape[:-1], bool) if mask is None
+         else jnp.asarray(mask, jnp.float32) > 0)[..., None]
+  lo = jnp.min(jnp.where(vis, points, jnp.inf), axis=-2)
+  hi = jnp.max(jnp.where(vis, points, -jnp.inf), axis=-2)
+  wh = jnp.where(jnp.isfinite(hi - lo), hi - lo, 0.0)
+  return jnp.sqrt(jnp.maximum(wh[..., 0] * wh[..., 1], 0.0))
+
+
+def jitter_points(key, points, mask, nme, box_ratio=1.0):
+  """Detector-like landmark errors for the FLM input: iid Gaussian per point and axis.
+
+  A 2D isotropic Gaussian with per-axis deviation ``s`` has mean length
+  ``s * sqrt(pi / 2)``, so ``s = nme * d / sqrt(pi / 2)`` gives a mean point error
+  of ``nme`` times the face size ``d``. ``d`` is the sqrt(w*h) of the 68-point box,
+  estimated as ``box_ratio`` times that of the visible given points (the 18 points
+  span less of the face than the 68; the caller measures the ratio on the mean face).
+
+  Args:
+    key: PRNG key.
+    points: (B, K, 2) crop pixels; mask: (B, K) or None.
+    nme: mean point error as a fraction of the face size (FAN on AFLW2000-3D: ~0.058).
+    box_ratio: scalar, 68-point box size over the given points' box size.
+  Returns:
+    (B, K, 2) float32 jittered points (no gradient).
+  """
+  points = jax.lax.stop_gradient(jnp.asarray(points, jnp.float32))
+  d = box_size(points, mask) * box_ratio
+  s = nme * d / jnp.sqrt(jnp.pi / 2.0)
+  return points + s[..., None, None] * jax.random.normal(key, points.shape, jnp.float32)

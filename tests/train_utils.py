@@ -44,7 +44,8 @@ def build(config, data, num_steps=10, mesh=None):
   ctx = step_lib.StepContext(module, critic, tx, ctx_tx, schedule, 4, data.convention,
                              bool(config.model.freeze_bn),
                              ml_collections.FrozenConfigDict(config.loss),
-                             int(config.optim.critic_every))
+                             int(config.optim.critic_every),
+                             float(config.train.ema_decay))
   compiled = step_lib.CompiledStep(ctx, mesh)
   v = state_lib.init_variables(module, 0, (120, 120), 4)
   cp = state_lib.init_critic(critic, 1, (120, 120))

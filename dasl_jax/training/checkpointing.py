@@ -52,10 +52,13 @@ class TrainCheckpointer:
   def best_step(self) -> Optional[int]:
     return self.mngr.best_step()
 
-  def save(self, step: int, state, data_state: dict, nme: Optional[float] = None):
-    """Save ``state`` at ``step`` (asynchronously); ``nme`` ranks it for 'best'."""
+  def save(self, step: int, state, data_state: dict, nme: Optional[float] = None,
+           variables=None):
+    """Save ``state`` at ``step`` (asynchronously); ``nme`` ranks it for 'best';
+    ``variables`` (default the state's trained ones) is what inference restores."""
     args = ocp.args.Composite(**{
-        checkpoint.VARIABLES: ocp.args.StandardSave(state.variables),
+        checkpoint.VARIABLES: ocp.args.StandardSave(
+            state.variables if variables is None else variables),
         'train_state': ocp.args.StandardSave(state),
         'data': ocp.args.JsonSave(data_state or {}),
     })

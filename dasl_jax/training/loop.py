@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from tqdm import tqdm
@@ -17,6 +18,7 @@ from dasl_jax import assets
 from dasl_jax import camera
 from dasl_jax import checkpoint
 from dasl_jax import inputs
+from dasl_jax import landmarks as lm
 from dasl_jax import losses
 from dasl_jax.errors import DaslError
 from dasl_jax.models import ModelConfig, create_regressor
@@ -76,6 +78,56 @@ def make_predict(module, model68, mean, std, in_channels, convention):
   return predict
 
 
+def make_bootstrap_predict(module, model68, mean, std, in_channels, convention, iters=2):
+  """Jitted (variables, image) -> (B, 68, 2) crop landmarks without detector landmarks.
+
+  4-channel models draw their FLM from the mean face's 18 points first, then from
+  each pass's prediction (``iters`` passes); 3-channel models run once.
+  """
+  mean_lms = losses.landmarks_from_whitened(jnp.zeros((1, mean.shape[-1]), jnp.float32),
+                                            model68, mean, std, convention)[1]
+  start18 = lm.select18(mean_lms)
+
+  @jax.jit
+  def predict(variables, image):
+    pts = jnp.broadcast_to(start18, (image.shape[0], 18, 2))
+    lms = None
+    for _ in range(iters if in_channels == 4 else 1):
+      x = inputs.model_input(image, pts, None, in_channels)
+      pw = module.apply(variables, x, train=False)
+      lms = losses.landmarks_from_whitened(pw, model68, mean, std, convention)[1]
+      pts = lm.select18(lms)
+    return lms
+  return predict
+
+
+def evaluate_validation(predict, variables, val, batch_size):
+  """Validation metrics on held-out crops (``DataBundle.validation``).
+
+  Returns:
+    dict ``val21_nme``: AFLW 21-point NME (%, invisible points masked, normalised by
+    the visible points' box, plain mean over crops) against the hand labels; and
+    with teacher labels ``val_teacher_nme``: 68-point NME (%) against the teacher's
+    landmarks (how far the student left the 3D side's labels).
+  """
+  from dasl_jax import evaluation
+  n = len(val['image'])
+  out = []
+  for i in range(0, n, batch_size):
+    img = val['image'][i:i + batch_size]
+    pad = batch_size - len(img)
+    if pad:  # one compiled shape
+      img = np.concatenate([img, np.repeat(img[-1:], pad, 0)])
+    out.append(np.asarray(predict(variables, img))[:batch_size - pad])
+  lms = np.concatenate(out)
+  summary, _ = evaluation.aflw21_nme(lms, np.where(val['vis21'][..., None] > 0, val['pts21'], -1),
+                                     val['yaws'], val['vis21'] > 0)
+  res = {'val21_nme': summary['mean'], 'val21_mean_of_bins': summary['mean_of_bins']}
+  if 'teacher_lms68' in val:
+    res['val_teacher_nme'] = nme_percent(lms, val['teacher_lms68'])
+  return res
+
+
 def evaluate_heldout(predict, variables, heldout, batch_size):
   """Held-out NME (%) of the 68 crop landmarks; heldout holds image, points18, mask18, lms68."""
   n = len(heldout['image'])
@@ -85,6 +137,20 @@ def evaluate_heldout(predict, variables, heldout, batch_size):
     preds.append(np.asarray(predict(variables, heldout['image'][sl], heldout['points18'][sl],
                                     heldout['mask18'][sl])))
   return nme_percent(np.concatenate(preds), heldout['lms68'])
+
+
+def describe_data(data) -> dict:
+  """Rows of each training source and the evaluation sets (for epochs and reports)."""
+  out = {}
+  for key, name in (('3d', '3d_rows'), ('wild', 'wild_rows')):
+    src = getattr(data, 'sources', {}).get(key)
+    if src is not None:
+      out[name] = len(src)
+  for key in ('heldout', 'validation'):
+    v = getattr(data, key, None)
+    if v is not None:
+      out[key] = len(v['image'])
+  return out
 
 
 def _iter_state(it):
@@ -130,6 +196,8 @@ class Run:
   base_key: Any
   predict: Any
   has_wild: bool
+  predict_bootstrap: Any = None
+  use_ema: bool = False
 
 
 def _loss_config(config, has_wild):
@@ -160,6 +228,7 @@ def setup(config, workdir, data=None) -> Run:
                       tuple(config.critic.hidden))
   stats = data.param_stats
   (workdir / checkpoint.FLAGS).write_text(config.to_json_best_effort(indent=1) + '\n')
+  (workdir / 'data.json').write_text(json.dumps(describe_data(data)) + '\n')
   checkpoint.write_model_files(workdir, model_cfg, stats)
 
   seed = int(config.train.seed)
@@ -179,7 +248,8 @@ def setup(config, workdir, data=None) -> Run:
       module=module, critic=critic, tx=tx, critic_tx=critic_tx, schedule=schedule,
       in_channels=model_cfg.in_channels, convention=model_cfg.convention,
       freeze_bn=bool(config.model.freeze_bn), loss=_loss_config(config, has_wild),
-      critic_every=max(int(config.optim.critic_every), 1))
+      critic_every=max(int(config.optim.critic_every), 1),
+      ema_decay=float(config.train.ema_decay))
   compiled = step_lib.CompiledStep(ctx)
   state = compiled.put_replicated(
       state_lib.create_train_state(variables, critic_params, tx, critic_tx))
@@ -188,8 +258,16 @@ def setup(config, workdir, data=None) -> Run:
   base_key = compiled.put_replicated(jax.random.fold_in(jax.random.PRNGKey(seed), 2))
   predict = make_predict(module, consts['model68'], consts['mean'], consts['std'],
                          model_cfg.in_channels, model_cfg.convention)
+  ema = float(config.train.ema_decay)
+  if not 0.0 <= ema < 1.0:
+    raise DaslError(f'--config.train.ema_decay={ema}: must be in [0, 1) (0 = no average)')
+  boot = None
+  if getattr(data, 'validation', None) is not None:
+    boot = make_bootstrap_predict(module, consts['model68'], consts['mean'], consts['std'],
+                                  model_cfg.in_channels, model_cfg.convention,
+                                  max(int(config.train.val_bootstrap_iters), 1))
   return Run(config, workdir, data, model_cfg, module, compiled, state, consts, base_key,
-             predict, has_wild)
+             predict, has_wild, boot, ema > 0)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir, data=None):
@@ -227,11 +305,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, data=None):
   final = {'step': start}
   bar = tqdm(total=num_steps, initial=start, disable=not tc.progress, desc='train',
              dynamic_ncols=True)
-  if start == 0 and heldout is not None:
+  validation = getattr(data, 'validation', None)
+  # Checkpoints are ranked (the "best" one kept) by the validation split when there
+  # is one, else by the held-out set: never by a benchmark's test set.
+  select = 'val21_nme' if validation is not None else 'heldout_nme'
+
+  def evaluate(st):
+    variables = st.eval_variables(run.use_ema)
+    rec = {}
+    if heldout is not None:
+      rec['heldout_nme'] = evaluate_heldout(run.predict, variables, heldout, tc.eval_batch)
+    if validation is not None:
+      rec.update(evaluate_validation(run.predict_bootstrap, variables, validation,
+                                     tc.eval_batch))
+    return rec
+
+  if start == 0 and (heldout is not None or validation is not None):
     # The starting point of the held-out curve: "NME fell to x of its start".
-    nme0 = evaluate_heldout(run.predict, state.variables, heldout, tc.eval_batch)
-    logger.write(0, {'heldout_nme': nme0})
-    final['heldout_nme_start'] = nme0
+    rec0 = evaluate(state)
+    logger.write(0, rec0)
+    final.update({f'{k}_start': v for k, v in rec0.items()})
   t_last, step_last, saved_at = time.perf_counter(), start, start
   in_flight = None
   try:
@@ -264,29 +357,39 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, data=None):
                            if k in record} | {'img/s': f'{record["images_per_s"]:.1f}'},
                           refresh=False)
         nme = None
-        if heldout is not None and ((tc.eval_every and done % tc.eval_every == 0) or last):
+        if ((heldout is not None or validation is not None)
+            and ((tc.eval_every and done % tc.eval_every == 0) or last)):
           check_finite()
-          nme = final['heldout_nme'] = record['heldout_nme'] = evaluate_heldout(
-              run.predict, state.variables, heldout, tc.eval_batch)
+          rec = evaluate(state)
+          final.update(rec)
+          record.update(rec)
+          nme = rec[select]
         if record:
           logger.write(done, record)
         # Evaluation steps are saved too, so the best-NME checkpoint can be kept.
         if done % tc.checkpoint_every == 0 or last or nme is not None:
           check_finite()
-          ckpt.save(done, state, get_data_state(data), nme)
+          ckpt.save(done, state, get_data_state(data), nme,
+                    variables=state.eval_variables(run.use_ema))
           saved_at = done
     except KeyboardInterrupt:
       # Ctrl-C: keep what was trained (if it is finite), then stop as asked.
       if saved_at != final['step'] and int(jax.device_get(state.bad_step)) < 0:
-        ckpt.save(final['step'], state, get_data_state(data))
+        ckpt.save(final['step'], state, get_data_state(data),
+                  variables=state.eval_variables(run.use_ema))
         print(f'interrupted: saved step {final["step"]}', file=sys.stderr)
       raise
     if saved_at != final['step']:
       check_finite()
-      ckpt.save(final['step'], state, get_data_state(data))
+      ckpt.save(final['step'], state, get_data_state(data),
+                variables=state.eval_variables(run.use_ema))
+    ckpt.wait()
+    final['selection'] = {'metric': select, 'best_step': ckpt.best_step()}
+    (run.workdir / 'selection.json').write_text(json.dumps(final['selection']) + '\n')
     if config.eval.aflw2000_dir:
       final['aflw2000'] = evaluate_aflw2000(
-          config.eval.aflw2000_dir, run.module, jax.device_get(state.variables),
+          config.eval.aflw2000_dir, run.module,
+          jax.device_get(state.eval_variables(run.use_ema)),
           data.param_stats, run.model_cfg, data.model, tc.eval_batch)
       logger.write(final['step'], {f'aflw2000_{k}': v for k, v in final['aflw2000'].items()
                                    if isinstance(v, (int, float))})

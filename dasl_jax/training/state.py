@@ -25,11 +25,19 @@ class TrainState:
   # offending term in step.LOSS_NAMES; such a step leaves the weights unchanged.
   bad_step: jnp.ndarray
   bad_term: jnp.ndarray
+  # Exponential moving average of the regressor's variables ({'params',
+  # 'batch_stats'}); equal to them when the run keeps no average.
+  ema: Any = None
 
   @property
   def variables(self):
-    """The regressor's ``{'params', 'batch_stats'}`` (checkpoint item ``variables``)."""
+    """The regressor's ``{'params', 'batch_stats'}`` as trained."""
     return {'params': self.params, 'batch_stats': self.batch_stats}
+
+  def eval_variables(self, use_ema: bool):
+    """What evaluation and the checkpoint item ``variables`` hold: the moving
+    average when the run keeps one, else the trained variables."""
+    return self.ema if use_ema and self.ema is not None else self.variables
 
 
 def init_key(seed: int):
@@ -62,4 +70,6 @@ def create_train_state(variables, critic_params, tx, critic_tx) -> TrainState:
       step=jnp.zeros((), jnp.int32), params=variables['params'],
       batch_stats=variables['batch_stats'], opt_state=tx.init(variables['params']),
       critic_params=critic_params, critic_opt_state=critic_tx.init(critic_params),
-      bad_step=jnp.full((), -1, jnp.int32), bad_term=jnp.full((), -1, jnp.int32))
+      bad_step=jnp.full((), -1, jnp.int32), bad_term=jnp.full((), -1, jnp.int32),
+      ema=jax.tree_util.tree_map(jnp.array, {'params': variables['params'],
+                                             'batch_stats': variables['batch_stats']}))

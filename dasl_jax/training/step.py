@@ -55,13 +55,18 @@ class StepContext:
   freeze_bn: bool
   loss: Any          # a frozen copy of config.loss (FrozenConfigDict)
   critic_every: int
+  ema_decay: float = 0.0   # > 0: keep an exponential moving average of the weights
 
 
 def make_consts(model: MorphableModel, mean, std, wpdc_model: MorphableModel = None):
   """Arrays the step reads but never changes: landmark model, WPDC sampling model, whitening."""
   model68 = model.landmark_model()
+  # Face size of the 68 points over that of the 18 on the mean face (FLM jitter scale).
+  lm3 = np.asarray(model68.u, np.float64).reshape(68, 3)[:, :2]
+  ratio = float(lm.box_size(lm3) / lm.box_size(lm.select18_np(lm3)))
   return {'model68': model68, 'wpdc_model': wpdc_model if wpdc_model is not None else model68,
-          'mean': jnp.asarray(mean, jnp.float32), 'std': jnp.asarray(std, jnp.float32)}
+          'mean': jnp.asarray(mean, jnp.float32), 'std': jnp.asarray(std, jnp.float32),
+          'box68_over_18': jnp.asarray(ratio, jnp.float32)}
 
 
 def wild_path_on(loss_cfg) -> bool:
@@ -106,13 +111,23 @@ def train_step(state: TrainState, batch_3d, batch_wild, base_key, consts, *, ctx
   lc = ctx.loss
   wild = wild_path_on(lc)
   key = jax.random.fold_in(base_key, state.step)
+  k_j3, k_jw = jax.random.split(jax.random.fold_in(key, 7))
   b3 = batch_3d['image'].shape[0]
-  x3 = inputs.model_input(batch_3d['image'], batch_3d['points18'], batch_3d['mask18'],
-                          ctx.in_channels)
+
+  def flm_points(k, pts, mask):
+    # The FLM input sees detector-like errors; the 2D targets stay the given points.
+    if not lc.flm_jitter or ctx.in_channels != 4:
+      return pts
+    return lm.jitter_points(k, pts, mask, lc.flm_jitter, consts['box68_over_18'])
+
+  x3 = inputs.model_input(batch_3d['image'],
+                          flm_points(k_j3, batch_3d['points18'], batch_3d['mask18']),
+                          batch_3d['mask18'], ctx.in_channels)
   target = jnp.asarray(batch_3d['params'], jnp.float32)
   if wild:
-    xw = inputs.model_input(batch_wild['image'], batch_wild['points18'], batch_wild['mask18'],
-                            ctx.in_channels)
+    xw = inputs.model_input(batch_wild['image'],
+                            flm_points(k_jw, batch_wild['points18'], batch_wild['mask18']),
+                            batch_wild['mask18'], ctx.in_channels)
     det18 = jnp.asarray(batch_wild['points18'], jnp.float32)
     mask18 = jnp.asarray(batch_wild['mask18'], jnp.float32)
     img_w = inputs.normalize_image(batch_wild['image'])
@@ -166,9 +181,14 @@ def train_step(state: TrainState, batch_3d, batch_wild, base_key, consts, *, ctx
     def critic_fn(cp):
       real = ctx.critic.apply(cp, img_3, target)
       fake = ctx.critic.apply(cp, img_w, fake_p)
-      return losses.critic_loss(real, fake), (real, fake)
+      if lc.critic_mismatch:
+        # Each 3D image with another example's label: a negative that only the
+        # pairing gives away, so the critic must read parameters against the image.
+        mism = ctx.critic.apply(cp, img_3, jnp.roll(target, 1, axis=0))
+        return losses.critic_loss(real, jnp.concatenate([fake, mism])), (real, fake, mism)
+      return losses.critic_loss(real, fake), (real, fake, None)
 
-    (closs, (real, fake)), cgrads = jax.value_and_grad(critic_fn, has_aux=True)(
+    (closs, (real, fake, mism)), cgrads = jax.value_and_grad(critic_fn, has_aux=True)(
         state.critic_params)
     cupd, copt = ctx.critic_tx.update(cgrads, state.critic_opt_state, state.critic_params)
     cpar = optax.apply_updates(state.critic_params, cupd)
@@ -179,6 +199,8 @@ def train_step(state: TrainState, batch_3d, batch_wild, base_key, consts, *, ctx
     terms['critic'] = closs
     metrics['critic_acc_real'] = jnp.mean(real > 0)
     metrics['critic_acc_fake'] = jnp.mean(fake < 0)
+    if mism is not None:
+      metrics['critic_acc_mismatch'] = jnp.mean(mism < 0)
 
   # Non-finite guard: such a step changes nothing and records where it happened.
   term_ok = jnp.stack([jnp.isfinite(terms[n]) if n in terms else jnp.array(True)
@@ -187,10 +209,19 @@ def train_step(state: TrainState, batch_3d, batch_wild, base_key, consts, *, ctx
   ok = jnp.all(term_ok) & jnp.isfinite(grad_norm)
   first_bad = jnp.where(jnp.all(term_ok), LOSS_NAMES.index('total'), jnp.argmin(term_ok))
   keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)
+  new_ema = state.ema
+  if ctx.ema_decay > 0:
+    # Bias-corrected warm-up: early steps average over what exists so far.
+    t = state.step.astype(jnp.float32)
+    d = jnp.minimum(ctx.ema_decay, (1.0 + t) / (10.0 + t))
+    new_ema = {'params': jax.tree_util.tree_map(lambda e, p: d * e + (1.0 - d) * p,
+                                                state.ema['params'], new_params),
+               'batch_stats': new_bs}
   new_state = TrainState(
       step=state.step + 1,
       params=keep(new_params, state.params),
       batch_stats=keep(new_bs, state.batch_stats),
+      ema=keep(new_ema, state.ema),
       opt_state=keep(new_opt, state.opt_state),
       critic_params=keep(new_cparams, state.critic_params),
       critic_opt_state=keep(new_copt, state.critic_opt_state),
