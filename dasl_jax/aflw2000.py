@@ -32,6 +32,8 @@ ROI_BOX = 'test.configs/AFLW2000-3D_crop.roi_box.npy'
 POSE = 'test.configs/AFLW2000-3D.pose.npy'
 DETECTIONS = 'detect_testData_1998.txt'
 ORIGINALS = 'originals'
+# All 2,000 original images with their fitting .mat files (full-image benchmarks, pose).
+FULL_IMAGES = 'AFLW2000'
 # 2DASL's benchmark drops these (0-based) because its detector found no face.
 DROPPED_1998 = (1081, 1798)
 
@@ -167,7 +169,8 @@ def load(root) -> AFLW2000:
 
 
 def load_original_poses(root, names: List[str]):
-  """Head pose of the images in ``originals/*.mat`` (``Pose_Para``).
+  """Head pose of the images with a fitting ``.mat`` (``Pose_Para``): all 2,000 in
+  ``AFLW2000/`` when that folder is there, else the 100 in ``originals/``.
 
   ``Pose_Para`` is [pitch, yaw, roll, tx, ty, tz, scale] in radians, fitted by
   AFLW2000-3D. Returned as degrees in the order (yaw, pitch, roll) with signs
@@ -178,7 +181,9 @@ def load_original_poses(root, names: List[str]):
     indices (M,) into ``names``, angles (M, 3) degrees yaw, pitch, roll.
   """
   import scipy.io
-  folder = Path(root) / ORIGINALS
+  folder = Path(root) / FULL_IMAGES
+  if not folder.is_dir() or not any(folder.glob('*.mat')):
+    folder = Path(root) / ORIGINALS
   index = {n: i for i, n in enumerate(names)}
   idx, ang = [], []
   if not folder.is_dir():

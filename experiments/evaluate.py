@@ -294,7 +294,7 @@ def print_results(res):
     print(f'head pose MAE (deg): yaw {pose["yaw_mae_all"]:.3f} over {pose["n_all"]} images')
     o = pose.get('originals')
     if o:
-      print(f'  on the {o["n"][0]} originals/*.mat: yaw {o["yaw"]:.3f}  pitch {o["pitch"]:.3f}  '
+      print(f'  on the {o["n"][0]} images with a fitting .mat: yaw {o["yaw"]:.3f}  pitch {o["pitch"]:.3f}  '
             f'roll {o["roll"]:.3f}  mean {o["mean"]:.3f}')
 
 
