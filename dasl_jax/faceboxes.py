@@ -390,3 +390,46 @@ class FaceBoxesDetector:
     """:meth:`detect` as :class:`detect.Detection` records (kind 'faceboxes')."""
     return [detect.Detection(box=b.astype(np.float64), kind='faceboxes')
             for b in self.detect(image)]
+
+
+def _iou(a, b):
+  """IoU of one box a (4,) with boxes b (N, 4)."""
+  w = np.maximum(np.minimum(a[2], b[:, 2]) - np.maximum(a[0], b[:, 0]), 0)
+  h = np.maximum(np.minimum(a[3], b[:, 3]) - np.maximum(a[1], b[:, 1]), 0)
+  inter = w * h
+  area = lambda x: (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1])
+  return inter / np.maximum(area(a) + area(b) - inter, 1e-12)
+
+
+def compare_boxes(got, want, px=1.0, score=0.01) -> Dict[str, float]:
+  """Compare detections with reference boxes (a port's check).
+
+  Each reference box is paired with the unused detection whose corners are
+  nearest (largest corner difference smallest) if that detection overlaps it
+  (IoU >= 0.5); a pair matches when every corner is within ``px`` and the
+  scores within ``score``.
+
+  Args:
+    got, want: (N, 5) and (M, 5) ``x1, y1, x2, y2, score``.
+  Returns:
+    dict ``matched`` (reference boxes matched), ``missing`` (M - matched),
+    ``extra`` (detections paired with no reference box), ``max_corner`` and
+    ``max_score`` (largest differences over the pairs; 0 without pairs).
+  """
+  got = np.asarray(got, np.float64).reshape(-1, 5)
+  want = np.asarray(want, np.float64).reshape(-1, 5)
+  free = list(range(len(got)))
+  matched, max_corner, max_score = 0, 0.0, 0.0
+  for w in want:
+    if not free:
+      break
+    err = np.abs(got[free, :4] - w[:4]).max(axis=1)
+    k = int(np.argmin(err))
+    if _iou(w[:4], got[free[k:k + 1], :4])[0] < 0.5:
+      continue
+    j = free.pop(k)
+    ds = abs(got[j, 4] - w[4])
+    max_corner, max_score = max(max_corner, float(err[k])), max(max_score, float(ds))
+    matched += int(err[k] <= px and ds <= score)
+  return dict(matched=matched, missing=len(want) - matched, extra=len(free),
+              max_corner=max_corner, max_score=max_score)
