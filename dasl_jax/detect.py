@@ -1,4 +1,7 @@
-"""Face boxes: an offline Haar-cascade detector, and box / landmark files.
+"""Face boxes: an offline Haar-cascade detector, NMS, and box / landmark files.
+
+The default detector is FaceBoxes (:mod:`dasl_jax.faceboxes`, needs its
+weights file); the Haar detector here needs nothing but OpenCV.
 
 The detector needs nothing but OpenCV 4.x, whose wheels ship the cascades in
 ``cv2.data.haarcascades``: the frontal cascade, and the profile cascade run on
@@ -195,6 +198,10 @@ class HaarDetector:
     f = 160.0 / max(roi.shape)  # eyes of 12+ px in a 160 px face
     roi = cv2.equalizeHist(cv2.resize(roi, None, fx=f, fy=f, interpolation=cv2.INTER_LINEAR))
     return len(self.eye.detectMultiScale(roi, 1.1, 3, minSize=(12, 12))) > 0
+
+  def detections(self, image) -> List[Detection]:
+    """The detector interface of ``inference.predict_image`` (same as :meth:`detect`)."""
+    return self.detect(image)
 
   def detect(self, image) -> List[Detection]:
     """Faces in one image, best first.

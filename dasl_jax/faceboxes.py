@@ -351,8 +351,9 @@ class FaceBoxesDetector:
   def __init__(self, weights=None, settings: Settings = SETTINGS):
     path = Path(weights) if weights else default_weights()
     if not path.exists():
-      raise DaslError(f'{path}: FaceBoxes weights not found (put FaceBoxesProd.pth there, '
-                      'pass --faceboxes_weights FILE, or use --detector haar)')
+      raise DaslError(f'{path}: FaceBoxes weights not found (put {WEIGHTS_FILE} at '
+                      f'{default_weights()} or pass --faceboxes_weights FILE, or use '
+                      '--detector haar)')
     self.weights = path
     self.settings = settings
     self.variables = jax.device_put(load_variables(path))

@@ -170,3 +170,28 @@ def test_aflw2000_subset_matches_reference(detector_and_reference):
   sub = names[::20]  # 100 images over the whole list (all 450x450: one compilation)
   assert any(len(ref[n]) == 0 for n in sub) and any(len(ref[n]) > 1 for n in sub)
   _check(det, ref, sub)
+
+
+def test_make_detector_rejects_unknown_names():
+  from dasl_jax import inference
+  with pytest.raises(DaslError, match="--detector must be one of faceboxes, haar, got 'yolo'"):
+    inference.make_detector('yolo')
+
+
+@requires_assets('images', 'trump_hillary.jpg')
+def test_runner_uses_faceboxes_by_default(detector_and_reference, tmp_path):
+  # The prediction command's path: no --boxes, default detector -> the
+  # reference's two faces are the records' boxes.
+  from dasl_jax import inference
+  from tests.infer_helpers import make_checkpoint
+  _, ref = detector_and_reference
+  runner = inference.Runner(make_checkpoint(tmp_path / 'ckpt'), tmp_path / 'out',
+                            meshes=False, overlay=False)
+  assert isinstance(runner.detector, F.FaceBoxesDetector)
+  name = 'images/trump_hillary.jpg'
+  rec = runner.image(asset_path(*name.split('/')),
+                     inference.load_image(asset_path(*name.split('/'))))
+  got = [f['box'] + [f['score']] for f in rec['faces']]
+  assert [f['detector'] for f in rec['faces']] == ['faceboxes'] * 2
+  r = F.compare_boxes(got, ref[name], px=1.0, score=0.01)
+  assert r['matched'] == 2 and r['extra'] == 0, (got, ref[name])
