@@ -20,6 +20,12 @@ by 9 at the border too); CReLU is ``relu(concat(x, -x))`` after BN; anchors of
 size 32 and 64 are densified to 4x4 and 2x2 centres per cell; boxes are
 scaled back to the original image by dividing by the resize factor; NMS is
 Fast R-CNN's (``+1`` pixel widths, suppress at IoU >= threshold).
+
+The jitted forward compiles once per input size (about a second on a small
+CPU; the frames of a video share one). Sizes are deliberately not padded to
+buckets: after the first layer the padded area no longer holds zeros, so the
+responses along the bottom and right edges would change and boxes there would
+no longer be the reference's.
 """
 from __future__ import annotations
 
