@@ -1,4 +1,7 @@
-"""Face boxes: an offline Haar-cascade detector, and box / landmark files.
+"""Face boxes: an offline Haar-cascade detector, NMS, and box / landmark files.
+
+The default detector is FaceBoxes (:mod:`dasl_jax.faceboxes`, needs its
+weights file); the Haar detector here needs nothing but OpenCV.
 
 The detector needs nothing but OpenCV 4.x, whose wheels ship the cascades in
 ``cv2.data.haarcascades``: the frontal cascade, and the profile cascade run on
@@ -56,17 +59,28 @@ class Detection:
   raw: Optional[np.ndarray] = None
 
 
-def nms(boxes, scores, iou_threshold=0.3):
+def nms(boxes, scores, iou_threshold=0.3, variant='plain'):
   """Greedy non-maximum suppression.
 
   Args:
     boxes: (N, 4) x1, y1, x2, y2; scores: (N,), higher is kept first.
+    variant: 'plain': areas (x2 - x1) * (y2 - y1), suppress IoU > threshold;
+      'fast_rcnn': Fast R-CNN's ``cpu_nms`` (FaceBoxes): pixel-inclusive areas
+      (x2 - x1 + 1) * (y2 - y1 + 1) in float32, suppress IoU >= threshold.
   Returns:
     (M,) int indices of the kept boxes, best first.
   """
-  boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-  order = np.argsort(-np.asarray(scores, np.float64), kind='stable')
-  area = np.maximum(boxes[:, 2] - boxes[:, 0], 0) * np.maximum(boxes[:, 3] - boxes[:, 1], 0)
+  if variant not in ('plain', 'fast_rcnn'):
+    raise DaslError(f"nms variant must be 'plain' or 'fast_rcnn', got {variant!r}")
+  fast = variant == 'fast_rcnn'
+  dtype = np.float32 if fast else np.float64
+  one = dtype(1 if fast else 0)
+  boxes = np.asarray(boxes, dtype).reshape(-1, 4)
+  scores = np.asarray(scores, dtype).reshape(-1)
+  # Fast R-CNN sorts with a reversed ascending argsort; keep that tie order.
+  order = np.argsort(scores)[::-1] if fast else np.argsort(-scores, kind='stable')
+  area = (np.maximum(boxes[:, 2] - boxes[:, 0] + one, 0) *
+          np.maximum(boxes[:, 3] - boxes[:, 1] + one, 0))
   keep = []
   while order.size:
     i = order[0]
@@ -76,9 +90,14 @@ def nms(boxes, scores, iou_threshold=0.3):
     yy1 = np.maximum(boxes[i, 1], boxes[rest, 1])
     xx2 = np.minimum(boxes[i, 2], boxes[rest, 2])
     yy2 = np.minimum(boxes[i, 3], boxes[rest, 3])
-    inter = np.maximum(xx2 - xx1, 0) * np.maximum(yy2 - yy1, 0)
-    iou = inter / np.maximum(area[i] + area[rest] - inter, 1e-12)
-    order = rest[iou <= iou_threshold]
+    inter = np.maximum(xx2 - xx1 + one, 0) * np.maximum(yy2 - yy1 + one, 0)
+    if fast:
+      with np.errstate(divide='ignore', invalid='ignore'):
+        iou = inter / (area[i] + area[rest] - inter)
+      order = rest[~(iou >= iou_threshold)]  # a NaN overlap suppresses nothing
+    else:
+      iou = inter / np.maximum(area[i] + area[rest] - inter, 1e-12)
+      order = rest[iou <= iou_threshold]
   return np.asarray(keep, np.int64)
 
 
@@ -179,6 +198,10 @@ class HaarDetector:
     f = 160.0 / max(roi.shape)  # eyes of 12+ px in a 160 px face
     roi = cv2.equalizeHist(cv2.resize(roi, None, fx=f, fy=f, interpolation=cv2.INTER_LINEAR))
     return len(self.eye.detectMultiScale(roi, 1.1, 3, minSize=(12, 12))) > 0
+
+  def detections(self, image) -> List[Detection]:
+    """The detector interface of ``inference.predict_image`` (same as :meth:`detect`)."""
+    return self.detect(image)
 
   def detect(self, image) -> List[Detection]:
     """Faces in one image, best first.

@@ -471,7 +471,8 @@ def predict_image(predictor: Predictor, image, detector=None, boxes=None, lms68=
 
   Args:
     image: (H, W, 3) uint8 BGR.
-    detector: ``detect.HaarDetector`` or None.
+    detector: anything with ``detections(image) -> list of detect.Detection``
+      (:func:`make_detector`: FaceBoxes or Haar), or None.
     boxes: (F, 5) or None; lms68: (F, 68, 2) image pixels or None.
     min_face: skip faces whose box side (mean of width and height) is smaller.
   Returns:
@@ -491,7 +492,7 @@ def predict_image(predictor: Predictor, image, detector=None, boxes=None, lms68=
     boxes = np.concatenate([lo, hi, np.ones((len(lo), 1))], 1)
     kinds = ['landmarks'] * len(boxes)
   elif detector is not None:
-    dets = detector.detect(image)
+    dets = detector.detections(image)
     boxes = np.asarray([d.box for d in dets]).reshape(-1, 5)
     kinds = [d.kind for d in dets]
     rois = C.roi_box_from_bbox(boxes) if len(boxes) else np.zeros((0, 4))
@@ -535,20 +536,47 @@ def predict_image(predictor: Predictor, image, detector=None, boxes=None, lms68=
 # The command's outputs.
 
 
+DETECTORS = ('faceboxes', 'haar')
+
+
+def make_detector(kind='faceboxes', faceboxes_weights=None, profile=True):
+  """The face detector by name.
+
+  Args:
+    kind: 'faceboxes' (3DDFA_V2's detector; weights ``faceboxes_weights`` or
+      ``$DASL_ASSETS/pretrained/FaceBoxesProd.pth``) or 'haar' (OpenCV only;
+      ``profile``: also the profile cascade).
+  Raises:
+    DaslError: unknown kind, or FaceBoxes weights missing or of another network.
+  """
+  if kind == 'faceboxes':
+    from dasl_jax import faceboxes
+    return faceboxes.FaceBoxesDetector(faceboxes_weights)
+  if kind == 'haar':
+    return detect.HaarDetector(profile=profile)
+  raise DaslError(f'--detector must be one of {", ".join(DETECTORS)}, got {kind!r}')
+
+
 class Runner:
   """``experiments.predict`` as a class: the model, the detector, and what to write
-  for each image or video (JSON records, overlays, meshes, depth and normal maps)."""
+  for each image or video (JSON records, overlays, meshes, depth and normal maps).
+
+  The detector (``detector``: 'faceboxes' or 'haar', see :func:`make_detector`) is
+  built first, so missing weights fail before the model loads, and only when
+  faces are not all given by a ``boxes`` file.
+  """
 
   def __init__(self, checkpoint, out, bfm=None, boxes=None, landmarks=None, min_face=24,
                bootstrap_iters=2, batch_size=32, depth=False, meshes=True, overlay=True,
-               profile=True, alpha=0.6):
+               profile=True, alpha=0.6, detector='faceboxes', faceboxes_weights=None):
+    self.detector = (make_detector(detector, faceboxes_weights, profile)
+                     if boxes is None else None)
     self.restored = ckpt.restore(checkpoint)
     self.models = face_models(self.restored, bfm)
     self.predictor = Predictor(self.restored, self.models.landmarks,
                                batch_size=batch_size, bootstrap_iters=bootstrap_iters)
     self.boxes = detect.load_boxes(boxes) if boxes else None
     self.landmarks = detect.load_landmarks(landmarks) if landmarks else None
-    self.detector = detect.HaarDetector(profile=profile)
     self.out = Path(out)
     self.out.mkdir(parents=True, exist_ok=True)
     self.min_face = min_face

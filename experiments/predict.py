@@ -1,6 +1,7 @@
 r"""Predict 3D faces on photos or videos: JSON records, overlays, meshes.
 
   python -m experiments.predict --checkpoint WORKDIR --input PATH [--out DIR]
+      [--detector faceboxes|haar] [--faceboxes_weights FILE]
       [--boxes FILE] [--landmarks FILE] [--bfm DIR] [--depth] [--every N]
 
 PATH is an image, a folder of images/videos, or a video. Per image ``NAME``:
@@ -12,7 +13,9 @@ pixels, per-vertex colour) and with ``--depth`` ``NAME_depth.png`` /
 ``NAME_overlay.mp4``.
 
 Faces come from ``--boxes`` (JSON or CSV x1,y1,x2,y2[,score] per image), else
-``--landmarks`` (68 points per face), else OpenCV's Haar cascades. 4-channel
+``--landmarks`` (68 points per face), else ``--detector``: FaceBoxes (default;
+3DDFA_V2's detector, weights ``$DASL_ASSETS/pretrained/FaceBoxesProd.pth`` or
+``--faceboxes_weights``) or OpenCV's Haar cascades (``haar``, no weights). 4-channel
 models take their FLM from ``--landmarks`` or bootstrap it from the mean face
 (``--bootstrap_iters``).
 
@@ -46,6 +49,10 @@ flags.DEFINE_integer('batch_size', 32, 'largest batch of faces per forward pass'
 flags.DEFINE_bool('depth', False, 'also write depth and normal maps')
 flags.DEFINE_bool('meshes', True, 'write .obj and .ply meshes (images only)')
 flags.DEFINE_bool('overlay', True, 'write overlay pictures')
+flags.DEFINE_enum('detector', 'faceboxes', ['faceboxes', 'haar'], 'face detector when '
+                  'no --boxes: FaceBoxes (needs FaceBoxesProd.pth) or OpenCV Haar cascades')
+flags.DEFINE_string('faceboxes_weights', None, 'FaceBoxesProd.pth (default: '
+                    '$DASL_ASSETS/pretrained/FaceBoxesProd.pth)')
 flags.DEFINE_bool('profile', True, 'Haar detector: also run the profile cascade')
 flags.DEFINE_float('alpha', 0.6, 'mesh opacity in overlays')
 flags.DEFINE_bool('calibrate', False, 'print the Haar box calibration measured on '
@@ -88,7 +95,8 @@ def run(argv):
                   landmarks=FLAGS.landmarks, min_face=FLAGS.min_face,
                   bootstrap_iters=FLAGS.bootstrap_iters, batch_size=FLAGS.batch_size,
                   depth=FLAGS.depth, meshes=FLAGS.meshes, overlay=FLAGS.overlay,
-                  profile=FLAGS.profile, alpha=FLAGS.alpha)
+                  profile=FLAGS.profile, alpha=FLAGS.alpha, detector=FLAGS.detector,
+                  faceboxes_weights=FLAGS.faceboxes_weights)
   n_faces, failed = 0, 0
   from tqdm import tqdm
   t0 = time.time()
