@@ -48,8 +48,11 @@ def test_exported_symbolic_batch_matches_predictor(tiny, tmp_path):
     ref = pred.predict_crops(d['c'], lms68)
     np.testing.assert_allclose(d['w'], ref['whitened'], rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(d['l'], ref['lms68'], atol=1e-3)
+    # 5e-5 of each parameter's range: the exported program with a symbolic batch
+    # reduces in a different float32 order than the predictor's fixed-batch one
+    # (2.1e-5 measured on CI's machine); a wrong layout or de-whitening is O(1).
     np.testing.assert_allclose(d['q'] / np.abs(ref['params']).max(0),
-                               ref['params'] / np.abs(ref['params']).max(0), atol=1e-5)
+                               ref['params'] / np.abs(ref['params']).max(0), atol=5e-5)
 
 
 def test_exported_bootstrap_and_load_errors(tiny, tmp_path):
