@@ -32,8 +32,8 @@ pytestmark = [pytest.mark.assets]
 
 BATCH = 32
 TRAIN_BATCHES, TEST_BATCHES = 10, 4
-STEPS = 150
-# The step's critic learning rate is 1e-4 over thousands of steps; this test has 150,
+STEPS = 100
+# The step's critic learning rate is 1e-4 over thousands of steps; this test has 100,
 # so both arms use 1e-3 (same for both: the control shows the budget is enough).
 LR = 1e-3
 
