@@ -41,9 +41,7 @@ from dasl_jax import visualize
 from dasl_jax.assets import asset
 from dasl_jax.errors import DaslError
 
-IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp', '.jp2', '.pgm',
-                  '.ppm', '.pbm', '.pnm', '.sr', '.ras', '.exr', '.hdr', '.pic')
-VIDEO_SUFFIXES = ('.mp4', '.avi', '.mov', '.mkv', '.webm', '.m4v', '.mpg', '.mpeg', '.wmv')
+from dasl_jax.input_files import IMAGE_SUFFIXES, VIDEO_SUFFIXES, list_inputs  # noqa: F401
 
 
 def warn(msg):
@@ -88,21 +86,6 @@ def load_image(path) -> np.ndarray:
   if img is None:
     raise DaslError(f'{path}: not a readable image (OpenCV cannot decode it)')
   return img
-
-
-def list_inputs(path) -> List[Path]:
-  """An image, a video, or a folder of them (sorted, not recursive)."""
-  path = Path(path)
-  if not path.exists():
-    raise DaslError(f'--input {path}: not found')
-  if path.is_file():
-    return [path]
-  files = sorted(p for p in path.iterdir()
-                 if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES)
-  if not files:
-    raise DaslError(f'--input {path}: folder holds no images or videos '
-                    f'({", ".join(IMAGE_SUFFIXES[:4])}, ...)')
-  return files
 
 
 def is_video(path) -> bool:

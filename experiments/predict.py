@@ -1,10 +1,13 @@
 r"""Predict 3D faces on photos or videos: JSON records, overlays, meshes.
 
-  python -m experiments.predict --checkpoint WORKDIR --input PATH [--out DIR]
+  python -m experiments.predict --checkpoint WORKDIR --input PATH [PATH ...] [--out DIR]
       [--detector faceboxes|haar] [--faceboxes_weights FILE]
       [--boxes FILE] [--landmarks FILE] [--bfm DIR] [--depth] [--every N]
 
-PATH is an image, a folder of images/videos, or a video. Per image ``NAME``:
+PATH is an image, a folder of images/videos, or a video; several may follow
+``--input`` (a shell glob such as ``images/*.jpg``), be given after the options,
+or repeat ``--input``. Anything that is not an existing file or folder is refused
+before the model loads. Per image ``NAME``:
 ``NAME.json`` (one record per face: box, roi_box, score, 62 parameters,
 yaw/pitch/roll, 68 landmarks in image pixels), ``NAME_overlay.png`` (mesh and
 landmarks over the photo), ``NAME_face<k>.obj`` / ``.ply`` (mesh in image
@@ -34,7 +37,8 @@ from absl import app, flags, logging
 FLAGS = flags.FLAGS
 flags.DEFINE_string('checkpoint', None, 'model work directory (experiments.train or '
                     'experiments.convert_checkpoint output)')
-flags.DEFINE_string('input', None, 'an image, a video, or a folder of them')
+flags.DEFINE_multi_string('input', None, 'an image, a video, or a folder of them; more '
+                          'paths may follow (e.g. a shell glob) or the flag may repeat')
 flags.DEFINE_string('out', 'predictions', 'output folder (created)')
 flags.DEFINE_string('boxes', None, 'face boxes file: JSON or CSV, image,x1,y1,x2,y2[,score]')
 flags.DEFINE_string('landmarks', None, '68-point detector landmarks in image pixels: '
@@ -75,20 +79,22 @@ def calibrate():
 
 
 def run(argv):
-  del argv
   logging.set_verbosity(logging.WARNING)  # orbax logs every restore step at INFO
-  from dasl_jax import inference
   from dasl_jax.errors import DaslError
+  from dasl_jax.input_files import list_inputs
   if FLAGS.calibrate:
     calibrate()
     return 0
-  for name in ('checkpoint', 'input'):
-    if not getattr(FLAGS, name):
-      raise DaslError(f'--{name} is required')
+  paths = list(FLAGS.input or []) + list(argv[1:])  # argv[1:]: the rest of a shell glob
+  if not FLAGS.checkpoint:
+    raise DaslError('--checkpoint is required')
+  if not paths:
+    raise DaslError('--input is required')
   if FLAGS.every < 1:
     raise DaslError(f'--every must be >= 1, got {FLAGS.every}')
-  files = inference.list_inputs(FLAGS.input)
-  single = len(files) == 1 and Path(FLAGS.input).is_file()
+  files = list_inputs(paths)  # before JAX loads: a mistyped argument fails at once
+  from dasl_jax import inference
+  single = len(paths) == 1 and Path(paths[0]).is_file()
   if single and not inference.is_video(files[0]):
     inference.load_image(files[0])  # an unreadable file fails before the model loads
   runner = inference.Runner(FLAGS.checkpoint, FLAGS.out, bfm=FLAGS.bfm, boxes=FLAGS.boxes,
@@ -122,6 +128,15 @@ def run(argv):
   return 0
 
 
+def parse_flags(argv):
+  """absl's parser, with a bad or unknown option as one ``error:`` line (exit 2)."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+
+
 def main(argv):
   # Before JAX starts its threads: keeps XLA:CPU's per-step temp block in the heap
   # (otherwise ~40% of CPU time goes to page faults; benchmarks/README.md).
@@ -136,4 +151,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

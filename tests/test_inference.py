@@ -254,8 +254,9 @@ def test_command_exit_codes(tiny, tmp_path):
   (folder / 'broken.jpg').write_bytes(b'\xff\xd8 truncated')
   cmd = [sys.executable, '-m', 'experiments.predict', f'--checkpoint={path}',
          f'--out={tmp_path / "out"}']
-  r = subprocess.run(cmd + [f'--input={folder}'], cwd=ROOT, capture_output=True, text=True,
-                     timeout=300)
+  # Several paths after --input (what a shell glob gives): each one processed.
+  r = subprocess.run(cmd + ['--input', str(folder / 'blank.png'), str(folder / 'broken.jpg')],
+                     cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert r.returncode == 0, r.stderr
   assert 'no face found' in r.stderr and 'broken.jpg: not a readable image' in r.stderr
   assert json.loads((tmp_path / 'out' / 'blank.json').read_text())['faces'] == []
@@ -263,3 +264,34 @@ def test_command_exit_codes(tiny, tmp_path):
   r = subprocess.run(cmd + [f'--input={folder / "broken.jpg"}'], cwd=ROOT, capture_output=True,
                      text=True, timeout=300)
   assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith('error: ')
+  # An argument that is neither an option nor a file, and an unknown option:
+  # one line each, exit 2, nothing written.
+  for extra, want in (('nope', '--input nope: no such file or folder'),
+                      ('--nope=1', "error: Unknown command line flag 'nope'")):
+    r = subprocess.run(cmd + [f'--input={folder / "blank.png"}', extra, '--out=' + str(tmp_path / 'o2')],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and want in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+  assert not (tmp_path / 'o2').exists()
+
+
+def test_list_inputs_several_paths_and_folders(tmp_path):
+  for name in ('b.png', 'a.jpg', 'notes.txt'):
+    (tmp_path / name).write_bytes(b'x')
+  sub = tmp_path / 'sub'
+  sub.mkdir()
+  (sub / 'c.mp4').write_bytes(b'x')
+  (sub / 'd.PNG').write_bytes(b'x')
+  got = inference.list_inputs([tmp_path / 'b.png', str(sub), tmp_path / 'a.jpg',
+                               tmp_path / 'b.png'])  # a repeat is processed once
+  assert got == [tmp_path / 'b.png', sub / 'c.mp4', sub / 'd.PNG', tmp_path / 'a.jpg']
+  assert inference.list_inputs(str(tmp_path)) == [tmp_path / 'a.jpg', tmp_path / 'b.png']
+  with pytest.raises(DaslError, match='--input bogus: no such file or folder'):
+    inference.list_inputs([tmp_path / 'a.jpg', 'bogus'])
+  (tmp_path / 'd.jpg').write_bytes(b'x')
+  with pytest.raises(DaslError, match='would both write d.json'):
+    inference.list_inputs([sub, tmp_path / 'd.jpg'])
+  empty = tmp_path / 'empty'
+  empty.mkdir()
+  with pytest.raises(DaslError, match='holds no images or videos'):
+    inference.list_inputs([empty])
