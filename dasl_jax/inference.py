@@ -576,6 +576,8 @@ class Runner:
     lms = self.landmarks.get(key) if self.landmarks is not None else None
     if self.boxes is not None and boxes is None:
       return [], [f'{name}: no boxes for this image in --boxes: no faces']
+    if boxes is not None and not len(boxes):
+      return [], []  # listed in --boxes with no box: no face
     return predict_image(self.predictor, image, self.detector, boxes=boxes,
                          lms68=lms, min_face=self.min_face, name=name)
 

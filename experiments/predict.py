@@ -15,7 +15,8 @@ pixels, per-vertex colour) and with ``--depth`` ``NAME_depth.png`` /
 ``NAME_normal.png``. A video gives ``NAME.json`` with a record per frame and
 ``NAME_overlay.mp4``.
 
-Faces come from ``--boxes`` (JSON or CSV x1,y1,x2,y2[,score] per image), else
+Faces come from ``--boxes`` (JSON or CSV x1,y1,x2,y2[,score] per image; the
+layouts are in the flag's help and ``dasl_jax.detect.load_boxes``), else
 ``--landmarks`` (68 points per face), else ``--detector``: FaceBoxes (default;
 3DDFA_V2's detector, weights ``$DASL_ASSETS/pretrained/FaceBoxesProd.pth`` or
 ``--faceboxes_weights``) or OpenCV's Haar cascades (``haar``, no weights). 4-channel
@@ -40,7 +41,11 @@ flags.DEFINE_string('checkpoint', None, 'model work directory (experiments.train
 flags.DEFINE_multi_string('input', None, 'an image, a video, or a folder of them; more '
                           'paths may follow (e.g. a shell glob) or the flag may repeat')
 flags.DEFINE_string('out', 'predictions', 'output folder (created)')
-flags.DEFINE_string('boxes', None, 'face boxes file: JSON or CSV, image,x1,y1,x2,y2[,score]')
+flags.DEFINE_string('boxes', None, 'face boxes in image pixels, images matched by file name: '
+                    'JSON {"img.jpg": [[x1, y1, x2, y2, score?], ...]} ([] = no face), the '
+                    'same map under a "boxes" key (faceboxes_reference.json), '
+                    '[{"image": "img.jpg", "box": [x1, y1, x2, y2], "score": s?}, ...], or '
+                    'CSV rows img.jpg,x1,y1,x2,y2[,score]')
 flags.DEFINE_string('landmarks', None, '68-point detector landmarks in image pixels: '
                     'lines name,x1,y1,...,x68,y68 or JSON {name: [[x, y] x 68]}')
 flags.DEFINE_string('bfm', None, 'BFM folder (keypoints68/, Model_PAF.pkl, optional '
