@@ -551,7 +551,12 @@ class Runner:
 
   def __init__(self, checkpoint, out, bfm=None, boxes=None, landmarks=None, min_face=24,
                bootstrap_iters=2, batch_size=32, depth=False, meshes=True, overlay=True,
-               profile=True, alpha=0.6, detector='faceboxes', faceboxes_weights=None):
+               profile=True, alpha=0.6, detector='faceboxes', faceboxes_weights=None,
+               mesh_axes='3ddfa'):
+    if mesh_axes not in mesh_io.MESH_AXES:
+      raise DaslError(f'--mesh_axes must be one of {", ".join(mesh_io.MESH_AXES)}, '
+                      f'got {mesh_axes!r}')
+    self.mesh_axes = mesh_axes
     self.detector = (make_detector(detector, faceboxes_weights, profile)
                      if boxes is None else None)
     self.restored = ckpt.restore(checkpoint)
@@ -624,13 +629,14 @@ class Runner:
     for k, f in enumerate(faces):
       r = f.record()
       if self.meshes and crop_verts:
-        v = to_image_space(crop_verts[k], f.roi_box)
-        tri = mesh_io.face_toward(v, self.dense.triangles)
+        v, tri = mesh_io.to_axes(to_image_space(crop_verts[k], f.roi_box),
+                                 self.dense.triangles, image.shape[0], self.mesh_axes)
         obj, ply = mesh_io.write_mesh(f'{stem}_face{k}', v, tri, self.dense.colors)
         r['mesh_obj'], r['mesh_ply'] = str(obj), str(ply)
       records.append(r)
     rec = {'image': str(path), 'height': int(image.shape[0]), 'width': int(image.shape[1]),
            'faces': records, 'messages': messages, 'files': files,
+           'mesh_axes': self.mesh_axes if self.meshes else None,
            'model': self.models.note, 'convention': self.predictor.convention}
     (Path(str(stem) + '.json')).write_text(json.dumps(rec, indent=1) + '\n')
     return rec

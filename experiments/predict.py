@@ -11,7 +11,8 @@ before the model loads. Per image ``NAME``:
 ``NAME.json`` (one record per face: box, roi_box, score, 62 parameters,
 yaw/pitch/roll, 68 landmarks in image pixels), ``NAME_overlay.png`` (mesh and
 landmarks over the photo), ``NAME_face<k>.obj`` / ``.ply`` (mesh in image
-pixels, per-vertex colour) and with ``--depth`` ``NAME_depth.png`` /
+pixels, per-vertex colour; ``--mesh_axes 3ddfa``, the default, flips y up as
+3DDFA_V2 does, so viewers show the face upright; ``image`` keeps y down) and with ``--depth`` ``NAME_depth.png`` /
 ``NAME_normal.png``. A video gives ``NAME.json`` with a record per frame and
 ``NAME_overlay.mp4``.
 
@@ -57,6 +58,9 @@ flags.DEFINE_integer('bootstrap_iters', 2, '4-channel models without --landmarks
 flags.DEFINE_integer('batch_size', 32, 'largest batch of faces per forward pass')
 flags.DEFINE_bool('depth', False, 'also write depth and normal maps')
 flags.DEFINE_bool('meshes', True, 'write .obj and .ply meshes (images only)')
+flags.DEFINE_enum('mesh_axes', '3ddfa', ['3ddfa', 'image'], '.obj/.ply axes: 3ddfa = x right, '
+                  'y up (image height - y), z toward the viewer, as 3DDFA_V2 writes them '
+                  '(upright in MeshLab); image = pixel axes, y down. Normals face +z either way')
 flags.DEFINE_bool('overlay', True, 'write overlay pictures')
 flags.DEFINE_enum('detector', 'faceboxes', ['faceboxes', 'haar'], 'face detector when '
                   'no --boxes: FaceBoxes (needs FaceBoxesProd.pth) or OpenCV Haar cascades')
@@ -107,7 +111,7 @@ def run(argv):
                   bootstrap_iters=FLAGS.bootstrap_iters, batch_size=FLAGS.batch_size,
                   depth=FLAGS.depth, meshes=FLAGS.meshes, overlay=FLAGS.overlay,
                   profile=FLAGS.profile, alpha=FLAGS.alpha, detector=FLAGS.detector,
-                  faceboxes_weights=FLAGS.faceboxes_weights)
+                  faceboxes_weights=FLAGS.faceboxes_weights, mesh_axes=FLAGS.mesh_axes)
   n_faces, failed = 0, 0
   from tqdm import tqdm
   t0 = time.time()

@@ -225,6 +225,17 @@ def test_runner_outputs(tiny, tmp_path):
     sx, sy, ex, ey = f['roi_box']
     assert np.all((lms > [sx, sy]) & (lms < [ex, ey]))  # inside its crop box
     assert Path(f['mesh_obj']).exists() and Path(f['mesh_ply']).exists()
+  # Meshes in 3DDFA_V2's axes by default: the landmark vertices of the OBJ are
+  # the JSON's image landmarks with y = image height - y.
+  kp = np.asarray(runner.dense.keypoints)
+  for k, f in enumerate(rec['faces']):
+    rows = [l.split()[1:4] for l in Path(f['mesh_obj']).read_text().splitlines()
+            if l.startswith('v ')]
+    v = np.array(rows, float)[kp]
+    want = np.array(f['landmarks68'])
+    np.testing.assert_allclose(v[:, 0], want[:, 0], atol=2e-3)
+    np.testing.assert_allclose(v[:, 1], 200 - want[:, 1], atol=2e-3)
+  assert rec['mesh_axes'] == '3ddfa'
   on_disk = json.loads((out / 'two.json').read_text())
   assert on_disk['faces'][0]['params'] == rec['faces'][0]['params']
   ov = cv2.imread(str(out / 'two_overlay.png'))
