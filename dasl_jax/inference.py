@@ -546,20 +546,26 @@ class Runner:
 
   The detector (``detector``: 'faceboxes' or 'haar', see :func:`make_detector`) is
   built first, so missing weights fail before the model loads, and only when
-  faces are not all given by a ``boxes`` file.
+  faces are not all given by a ``boxes`` file. ``dot_dtype`` 'bfloat16' runs a
+  MobileNetV1's stem and 1x1 products on bf16 operands
+  (:func:`dasl_jax.checkpoint.with_dot_dtype`); ``mesh_axes``: see
+  :mod:`dasl_jax.mesh_io`.
   """
 
   def __init__(self, checkpoint, out, bfm=None, boxes=None, landmarks=None, min_face=24,
                bootstrap_iters=2, batch_size=32, depth=False, meshes=True, overlay=True,
                profile=True, alpha=0.6, detector='faceboxes', faceboxes_weights=None,
-               mesh_axes='3ddfa'):
+               mesh_axes='3ddfa', dot_dtype='float32'):
     if mesh_axes not in mesh_io.MESH_AXES:
       raise DaslError(f'--mesh_axes must be one of {", ".join(mesh_io.MESH_AXES)}, '
                       f'got {mesh_axes!r}')
     self.mesh_axes = mesh_axes
     self.detector = (make_detector(detector, faceboxes_weights, profile)
                      if boxes is None else None)
-    self.restored = ckpt.restore(checkpoint)
+    if dot_dtype not in ckpt.DOT_DTYPES:  # before the (slow) restore
+      raise DaslError(f'--dot_dtype: must be one of {", ".join(ckpt.DOT_DTYPES)}, '
+                      f'got {dot_dtype!r}')
+    self.restored = ckpt.with_dot_dtype(ckpt.restore(checkpoint), dot_dtype)
     self.models = face_models(self.restored, bfm)
     self.predictor = Predictor(self.restored, self.models.landmarks,
                                batch_size=batch_size, bootstrap_iters=bootstrap_iters)

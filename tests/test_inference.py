@@ -257,6 +257,19 @@ def test_runner_outputs(tiny, tmp_path):
   assert json.loads((out / 'clip.json').read_text())['frames'][1]['faces'] == []
 
 
+def test_runner_dot_dtype_bfloat16(tiny, tmp_path):
+  # --dot_dtype reaches the predictor's module (checkpoint.with_dot_dtype; its
+  # numbers against float32 are checked in tests/test_export.py).
+  path, restored, _ = tiny
+  boxes = tmp_path / 'b.json'
+  boxes.write_text('{}')
+  runner = inference.Runner(path, tmp_path / 'out', boxes=str(boxes), dot_dtype='bfloat16')
+  assert runner.predictor.module.dot_dtype == jax.numpy.bfloat16
+  assert restored.module.dot_dtype is None
+  with pytest.raises(DaslError, match="--dot_dtype: must be one of float32, bfloat16, got 'f16'"):
+    inference.Runner(path, tmp_path / 'out', boxes=str(boxes), dot_dtype='f16')
+
+
 def test_command_exit_codes(tiny, tmp_path):
   path, _, _ = tiny
   folder = tmp_path / 'in'
