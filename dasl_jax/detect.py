@@ -240,47 +240,93 @@ def _key(name):
   return Path(str(name)).name
 
 
-def load_boxes(path) -> Dict[str, np.ndarray]:
-  """Read face boxes given by the user.
+BOXES_SCHEMA = ('JSON {"img.jpg": [[x1, y1, x2, y2, score?], ...]}, the same under a '
+                '"boxes" key (faceboxes_reference.json), or [{"image": "img.jpg", '
+                '"box": [x1, y1, x2, y2], "score": s?}, ...]; or CSV img.jpg,x1,y1,x2,y2[,score]')
 
-  * JSON: ``{"img.jpg": [[x1, y1, x2, y2(, score)], ...], ...}`` or a list of
-    ``{"image": "img.jpg", "box": [x1, y1, x2, y2(, score)]}``;
+
+def _is_num(x):
+  return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _json_box_rows(path, data):
+  """(name, values, where) rows of a parsed --boxes JSON file (see load_boxes)."""
+  expected = f'--boxes {path}: expected {BOXES_SCHEMA.split("; or CSV")[0]}'
+  if isinstance(data, dict) and isinstance(data.get('boxes'), dict):
+    data = data['boxes']  # {"about": ..., "boxes": {path: [[x1, y1, x2, y2, score]]}}
+  rows, names = [], []
+  if isinstance(data, dict):
+    for name, boxes in data.items():
+      where = f'{path} entry {name!r}'
+      if not isinstance(boxes, list):
+        raise DaslError(f'{expected}; entry {name!r} holds {type(boxes).__name__} '
+                        f'{json.dumps(boxes)[:40]}')
+      if boxes and all(_is_num(v) for v in boxes):
+        boxes = [boxes]  # one box
+      for b in boxes:
+        if not isinstance(b, list):
+          raise DaslError(f'--boxes {where}: expected a list of [x1, y1, x2, y2, score?] '
+                          f'boxes, got {json.dumps(b)[:40]}')
+      names.append(name)
+      rows += [(name, b, where) for b in boxes]
+  elif isinstance(data, list):
+    for i, r in enumerate(data):
+      if not isinstance(r, dict) or 'image' not in r or 'box' not in r \
+          or not isinstance(r['box'], list):
+        raise DaslError(f'{expected}; item {i} is not {{"image": ..., "box": [...]}}')
+      names.append(r['image'])
+      rows.append((r['image'], list(r['box']) + ([r['score']] if 'score' in r else []),
+                   f'{path} item {i}'))
+  else:
+    raise DaslError(expected)
+  return rows, names
+
+
+def load_boxes(path) -> Dict[str, np.ndarray]:
+  """Read face boxes given by the user (``--boxes``), in image pixels.
+
+  * JSON ``{"img.jpg": [[x1, y1, x2, y2(, score)], ...], ...}`` (one box may be
+    given bare; ``[]``: the image has no face);
+  * the same map under a ``"boxes"`` key, other keys ignored: the layout of
+    ``$DASL_ASSETS/pretrained/faceboxes_reference.json``;
+  * JSON list ``[{"image": "img.jpg", "box": [x1, y1, x2, y2], "score": s}, ...]``
+    (score optional);
   * CSV: rows ``img.jpg,x1,y1,x2,y2[,score]`` (a header row is skipped).
 
+  Images are matched by file name only (``dir/a.jpg`` names ``a.jpg``).
+
   Returns:
-    image file name (no folder) -> (F, 5) float boxes (score 1 when absent).
+    image file name (no folder) -> (F, 5) float boxes (score 1 when absent;
+    (0, 5) for an image listed with no boxes).
+  Raises:
+    DaslError: one line naming the file, the entry and what was expected.
   """
   path = Path(path)
   if not path.exists():
     raise DaslError(f'--boxes {path}: file not found')
+  if path.is_dir():
+    raise DaslError(f'--boxes {path}: is a folder, expected {BOXES_SCHEMA}')
   rows = []  # (name, values, where)
+  names = []  # every image named (also those with no boxes)
   if path.suffix.lower() == '.json':
     try:
       data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
       raise DaslError(f'--boxes {path}: not valid JSON ({e})') from None
-    if isinstance(data, dict):
-      for name, boxes in data.items():
-        boxes = [boxes] if boxes and not isinstance(boxes[0], (list, tuple)) else boxes
-        rows += [(name, b, f'{path} entry {name!r}') for b in boxes]
-    elif isinstance(data, list):
-      for i, r in enumerate(data):
-        if not isinstance(r, dict) or 'image' not in r or 'box' not in r:
-          raise DaslError(f'--boxes {path}: item {i} needs keys "image" and "box"')
-        rows.append((r['image'], list(r['box']) + ([r['score']] if 'score' in r else []),
-                     f'{path} item {i}'))
-    else:
-      raise DaslError(f'--boxes {path}: expected a JSON object or list')
+    rows, names = _json_box_rows(path, data)
   else:
-    with open(path, newline='') as f:
-      for i, r in enumerate(csv.reader(f)):
-        r = [c.strip() for c in r if c.strip() != '']
-        if not r or r[0].startswith('#'):
-          continue
-        if i == 0 and not _is_number(r[1] if len(r) > 1 else 'x'):
-          continue  # header
-        rows.append((r[0], r[1:], f'{path} row {i + 1}'))
-  out: Dict[str, list] = {}
+    try:
+      text = path.read_text()
+    except UnicodeDecodeError:
+      raise DaslError(f'--boxes {path}: not a text file; expected {BOXES_SCHEMA}') from None
+    for i, r in enumerate(csv.reader(text.splitlines())):
+      r = [c.strip() for c in r if c.strip() != '']
+      if not r or r[0].startswith('#'):
+        continue
+      if i == 0 and not _is_number(r[1] if len(r) > 1 else 'x'):
+        continue  # header
+      rows.append((r[0], r[1:], f'{path} row {i + 1}'))
+  out: Dict[str, list] = {_key(n): [] for n in names}
   for name, vals, where in rows:
     try:
       v = [float(x) for x in vals]
@@ -291,7 +337,7 @@ def load_boxes(path) -> Dict[str, np.ndarray]:
     if v[2] <= v[0] or v[3] <= v[1]:
       raise DaslError(f'--boxes {where}: box {v[:4]} has x2 <= x1 or y2 <= y1')
     out.setdefault(_key(name), []).append(v + [1.0] * (5 - len(v)))
-  return {k: np.asarray(v, np.float64) for k, v in out.items()}
+  return {k: np.asarray(v, np.float64).reshape(-1, 5) for k, v in out.items()}
 
 
 def load_landmarks(path) -> Dict[str, np.ndarray]:

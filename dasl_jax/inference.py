@@ -41,9 +41,7 @@ from dasl_jax import visualize
 from dasl_jax.assets import asset
 from dasl_jax.errors import DaslError
 
-IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp', '.jp2', '.pgm',
-                  '.ppm', '.pbm', '.pnm', '.sr', '.ras', '.exr', '.hdr', '.pic')
-VIDEO_SUFFIXES = ('.mp4', '.avi', '.mov', '.mkv', '.webm', '.m4v', '.mpg', '.mpeg', '.wmv')
+from dasl_jax.input_files import IMAGE_SUFFIXES, VIDEO_SUFFIXES, list_inputs  # noqa: F401
 
 
 def warn(msg):
@@ -88,21 +86,6 @@ def load_image(path) -> np.ndarray:
   if img is None:
     raise DaslError(f'{path}: not a readable image (OpenCV cannot decode it)')
   return img
-
-
-def list_inputs(path) -> List[Path]:
-  """An image, a video, or a folder of them (sorted, not recursive)."""
-  path = Path(path)
-  if not path.exists():
-    raise DaslError(f'--input {path}: not found')
-  if path.is_file():
-    return [path]
-  files = sorted(p for p in path.iterdir()
-                 if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES)
-  if not files:
-    raise DaslError(f'--input {path}: folder holds no images or videos '
-                    f'({", ".join(IMAGE_SUFFIXES[:4])}, ...)')
-  return files
 
 
 def is_video(path) -> bool:
@@ -563,15 +546,26 @@ class Runner:
 
   The detector (``detector``: 'faceboxes' or 'haar', see :func:`make_detector`) is
   built first, so missing weights fail before the model loads, and only when
-  faces are not all given by a ``boxes`` file.
+  faces are not all given by a ``boxes`` file. ``dot_dtype`` 'bfloat16' runs a
+  MobileNetV1's stem and 1x1 products on bf16 operands
+  (:func:`dasl_jax.checkpoint.with_dot_dtype`); ``mesh_axes``: see
+  :mod:`dasl_jax.mesh_io`.
   """
 
   def __init__(self, checkpoint, out, bfm=None, boxes=None, landmarks=None, min_face=24,
                bootstrap_iters=2, batch_size=32, depth=False, meshes=True, overlay=True,
-               profile=True, alpha=0.6, detector='faceboxes', faceboxes_weights=None):
+               profile=True, alpha=0.6, detector='faceboxes', faceboxes_weights=None,
+               mesh_axes='3ddfa', dot_dtype='float32'):
+    if mesh_axes not in mesh_io.MESH_AXES:
+      raise DaslError(f'--mesh_axes must be one of {", ".join(mesh_io.MESH_AXES)}, '
+                      f'got {mesh_axes!r}')
+    self.mesh_axes = mesh_axes
     self.detector = (make_detector(detector, faceboxes_weights, profile)
                      if boxes is None else None)
-    self.restored = ckpt.restore(checkpoint)
+    if dot_dtype not in ckpt.DOT_DTYPES:  # before the (slow) restore
+      raise DaslError(f'--dot_dtype: must be one of {", ".join(ckpt.DOT_DTYPES)}, '
+                      f'got {dot_dtype!r}')
+    self.restored = ckpt.with_dot_dtype(ckpt.restore(checkpoint), dot_dtype)
     self.models = face_models(self.restored, bfm)
     self.predictor = Predictor(self.restored, self.models.landmarks,
                                batch_size=batch_size, bootstrap_iters=bootstrap_iters)
@@ -593,6 +587,8 @@ class Runner:
     lms = self.landmarks.get(key) if self.landmarks is not None else None
     if self.boxes is not None and boxes is None:
       return [], [f'{name}: no boxes for this image in --boxes: no faces']
+    if boxes is not None and not len(boxes):
+      return [], []  # listed in --boxes with no box: no face
     return predict_image(self.predictor, image, self.detector, boxes=boxes,
                          lms68=lms, min_face=self.min_face, name=name)
 
@@ -639,13 +635,14 @@ class Runner:
     for k, f in enumerate(faces):
       r = f.record()
       if self.meshes and crop_verts:
-        v = to_image_space(crop_verts[k], f.roi_box)
-        tri = mesh_io.face_toward(v, self.dense.triangles)
+        v, tri = mesh_io.to_axes(to_image_space(crop_verts[k], f.roi_box),
+                                 self.dense.triangles, image.shape[0], self.mesh_axes)
         obj, ply = mesh_io.write_mesh(f'{stem}_face{k}', v, tri, self.dense.colors)
         r['mesh_obj'], r['mesh_ply'] = str(obj), str(ply)
       records.append(r)
     rec = {'image': str(path), 'height': int(image.shape[0]), 'width': int(image.shape[1]),
            'faces': records, 'messages': messages, 'files': files,
+           'mesh_axes': self.mesh_axes if self.meshes else None,
            'model': self.models.note, 'convention': self.predictor.convention}
     (Path(str(stem) + '.json')).write_text(json.dumps(rec, indent=1) + '\n')
     return rec

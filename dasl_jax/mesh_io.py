@@ -1,8 +1,20 @@
 """Meshes to files: Wavefront .obj and binary .ply, with per-vertex colour.
 
 Vertices are written as given (``inference.to_image_space`` gives image pixels
-with z scaled like x and y, as 3DDFA_V2's serialisation does). Triangles are
-0-based (T, 3) in memory and 1-based in .obj files.
+with z scaled like x and y, as 3DDFA_V2's serialisation does); :func:`to_axes`
+first puts them in the file's axes. Triangles are 0-based (T, 3) in memory and
+1-based in .obj files.
+
+Mesh axes (``experiments.predict --mesh_axes``):
+
+* ``3ddfa`` (default): x right, y UP (``height - y``), z toward the viewer, as
+  3DDFA_V2's ``ser_to_obj`` / ``ser_to_ply`` write them: a right-handed frame,
+  so MeshLab and Blender show the face upright, seen from the front;
+* ``image``: the image's pixel axes (y down), as the overlays use them; viewers
+  show this mirrored and upside down.
+
+Either way the winding is turned, all triangles together, so the face's
+normals point to +z (toward the viewer) in the file's frame.
 """
 from __future__ import annotations
 
@@ -47,6 +59,45 @@ def face_toward(vertices, triangles, axis=2, sign=1.0):
   out = t.copy()
   out[flip] = out[flip][:, [0, 2, 1]]
   return out
+
+
+MESH_AXES = ('3ddfa', 'image')
+
+
+def orient_toward(vertices, triangles, axis=2, sign=1.0):
+  """Reverse the winding of ALL triangles when the mesh as a whole faces away
+  from ``sign * axis`` (the sum of its area-weighted normals), else keep it.
+
+  Unlike :func:`face_toward` this is one decision for the whole mesh, so a
+  consistently wound mesh stays consistent (its few back-facing triangles, at
+  the sides of a turned face, keep facing back). Returns (T, 3).
+  """
+  v = np.asarray(vertices, np.float64)
+  t = np.asarray(triangles, np.int64)
+  if not t.size:
+    return t
+  n = np.cross(v[t[:, 1]] - v[t[:, 0]], v[t[:, 2]] - v[t[:, 0]])
+  return t[:, ::-1].copy() if sign * n[:, axis].sum() < 0 else t.copy()
+
+
+def to_axes(vertices, triangles, height, axes='3ddfa'):
+  """Image-pixel vertices (N, 3) (x right, y down, z toward the viewer) and
+  triangles -> the same mesh in ``axes`` (see the module doc), front to +z.
+
+  Args:
+    vertices: (N, 3); triangles: (T, 3) or None; height: the image height in
+      pixels (3DDFA_V2's flip is ``height - y``); axes: '3ddfa' or 'image'.
+  Returns:
+    ((N, 3) float32, (T, 3) int64 or None).
+  """
+  if axes not in MESH_AXES:
+    raise DaslError(f'--mesh_axes must be one of {", ".join(MESH_AXES)}, got {axes!r}')
+  v = np.array(vertices, np.float32)
+  if v.ndim != 2 or v.shape[1] != 3:
+    raise DaslError(f'mesh vertices: expected (N, 3), got {v.shape}')
+  if axes == '3ddfa':
+    v[:, 1] = np.float32(height) - v[:, 1]
+  return v, (None if triangles is None else orient_toward(v, triangles))
 
 
 def write_obj(path, vertices, triangles=None, colors=None):

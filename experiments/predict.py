@@ -1,18 +1,23 @@
 r"""Predict 3D faces on photos or videos: JSON records, overlays, meshes.
 
-  python -m experiments.predict --checkpoint WORKDIR --input PATH [--out DIR]
+  python -m experiments.predict --checkpoint WORKDIR --input PATH [PATH ...] [--out DIR]
       [--detector faceboxes|haar] [--faceboxes_weights FILE]
       [--boxes FILE] [--landmarks FILE] [--bfm DIR] [--depth] [--every N]
 
-PATH is an image, a folder of images/videos, or a video. Per image ``NAME``:
+PATH is an image, a folder of images/videos, or a video; several may follow
+``--input`` (a shell glob such as ``images/*.jpg``), be given after the options,
+or repeat ``--input``. Anything that is not an existing file or folder is refused
+before the model loads. Per image ``NAME``:
 ``NAME.json`` (one record per face: box, roi_box, score, 62 parameters,
 yaw/pitch/roll, 68 landmarks in image pixels), ``NAME_overlay.png`` (mesh and
 landmarks over the photo), ``NAME_face<k>.obj`` / ``.ply`` (mesh in image
-pixels, per-vertex colour) and with ``--depth`` ``NAME_depth.png`` /
+pixels, per-vertex colour; ``--mesh_axes 3ddfa``, the default, flips y up as
+3DDFA_V2 does, so viewers show the face upright; ``image`` keeps y down) and with ``--depth`` ``NAME_depth.png`` /
 ``NAME_normal.png``. A video gives ``NAME.json`` with a record per frame and
 ``NAME_overlay.mp4``.
 
-Faces come from ``--boxes`` (JSON or CSV x1,y1,x2,y2[,score] per image), else
+Faces come from ``--boxes`` (JSON or CSV x1,y1,x2,y2[,score] per image; the
+layouts are in the flag's help and ``dasl_jax.detect.load_boxes``), else
 ``--landmarks`` (68 points per face), else ``--detector``: FaceBoxes (default;
 3DDFA_V2's detector, weights ``$DASL_ASSETS/pretrained/FaceBoxesProd.pth`` or
 ``--faceboxes_weights``) or OpenCV's Haar cascades (``haar``, no weights). 4-channel
@@ -34,9 +39,14 @@ from absl import app, flags, logging
 FLAGS = flags.FLAGS
 flags.DEFINE_string('checkpoint', None, 'model work directory (experiments.train or '
                     'experiments.convert_checkpoint output)')
-flags.DEFINE_string('input', None, 'an image, a video, or a folder of them')
+flags.DEFINE_multi_string('input', None, 'an image, a video, or a folder of them; more '
+                          'paths may follow (e.g. a shell glob) or the flag may repeat')
 flags.DEFINE_string('out', 'predictions', 'output folder (created)')
-flags.DEFINE_string('boxes', None, 'face boxes file: JSON or CSV, image,x1,y1,x2,y2[,score]')
+flags.DEFINE_string('boxes', None, 'face boxes in image pixels, images matched by file name: '
+                    'JSON {"img.jpg": [[x1, y1, x2, y2, score?], ...]} ([] = no face), the '
+                    'same map under a "boxes" key (faceboxes_reference.json), '
+                    '[{"image": "img.jpg", "box": [x1, y1, x2, y2], "score": s?}, ...], or '
+                    'CSV rows img.jpg,x1,y1,x2,y2[,score]')
 flags.DEFINE_string('landmarks', None, '68-point detector landmarks in image pixels: '
                     'lines name,x1,y1,...,x68,y68 or JSON {name: [[x, y] x 68]}')
 flags.DEFINE_string('bfm', None, 'BFM folder (keypoints68/, Model_PAF.pkl, optional '
@@ -48,6 +58,9 @@ flags.DEFINE_integer('bootstrap_iters', 2, '4-channel models without --landmarks
 flags.DEFINE_integer('batch_size', 32, 'largest batch of faces per forward pass')
 flags.DEFINE_bool('depth', False, 'also write depth and normal maps')
 flags.DEFINE_bool('meshes', True, 'write .obj and .ply meshes (images only)')
+flags.DEFINE_enum('mesh_axes', '3ddfa', ['3ddfa', 'image'], '.obj/.ply axes: 3ddfa = x right, '
+                  'y up (image height - y), z toward the viewer, as 3DDFA_V2 writes them '
+                  '(upright in MeshLab); image = pixel axes, y down. Normals face +z either way')
 flags.DEFINE_bool('overlay', True, 'write overlay pictures')
 flags.DEFINE_enum('detector', 'faceboxes', ['faceboxes', 'haar'], 'face detector when '
                   'no --boxes: FaceBoxes (needs FaceBoxesProd.pth) or OpenCV Haar cascades')
@@ -55,6 +68,9 @@ flags.DEFINE_string('faceboxes_weights', None, 'FaceBoxesProd.pth (default: '
                     '$DASL_ASSETS/pretrained/FaceBoxesProd.pth)')
 flags.DEFINE_bool('profile', True, 'Haar detector: also run the profile cascade')
 flags.DEFINE_float('alpha', 0.6, 'mesh opacity in overlays')
+flags.DEFINE_enum('dot_dtype', 'float32', ['float32', 'bfloat16'], 'MobileNetV1 on CPU: operand '
+                  'dtype of its stem and 1x1 matrix products (bfloat16: float32 sums; ~1.2x '
+                  'batch-128 inference on AVX512-BF16 CPUs, benchmarks/README.md)')
 flags.DEFINE_bool('calibrate', False, 'print the Haar box calibration measured on '
                   'AFLW2000-3D originals and exit')
 
@@ -75,20 +91,22 @@ def calibrate():
 
 
 def run(argv):
-  del argv
   logging.set_verbosity(logging.WARNING)  # orbax logs every restore step at INFO
-  from dasl_jax import inference
   from dasl_jax.errors import DaslError
+  from dasl_jax.input_files import list_inputs
   if FLAGS.calibrate:
     calibrate()
     return 0
-  for name in ('checkpoint', 'input'):
-    if not getattr(FLAGS, name):
-      raise DaslError(f'--{name} is required')
+  paths = list(FLAGS.input or []) + list(argv[1:])  # argv[1:]: the rest of a shell glob
+  if not FLAGS.checkpoint:
+    raise DaslError('--checkpoint is required')
+  if not paths:
+    raise DaslError('--input is required')
   if FLAGS.every < 1:
     raise DaslError(f'--every must be >= 1, got {FLAGS.every}')
-  files = inference.list_inputs(FLAGS.input)
-  single = len(files) == 1 and Path(FLAGS.input).is_file()
+  files = list_inputs(paths)  # before JAX loads: a mistyped argument fails at once
+  from dasl_jax import inference
+  single = len(paths) == 1 and Path(paths[0]).is_file()
   if single and not inference.is_video(files[0]):
     inference.load_image(files[0])  # an unreadable file fails before the model loads
   runner = inference.Runner(FLAGS.checkpoint, FLAGS.out, bfm=FLAGS.bfm, boxes=FLAGS.boxes,
@@ -96,7 +114,8 @@ def run(argv):
                   bootstrap_iters=FLAGS.bootstrap_iters, batch_size=FLAGS.batch_size,
                   depth=FLAGS.depth, meshes=FLAGS.meshes, overlay=FLAGS.overlay,
                   profile=FLAGS.profile, alpha=FLAGS.alpha, detector=FLAGS.detector,
-                  faceboxes_weights=FLAGS.faceboxes_weights)
+                  faceboxes_weights=FLAGS.faceboxes_weights, mesh_axes=FLAGS.mesh_axes,
+                  dot_dtype=FLAGS.dot_dtype)
   n_faces, failed = 0, 0
   from tqdm import tqdm
   t0 = time.time()
@@ -122,6 +141,15 @@ def run(argv):
   return 0
 
 
+def parse_flags(argv):
+  """absl's parser, with a bad or unknown option as one ``error:`` line (exit 2)."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+
+
 def main(argv):
   # Before JAX starts its threads: keeps XLA:CPU's per-step temp block in the heap
   # (otherwise ~40% of CPU time goes to page faults; benchmarks/README.md).
@@ -136,4 +164,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

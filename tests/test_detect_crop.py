@@ -131,3 +131,41 @@ def test_load_landmarks_text_and_json(tmp_path, rng):
   f.write_text('x.jpg,1,2,3\n')
   with pytest.raises(DaslError, match='line 1'):
     D.load_landmarks(f)
+
+
+def test_load_boxes_reference_layout_and_bad_schemas(tmp_path):
+  # faceboxes_reference.json's layout: {"about": text, "boxes": {relative path: boxes}},
+  # an image with no face listed as [].
+  j = tmp_path / 'ref.json'
+  j.write_text(json.dumps({'about': 'FaceBoxes through 3DDFA_V2', 'boxes': {
+      'images/emma.jpg': [[1699.8, 278.5, 2057.8, 762.4, 1.0], [317.3, 399.8, 792.7, 1048.3, 0.9]],
+      'aflw2000-3d/AFLW2000/image00004.jpg': []}}))
+  got = D.load_boxes(j)
+  assert sorted(got) == ['emma.jpg', 'image00004.jpg']
+  np.testing.assert_allclose(got['emma.jpg'], [[1699.8, 278.5, 2057.8, 762.4, 1.0],
+                                               [317.3, 399.8, 792.7, 1048.3, 0.9]])
+  assert got['image00004.jpg'].shape == (0, 5)
+  j.write_text(json.dumps([{'image': 'a.jpg', 'box': [1, 2, 3, 4], 'score': 0.25}]))
+  np.testing.assert_allclose(D.load_boxes(j)['a.jpg'], [[1, 2, 3, 4, 0.25]])
+  # Anything else: one line that says what was expected (no KeyError, no TypeError).
+  for bad, where in (({'about': 'x', 'boxes': {'a.jpg': 'zz'}}, "entry 'a.jpg' holds str"),
+                     ({'a.jpg': {'0': [1, 2, 3, 4]}}, "entry 'a.jpg' holds dict"),
+                     ({'a.jpg': 3}, "entry 'a.jpg' holds int"),
+                     ({'a.jpg': [[1, 2, 3, 4], 'x']}, "entry 'a.jpg': expected a list"),
+                     ('boxes', 'expected JSON {"img.jpg"'),
+                     ([[1, 2, 3, 4]], 'item 0 is not')):
+    j.write_text(json.dumps(bad))
+    with pytest.raises(DaslError) as e:
+      D.load_boxes(j)
+    msg = str(e.value)
+    assert msg.startswith(f'--boxes {j}') and where in msg and '\n' not in msg, msg
+    assert '"boxes" key' in msg or 'expected a list' in msg, msg
+
+
+@requires_assets('pretrained', 'faceboxes_reference.json')
+def test_load_boxes_reads_the_faceboxes_reference(assets):
+  ref = json.loads((assets / 'pretrained' / 'faceboxes_reference.json').read_text())['boxes']
+  got = D.load_boxes(assets / 'pretrained' / 'faceboxes_reference.json')
+  assert len(got) == len(ref)
+  np.testing.assert_allclose(got['trump_hillary.jpg'], ref['images/trump_hillary.jpg'])
+  assert sum(len(v) == 0 for v in got.values()) == sum(not v for v in ref.values())

@@ -225,6 +225,17 @@ def test_runner_outputs(tiny, tmp_path):
     sx, sy, ex, ey = f['roi_box']
     assert np.all((lms > [sx, sy]) & (lms < [ex, ey]))  # inside its crop box
     assert Path(f['mesh_obj']).exists() and Path(f['mesh_ply']).exists()
+  # Meshes in 3DDFA_V2's axes by default: the landmark vertices of the OBJ are
+  # the JSON's image landmarks with y = image height - y.
+  kp = np.asarray(runner.dense.keypoints)
+  for k, f in enumerate(rec['faces']):
+    rows = [l.split()[1:4] for l in Path(f['mesh_obj']).read_text().splitlines()
+            if l.startswith('v ')]
+    v = np.array(rows, float)[kp]
+    want = np.array(f['landmarks68'])
+    np.testing.assert_allclose(v[:, 0], want[:, 0], atol=2e-3)
+    np.testing.assert_allclose(v[:, 1], 200 - want[:, 1], atol=2e-3)
+  assert rec['mesh_axes'] == '3ddfa'
   on_disk = json.loads((out / 'two.json').read_text())
   assert on_disk['faces'][0]['params'] == rec['faces'][0]['params']
   ov = cv2.imread(str(out / 'two_overlay.png'))
@@ -246,6 +257,19 @@ def test_runner_outputs(tiny, tmp_path):
   assert json.loads((out / 'clip.json').read_text())['frames'][1]['faces'] == []
 
 
+def test_runner_dot_dtype_bfloat16(tiny, tmp_path):
+  # --dot_dtype reaches the predictor's module (checkpoint.with_dot_dtype; its
+  # numbers against float32 are checked in tests/test_export.py).
+  path, restored, _ = tiny
+  boxes = tmp_path / 'b.json'
+  boxes.write_text('{}')
+  runner = inference.Runner(path, tmp_path / 'out', boxes=str(boxes), dot_dtype='bfloat16')
+  assert runner.predictor.module.dot_dtype == jax.numpy.bfloat16
+  assert restored.module.dot_dtype is None
+  with pytest.raises(DaslError, match="--dot_dtype: must be one of float32, bfloat16, got 'f16'"):
+    inference.Runner(path, tmp_path / 'out', boxes=str(boxes), dot_dtype='f16')
+
+
 def test_command_exit_codes(tiny, tmp_path):
   path, _, _ = tiny
   folder = tmp_path / 'in'
@@ -254,8 +278,9 @@ def test_command_exit_codes(tiny, tmp_path):
   (folder / 'broken.jpg').write_bytes(b'\xff\xd8 truncated')
   cmd = [sys.executable, '-m', 'experiments.predict', f'--checkpoint={path}',
          f'--out={tmp_path / "out"}']
-  r = subprocess.run(cmd + [f'--input={folder}'], cwd=ROOT, capture_output=True, text=True,
-                     timeout=300)
+  # Several paths after --input (what a shell glob gives): each one processed.
+  r = subprocess.run(cmd + ['--input', str(folder / 'blank.png'), str(folder / 'broken.jpg')],
+                     cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert r.returncode == 0, r.stderr
   assert 'no face found' in r.stderr and 'broken.jpg: not a readable image' in r.stderr
   assert json.loads((tmp_path / 'out' / 'blank.json').read_text())['faces'] == []
@@ -263,3 +288,34 @@ def test_command_exit_codes(tiny, tmp_path):
   r = subprocess.run(cmd + [f'--input={folder / "broken.jpg"}'], cwd=ROOT, capture_output=True,
                      text=True, timeout=300)
   assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith('error: ')
+  # An argument that is neither an option nor a file, and an unknown option:
+  # one line each, exit 2, nothing written.
+  for extra, want in (('nope', '--input nope: no such file or folder'),
+                      ('--nope=1', "error: Unknown command line flag 'nope'")):
+    r = subprocess.run(cmd + [f'--input={folder / "blank.png"}', extra, '--out=' + str(tmp_path / 'o2')],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and want in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+  assert not (tmp_path / 'o2').exists()
+
+
+def test_list_inputs_several_paths_and_folders(tmp_path):
+  for name in ('b.png', 'a.jpg', 'notes.txt'):
+    (tmp_path / name).write_bytes(b'x')
+  sub = tmp_path / 'sub'
+  sub.mkdir()
+  (sub / 'c.mp4').write_bytes(b'x')
+  (sub / 'd.PNG').write_bytes(b'x')
+  got = inference.list_inputs([tmp_path / 'b.png', str(sub), tmp_path / 'a.jpg',
+                               tmp_path / 'b.png'])  # a repeat is processed once
+  assert got == [tmp_path / 'b.png', sub / 'c.mp4', sub / 'd.PNG', tmp_path / 'a.jpg']
+  assert inference.list_inputs(str(tmp_path)) == [tmp_path / 'a.jpg', tmp_path / 'b.png']
+  with pytest.raises(DaslError, match='--input bogus: no such file or folder'):
+    inference.list_inputs([tmp_path / 'a.jpg', 'bogus'])
+  (tmp_path / 'd.jpg').write_bytes(b'x')
+  with pytest.raises(DaslError, match='would both write d.json'):
+    inference.list_inputs([sub, tmp_path / 'd.jpg'])
+  empty = tmp_path / 'empty'
+  empty.mkdir()
+  with pytest.raises(DaslError, match='holds no images or videos'):
+    inference.list_inputs([empty])

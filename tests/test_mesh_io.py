@@ -103,3 +103,56 @@ def test_to_image_space_is_3ddfa_v2_similar_transform(rng):
   want = similar_transform(cam.T, roi, 120).T
   crop = inference.dense_vertices(model, p[None], 'v2')[0]
   np.testing.assert_allclose(inference.to_image_space(crop, roi), want, rtol=1e-5, atol=1e-3)
+
+
+def _cap():
+  """A 3x3 grid in image pixels (y down) bulging toward the viewer (z larger
+  nearer), wound consistently: every normal has z > 0 computed in image axes."""
+  xs, ys = np.meshgrid([10.0, 20.0, 30.0], [40.0, 50.0, 60.0])
+  z = np.array([[0, 1, 0], [1, 5, 1], [0, 1, 0]], float)
+  v = np.stack([xs.ravel(), ys.ravel(), z.ravel()], 1)
+  t = []
+  for r in range(2):
+    for c in range(2):
+      a, b, d, e = 3 * r + c, 3 * r + c + 1, 3 * r + c + 3, 3 * r + c + 4
+      t += [[a, b, d], [b, e, d]]
+  return v, np.array(t)
+
+
+def _normals_z(v, t):
+  return np.cross(v[t[:, 1]] - v[t[:, 0]], v[t[:, 2]] - v[t[:, 0]])[:, 2]
+
+
+def test_mesh_axes_3ddfa_flips_y_and_keeps_the_front_to_the_viewer(tmp_path):
+  v, t = _cap()
+  assert np.all(_normals_z(v, t) > 0)
+  h = 100
+  fv, ft = mesh_io.to_axes(v, t, h, '3ddfa')
+  mesh_io.write_mesh(tmp_path / 'm', fv, ft, np.full((9, 3), 0.5))
+  ov, _, of = _read_obj(tmp_path / 'm.obj')
+  pv, _, pf = _read_ply(tmp_path / 'm.ply')
+  # 3DDFA_V2 (utils/serialization.py): x, height - y, z; triangles (i3, i2, i1).
+  want_v = np.stack([v[:, 0], h - v[:, 1], v[:, 2]], 1)
+  np.testing.assert_allclose(ov, want_v, atol=1e-4)
+  np.testing.assert_allclose(pv, want_v, atol=1e-4)
+  np.testing.assert_array_equal(of, t[:, ::-1])
+  np.testing.assert_array_equal(pf, t[:, ::-1])
+  assert np.all(_normals_z(ov, of) > 0)  # toward the viewer in the file's frame
+  assert ov[np.argmin(v[:, 1]), 1] == ov[:, 1].max()  # the image's top is the file's top
+  # Image axes: vertices and this (already +z) winding unchanged.
+  iv, it = mesh_io.to_axes(v, t, h, 'image')
+  np.testing.assert_array_equal(iv, v)
+  np.testing.assert_array_equal(it, t)
+
+
+def test_mesh_axes_turns_the_mesh_as_a_whole():
+  v, t = _cap()
+  v[4, 0] = 33  # the centre pulled past the right column: a fold
+  back = _normals_z(v, t) < 0
+  assert 0 < back.sum() < len(t) / 2
+  _, out = mesh_io.to_axes(v, t, 100, 'image')
+  np.testing.assert_array_equal(out, t)  # most face +z: none reversed, not even the fold
+  _, out = mesh_io.to_axes(v, t, 100, '3ddfa')
+  np.testing.assert_array_equal(out, t[:, ::-1])  # all reversed together
+  with pytest.raises(DaslError, match="--mesh_axes must be one of 3ddfa, image, got 'up'"):
+    mesh_io.to_axes(v, t, 100, 'up')
