@@ -117,13 +117,18 @@ def _image_only_accuracy(cfg, real, fake, params, seed=0):
   return float(acc_r), float(acc_f)
 
 
+def _measure(tmp_path, source_3d):
+  """(real, fake) held-out accuracy of the image-only critic on ``source_3d``'s streams."""
+  cfg = _data_cfg(tmp_path, source_3d)
+  return _image_only_accuracy(cfg, *_pairs(cfg))
+
+
 @requires_assets('pretrained', 'mb05_120x120.pth')
 @requires_assets('pretrained', 'param_mean_std_62d_120x120.pkl')
 @requires_assets('bfm', 'Model_PAF.pkl')
 @requires_assets('aflw-wild', 'list.txt')
 def test_image_only_critic_is_at_chance_on_the_study_streams(tmp_path):
-  cfg = _data_cfg(tmp_path, 'teacher')
-  acc_r, acc_f = _image_only_accuracy(cfg, *_pairs(cfg))
+  acc_r, acc_f = _measure(tmp_path, 'teacher')
   # 128 + 128 held-out pairs: chance has a standard deviation of ~0.03 on the balanced
   # accuracy; 0.5 +- 0.1 is beyond 3 of them.
   assert abs((acc_r + acc_f) / 2 - 0.5) < 0.1, (acc_r, acc_f)
@@ -133,6 +138,5 @@ def test_image_only_critic_is_at_chance_on_the_study_streams(tmp_path):
 @requires_assets('bfm', 'Model_PAF.pkl')
 @requires_assets('aflw-wild', 'list.txt')
 def test_image_only_critic_separates_rendered_faces_from_photographs(tmp_path):
-  cfg = _data_cfg(tmp_path, 'synthetic_bfm')
-  acc_r, acc_f = _image_only_accuracy(cfg, *_pairs(cfg))
+  acc_r, acc_f = _measure(tmp_path, 'synthetic_bfm')
   assert (acc_r + acc_f) / 2 > 0.8, (acc_r, acc_f)

@@ -140,10 +140,14 @@ def test_missing_weights_say_where_to_put_them(tmp_path):
 
 @pytest.fixture(scope='module')
 def detector_and_reference():
-  if not asset_path(*WEIGHTS).exists() or not asset_path(*REFERENCE).exists():
-    pytest.skip(f'{asset_path(*WEIGHTS)} or {asset_path(*REFERENCE)} not found; set DASL_ASSETS')
+  # The tests using this fixture carry @needs_weights_and_reference: they skip, with the
+  # missing path as the reason, when either file is absent.
   ref = json.loads(asset_path(*REFERENCE).read_text())['boxes']
   return F.FaceBoxesDetector(asset_path(*WEIGHTS)), ref
+
+
+def needs_weights_and_reference(test):
+  return requires_assets(*WEIGHTS)(requires_assets(*REFERENCE)(test))
 
 
 def _check(det, ref, names):
@@ -156,6 +160,7 @@ def _check(det, ref, names):
 
 
 @requires_assets('images', 'emma.jpg')
+@needs_weights_and_reference
 def test_demo_photos_match_reference(detector_and_reference):
   det, ref = detector_and_reference
   assert {k: len(ref[k]) for k in DEMOS} == DEMOS
@@ -163,6 +168,7 @@ def test_demo_photos_match_reference(detector_and_reference):
 
 
 @requires_assets('aflw2000-3d', 'AFLW2000', 'image00002.jpg')
+@needs_weights_and_reference
 def test_aflw2000_subset_matches_reference(detector_and_reference):
   det, ref = detector_and_reference
   names = sorted(k for k in ref if k.startswith('aflw2000-3d/AFLW2000/'))
@@ -179,6 +185,7 @@ def test_make_detector_rejects_unknown_names():
 
 
 @requires_assets('images', 'trump_hillary.jpg')
+@needs_weights_and_reference
 def test_runner_uses_faceboxes_by_default(detector_and_reference, tmp_path):
   # The prediction command's path: no --boxes, default detector -> the
   # reference's two faces are the records' boxes.
