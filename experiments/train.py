@@ -5,6 +5,14 @@
 Every hyper-parameter is a flag ``--config.SECTION.FIELD=VALUE`` (see
 dasl_jax/config.py); a flagfile is a list of such lines. The run resumes from
 the latest checkpoint in ``--workdir``.
+
+SIGTERM (what cluster schedulers send before a kill) stops the run at the next
+step boundary: the step reached is saved, one line says so on stderr, and the
+command exits with status 143 (128 + SIGTERM, what a shell reports for a process
+killed by SIGTERM). Not 0 on purpose: the training is not finished, so
+``train && evaluate`` must not go on, and job systems that restart failed jobs
+(Kubernetes ``restartPolicy: OnFailure``, retry wrappers) must restart it;
+rerunning the same command resumes.
 """
 import sys
 
@@ -17,6 +25,7 @@ from dasl_jax.config import default_config
 from dasl_jax.errors import DaslError
 
 FLAGS = flags.FLAGS
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 
 def _flag_error(e):
@@ -47,12 +56,14 @@ def main(argv):
   # Orbax logs every file it writes at INFO; keep the console for the progress bar.
   if not FLAGS['verbosity'].present:
     absl_logging.set_verbosity(absl_logging.WARNING)
-  from dasl_jax.training.loop import train_and_evaluate
+  from dasl_jax.training.loop import Terminated, train_and_evaluate
   try:
     final = train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except DaslError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
+  except Terminated:  # the loop printed what was saved
+    sys.exit(EXIT_TERMINATED)
   print(' '.join(f'{k}={v}' for k, v in final.items() if not isinstance(v, dict)))
 
 

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -270,6 +272,39 @@ def setup(config, workdir, data=None) -> Run:
              predict, has_wild, boot, ema > 0)
 
 
+class Terminated(Exception):
+  """SIGTERM stopped the run at a step boundary (after ``step`` steps, saved in ``workdir``)."""
+
+  def __init__(self, step, workdir):
+    super().__init__(f'terminated (SIGTERM) after step {step} in {workdir}')
+    self.step, self.workdir = step, workdir
+
+
+class _SigtermFlag:
+  """Context manager: while inside, SIGTERM only sets ``requested`` (main thread only;
+  elsewhere Python cannot install handlers and this does nothing). The previous
+  handler is put back on exit."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+      self._previous = None
+    return False
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir, data=None):
   """Train a 2DASL regressor in ``workdir`` (resuming from its latest checkpoint).
 
@@ -277,9 +312,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, data=None):
   ``eval_every`` steps and at the end, checkpoints every ``checkpoint_every``
   steps, at evaluation steps and at the end. A non-finite loss stops the run
   (DaslError naming the step and the term) without saving past it.
+  SIGTERM (sent by cluster schedulers before a kill; handled when called from
+  the main thread) stops the run at the next step boundary: the step reached is
+  saved (if finite), the write waited for, one line printed to stderr, and
+  :class:`Terminated` raised. The first step's compilation is not interruptible.
   Returns:
     dict of final metrics (``step``, ``heldout_nme`` when a held-out set exists).
   """
+  with _SigtermFlag() as sigterm:
+    return _train_and_evaluate(config, workdir, data, sigterm)
+
+
+def _train_and_evaluate(config, workdir, data, sigterm):
   config = assets.expand_config(config)
   run = setup(config, workdir, data)
   tc, num_steps, data = config.train, int(config.train.num_steps), run.data
@@ -330,6 +374,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, data=None):
   try:
     try:
       for step in range(start, num_steps):
+        if sigterm.requested:
+          raise Terminated(final['step'], run.workdir)
         b3 = next(data.train_3d)
         bw = next(data.train_wild) if run.has_wild else b3  # unused without a wild stream
         state, metrics = run.compiled(state, b3, bw, run.base_key, run.consts)
@@ -378,6 +424,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, data=None):
         ckpt.save(final['step'], state, get_data_state(data),
                   variables=state.eval_variables(run.use_ema))
         print(f'interrupted: saved step {final["step"]}', file=sys.stderr)
+      raise
+    except Terminated:
+      # Preemption: save the step reached (a non-finite state raises DaslError instead).
+      if saved_at != final['step']:
+        check_finite()
+        ckpt.save(final['step'], state, get_data_state(data),
+                  variables=state.eval_variables(run.use_ema))
+      ckpt.wait()
+      if ckpt.latest_step() is None:
+        print('terminated (SIGTERM) before the first step: nothing to save; '
+              'rerun the same command to start', file=sys.stderr)
+      else:
+        print(f'terminated (SIGTERM): saved step {final["step"]} in {run.workdir}; '
+              'rerun the same command to resume', file=sys.stderr)
       raise
     if saved_at != final['step']:
       check_finite()
