@@ -36,16 +36,45 @@ M_ARENA_MAX = -8
 _done = None
 
 
+# jaxlib plugins of accelerator backends and the device nodes they drive.
+_ACCELERATORS = (
+    (('jax_cuda12_plugin', 'jax_cuda13_plugin'), ('/dev/nvidiactl',)),
+    (('jax_rocm60_plugin', 'jax_rocm7_plugin'), ('/dev/kfd',)),
+    (('libtpu',), ('/dev/accel0', '/dev/vfio/0')),
+)
+
+
+def accelerator_expected() -> bool:
+  """Whether JAX will run on an accelerator, decided without starting JAX (so before
+  its threads exist): ``JAX_PLATFORMS`` when set, else an accelerator plugin is
+  installed and its device node exists."""
+  import importlib.util
+  import os
+  platforms = os.environ.get('JAX_PLATFORMS', '').strip()
+  if platforms:
+    return any(p.strip() not in ('cpu', '') for p in platforms.split(','))
+  for modules, nodes in _ACCELERATORS:
+    try:
+      installed = any(importlib.util.find_spec(m) is not None for m in modules)
+    except (ImportError, ValueError):
+      installed = False
+    if installed and any(os.path.exists(n) for n in nodes):
+      return True
+  return False
+
+
 def tune_malloc(top_pad_bytes: int = 64 << 20) -> bool:
   """Keep large freed blocks in the heap (glibc only). Returns True when applied.
 
-  Idempotent; a no-op (False) off Linux/glibc.
+  Idempotent; a no-op (False) off Linux/glibc and when JAX will run on an
+  accelerator (:func:`accelerator_expected`: XLA:CPU's temporaries are then not
+  the hot path, and one malloc arena would only slow the host's data threads).
   """
   global _done
   if _done is not None:
     return _done
   _done = False
-  if not sys.platform.startswith('linux'):
+  if not sys.platform.startswith('linux') or accelerator_expected():
     return False
   try:
     libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')

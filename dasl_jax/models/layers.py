@@ -31,6 +31,11 @@ and what each op here changes (benchmarks/README.md has the measurements):
   window's first maximum in one fused loop instead of XLA:CPU's
   select-and-scatter (ResNet-50 training 6.5% faster).
 
+Backends: these forms are measured wins on XLA:CPU only. The networks pick them
+where :func:`cpu_backend` is true (JAX's default backend is the CPU) and the
+standard Flax/lax ops elsewhere (docs/ARCHITECTURE.md, "Backends"); every form
+also lowers for GPU and TPU (tests/test_lowering.py).
+
 Every op takes the kernel in ``lax.conv``'s HWIO layout, so checkpoints and the
 PyTorch converter are unchanged. tests/test_benchmarks_run.py checks outputs
 and gradients against ``lax.conv_general_dilated``.
@@ -44,6 +49,12 @@ import jax
 import jax.numpy as jnp
 
 PAD1 = ((1, 1), (1, 1))
+
+
+def cpu_backend() -> bool:
+  """True when JAX's default backend is the CPU: then the networks use the CPU forms
+  of this module (read when a network is traced, so one place decides)."""
+  return jax.default_backend() == 'cpu'
 
 
 def _out_size(n, stride):
@@ -334,11 +345,19 @@ def _mp_bwd(stride, res, dy):
 max_pool3x3.defvjp(_mp_fwd, _mp_bwd)
 
 
+def stem_max_pool(x, stride):
+  """3x3 max pooling, padding 1 (ResNet's stem): :func:`max_pool3x3` on the CPU
+  backend, ``nn.max_pool`` (reduce_window) elsewhere. Same function."""
+  if cpu_backend():
+    return max_pool3x3(x, stride)
+  return nn.max_pool(x, (3, 3), strides=(stride, stride), padding=PAD1)
+
+
 def batch_norm(train, name, fused=True, relu=False, momentum=0.9, epsilon=1e-5):
-  """The networks' BN (+ ReLU) callable: ``BatchNorm`` above if ``fused``, else
-  ``nn.BatchNorm`` (then ``nn.relu``). Same variables either way; ``momentum`` is
-  Flax's (0.9 = PyTorch's 0.1)."""
-  if fused:
+  """The networks' BN (+ ReLU) callable: ``BatchNorm`` above if ``fused`` and the
+  backend is the CPU, else ``nn.BatchNorm`` (then ``nn.relu``). Same variables
+  either way; ``momentum`` is Flax's (0.9 = PyTorch's 0.1)."""
+  if fused and cpu_backend():
     return BatchNorm(use_running_average=not train, momentum=momentum, epsilon=epsilon,
                      relu=relu, name=name)
   bn = nn.BatchNorm(use_running_average=not train, momentum=momentum, epsilon=epsilon,

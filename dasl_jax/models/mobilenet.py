@@ -55,7 +55,7 @@ def resolve_depthwise(impl: str) -> str:
   if impl not in DEPTHWISE_IMPLS:
     raise DaslError(f'depthwise must be one of {DEPTHWISE_IMPLS}, got {impl!r}')
   if impl == 'auto':
-    return 'shifted' if jax.default_backend() == 'cpu' else 'grouped'
+    return 'shifted' if layers.cpu_backend() else 'grouped'
   return impl
 
 

@@ -24,7 +24,11 @@ BN_EPS = 1e-5  # torchvision's, so converted weights behave the same.
 def _conv1x1(features, strides, name):
   """1x1 convolution (no bias) as a matrix product on the subsampled input: the same
   function and 'kernel' (1, 1, Cin, Cout) as nn.Conv, but XLA:CPU's kernel gradient
-  needs no activation transposes (benchmarks/README.md: ResNet-50 training ~1.7x faster)."""
+  needs no activation transposes (benchmarks/README.md: ResNet-50 training ~1.7x faster).
+  That form on the CPU backend only; ``nn.Conv`` elsewhere (same variables)."""
+  if not layers.cpu_backend():  # accelerators: the ordinary convolution
+    return nn.Conv(features, (1, 1), (strides, strides), padding='VALID', use_bias=False,
+                   kernel_init=nn.initializers.lecun_normal(), name=name)
   conv = layers.PointwiseConv(features, nn.initializers.lecun_normal(), name=name)
   return lambda x: conv(x[:, ::strides, ::strides] if strides != 1 else x)
 
@@ -97,7 +101,7 @@ class ResNet(nn.Module):
     x = nn.Conv(self.base_width, (7, 7), (2, 2), padding=3, use_bias=False, name='conv1')(x)
     x = _norm(train, 'bn1', self.fused_bn, relu=True)(x)
     # nn.max_pool's function; its XLA:CPU backward (select-and-scatter) is slower.
-    x = layers.max_pool3x3(x, 2)
+    x = layers.stem_max_pool(x, 2)
     for s, (n, stride) in enumerate(zip(STAGES[self.depth], self.strides)):
       for b in range(n):
         x = block(self.base_width * 2 ** s, stride if b == 0 else 1, self.fused_bn,

@@ -286,6 +286,14 @@ class CompiledStep:
   def put_replicated(self, tree):
     return jax.device_put(tree, self.replicated)
 
+  def export(self, platforms, state, batch_3d, batch_wild, key, consts):
+    """The step lowered with ``jax.export`` for ``platforms`` (e.g. ('cuda', 'tpu'));
+    needs no such device. Arguments as for a call. Returns ``jax.export.Exported``."""
+    b3 = self.put_batch(batch_3d, BATCH_KEYS_3D)
+    bw = self.put_batch(batch_wild, BATCH_KEYS_WILD)
+    return jax.export.export(self._jitted, platforms=tuple(platforms))(
+        state, b3, bw, key, consts)
+
   def __call__(self, state, batch_3d, batch_wild, key, consts):
     b3 = self.put_batch(batch_3d, BATCH_KEYS_3D)
     bw = self.put_batch(batch_wild, BATCH_KEYS_WILD)
