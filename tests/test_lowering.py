@@ -127,3 +127,20 @@ def test_accelerator_forms_compute_the_same_function(arch, monkeypatch):
     outs[name] = jax.jit(both)(variables, x)  # traced here, under this form
   for a, b in zip(jax.tree_util.tree_leaves(outs['cpu']), jax.tree_util.tree_leaves(outs['accel'])):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-4)
+
+
+def test_malloc_tuning_is_off_when_an_accelerator_is_expected():
+  """cpu_runtime decides before JAX starts: JAX_PLATFORMS names the backend."""
+  import os
+  import subprocess
+  import sys
+  code = ('from dasl_jax import cpu_runtime; '
+          'print(cpu_runtime.accelerator_expected(), cpu_runtime.tune_malloc())')
+  out = {}
+  for platforms in ('cuda', 'tpu,cpu', 'cpu'):
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, JAX_PLATFORMS=platforms))
+    assert r.returncode == 0, r.stderr[-2000:]
+    out[platforms] = r.stdout.split()
+  assert out['cuda'] == out['tpu,cpu'] == ['True', 'False']
+  assert out['cpu'] == ['False', 'True']
