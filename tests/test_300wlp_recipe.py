@@ -88,7 +88,7 @@ OVERRIDES = {
 @requires_assets('aflw-wild', 'list.txt')
 def test_paper_flagfile_runs_two_steps(tiny_300wlp, tmp_path):
   """ResNet-50, 4 channels, 8 + 8 crops, the full 2DASL step, 2 steps. Measured on the
-  shared 2-core machine (load average ~6.8): 140 s wall, 63 s user CPU for the test,
+  shared 2-core machine: 140 s wall at load average ~6.8, 49 s at ~4 (63 s user CPU),
   almost all of it XLA:CPU compiling the ResNet-50 train step; the network is not
   shrunk (the point is the recipe as written)."""
   root, paths = tiny_300wlp

@@ -134,7 +134,7 @@ def test_repeated_sigkill_then_resume_is_bit_identical(tmp_path):
   loop forever). Why 4 and not the issue's 10: each restart costs imports plus
   loading the step from the persistent compilation cache, measured 10-12 s on the
   shared 2-core machine at low load and ~20 s at load average 6 (5 kills + the
-  final run took 138 s there). Ten kills need an 11-step reference (the 6-step
+  final run took 138 s there; this test with 4 kills: 46 s at load ~5, 94 s at ~7). Ten kills need an 11-step reference (the 6-step
   one allows at most 5), a different compiled step (the learning-rate schedule
   depends on num_steps), so another uncached compile (~35 s) on top of 11
   restarts: 150-250 s against the ~90 s budget. The persistent compilation cache
