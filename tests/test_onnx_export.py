@@ -1,0 +1,168 @@
+"""The ONNX writer (dasl_jax/onnx_export.py) against the JAX inference function.
+
+Reference: ``export.inference_function`` (the Flax module through jax), an
+independent implementation of the same graph. Random batch-norm statistics so
+that folding BN into the convolutions is exercised; FLM points include ones
+outside the crop and non-finite ones.
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+ort = pytest.importorskip('onnxruntime')
+pytest.importorskip('onnx')
+
+from dasl_jax import checkpoint, export, onnx_export  # noqa: E402
+from dasl_jax.data.synthetic_model import build_synthetic_model  # noqa: E402
+from dasl_jax.errors import DaslError  # noqa: E402
+from dasl_jax.models import ModelConfig, create_regressor  # noqa: E402
+from tests.infer_helpers import random_variables, tiny_stats  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _restored(cfg, seed=0):
+  rng = np.random.default_rng(seed + 100)
+  v = random_variables(cfg, seed)
+
+  def perturb(path, a):
+    name = jax.tree_util.keystr(path)
+    if name.endswith("['var']"):
+      return rng.uniform(0.5, 2.0, a.shape).astype(np.float32)
+    if name.endswith("['scale']"):
+      return rng.uniform(0.5, 1.5, a.shape).astype(np.float32)
+    if name.endswith("['mean']") or (name.endswith("['bias']") and 'fc' not in name):
+      return rng.normal(0, 0.1, a.shape).astype(np.float32)
+    return a
+  v = jax.tree_util.tree_map_with_path(perturb, v)
+  return checkpoint.Restored(create_regressor(cfg), v, cfg, tiny_stats(), None)
+
+
+@pytest.fixture(scope='module')
+def lm_model():
+  return build_synthetic_model().landmark_model()
+
+
+def _inputs(b, seed=0):
+  rng = np.random.default_rng(seed)
+  c = rng.integers(0, 256, (b, 120, 120, 3), dtype=np.uint8)
+  p = rng.uniform(20, 100, (b, 18, 2)).astype(np.float32)
+  p[0, 0] = [-5.0, 130.0]  # clamped into the crop
+  p[0, 1] = [np.nan, 40.0]  # not drawn
+  p[-1, 2] = [np.inf, 50.0]
+  p[-1, 3] = [119.999, 0.0]
+  return c, p
+
+
+def _compare(got, ref, tol=1e-4):
+  """max |diff| / max |ref| per output (the issue's 'relative to range')."""
+  errs = {}
+  for name, g, r in zip(export.OUTPUTS, got, ref):
+    r = np.asarray(r)
+    assert g.shape == r.shape, (name, g.shape, r.shape)
+    errs[name] = float(np.abs(g - r).max() / np.abs(r).max())
+  assert max(errs.values()) < tol, errs
+  return errs
+
+
+@pytest.mark.parametrize('cfg', [
+    ModelConfig(arch='mobilenet', width=0.25, in_channels=3, convention='v2'),
+    ModelConfig(arch='mobilenet', width=0.25, in_channels=4, convention='v1'),
+    ModelConfig(arch='resnet', depth=18, resnet_width=8, in_channels=4, convention='v2'),
+], ids=['mobilenet3', 'mobilenet4', 'resnet18_4'])
+def test_onnx_matches_jax_inference_function(cfg, lm_model):
+  restored = _restored(cfg)
+  model = onnx_export.build_model(restored, lm_model)
+  assert [i.name for i in model.graph.input] == (['crops', 'points18'] if cfg.in_channels == 4
+                                                 else ['crops'])
+  assert [o.name for o in model.graph.output] == list(export.OUTPUTS)
+  sess = onnx_export.session(model)
+  fn, names = export.inference_function(restored, lm_model)
+  for b in (1, 3):  # one file, two batch sizes (symbolic batch)
+    c, p = _inputs(b, seed=b)
+    args = (c, p)[:len(names)]
+    got = sess.run(list(export.OUTPUTS), dict(zip(names, args)))
+    _compare(got, fn(*args))
+
+
+def test_flm_channel_matches(lm_model):
+  """The FLM sub-graph alone: exactly landmarks.flm (a wrong pixel is a 2.0 error)."""
+  from dasl_jax import landmarks as L
+  g = onnx_export._Graph()
+  out = g.op('Identity', [onnx_export._flm(g, 'points18', 120)], out='flm')
+  h = g.h
+  f32 = g.onnx.TensorProto.FLOAT
+  graph = h.make_graph(g.nodes, 'flm', [h.make_tensor_value_info('points18', f32, ['b', 18, 2])],
+                       [h.make_tensor_value_info(out, f32, ['b', 120, 120, 1])], g.inits)
+  model = h.make_model(graph, opset_imports=[h.make_opsetid('', onnx_export.OPSET)])
+  model.ir_version = 8
+  _, p = _inputs(4, seed=7)
+  got = onnx_export.session(model).run(None, {'points18': p})[0][..., 0]
+  np.testing.assert_array_equal(got, np.asarray(L.flm(p)))
+
+
+def test_onnx_predictor_matches_predictor_and_export_command(tmp_path, lm_model):
+  """OnnxPredictor vs inference.Predictor (detector points, masks, bootstrap), and
+  experiments.export --format onnx writes a file that loads and reports its error."""
+  from dasl_jax import inference
+  from tests.infer_helpers import make_checkpoint
+  path = make_checkpoint(tmp_path / 'tiny4', seed=3)
+  restored = checkpoint.restore(path)
+  models = inference.face_models(restored)
+  jp = inference.Predictor(restored, models.landmarks, batch_size=4, bootstrap_iters=2)
+  op = onnx_export.OnnxPredictor(restored, models.landmarks, batch_size=4, bootstrap_iters=2)
+  assert op.in_channels == 4 and op.convention == jp.convention
+  np.testing.assert_allclose(op.mean_lms68, jp.mean_lms68, atol=1e-4)
+  rng = np.random.default_rng(5)
+  c = rng.integers(0, 256, (6, 120, 120, 3), dtype=np.uint8)  # 6 > batch_size: split
+  lms = jp.mean_lms68[None] + rng.normal(0, 2, (6, 68, 2))
+  mask = (rng.uniform(size=(6, 18)) > 0.3).astype(np.float32)
+  pts = rng.uniform(30, 90, (6, 18, 2)).astype(np.float32)
+  for kw in ({'lms68': lms}, {'points18': pts, 'mask18': mask}, {}):
+    ref, got = jp.predict_crops(c, **kw), op.predict_crops(c, **kw)
+    _compare([got[k] for k in export.OUTPUTS], [ref[k] for k in export.OUTPUTS])
+  assert op.predict_crops(c[:0])['lms68'].shape == (0, 68, 2)
+  with pytest.raises(DaslError, match='crops: expected'):
+    op.predict_crops(c[..., :2])
+  # The command: writes the .onnx next to the .jaxexport and checks it.
+  out = tmp_path / 'm.onnx'
+  r = subprocess.run([sys.executable, '-m', 'experiments.export', '--checkpoint', str(path),
+                      '--out', str(out), '--format', 'onnx'], cwd=ROOT, capture_output=True,
+                     text=True, timeout=300)
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert 'onnxruntime' in r.stdout and out.exists()
+  sess = onnx_export.session(out)
+  assert [i.name for i in sess.get_inputs()] == ['crops', 'points18']
+  with pytest.raises(DaslError, match='ONNX model not found'):
+    onnx_export.session(tmp_path / 'missing.onnx')
+  (tmp_path / 'bad.onnx').write_bytes(b'nonsense')
+  with pytest.raises(DaslError, match='bad.onnx: onnxruntime cannot load'):
+    onnx_export.session(tmp_path / 'bad.onnx')
+
+
+def test_real_mb05_matches(tmp_path_factory):
+  """3DDFA_V2's mb05 converted: ONNX vs JAX on random crops (3 channels, BFM landmarks)."""
+  from dasl_jax import assets, inference
+  pth = assets.assets_dir() / 'pretrained' / 'mb05_120x120.pth'
+  if not pth.exists():
+    pytest.skip(f'{pth} not found ($DASL_ASSETS)')
+  out = tmp_path_factory.mktemp('mb05') / 'mb05_onnx'
+  r = subprocess.run([sys.executable, '-m', 'experiments.convert_checkpoint', '--from_3ddfa_v2',
+                      str(pth), '--out', str(out)], cwd=ROOT, capture_output=True, text=True,
+                     timeout=300, env=dict(os.environ))
+  if r.returncode != 0:
+    pytest.fail(f'convert_checkpoint failed: {r.stderr[-1500:]}')
+  restored = checkpoint.restore(out)
+  models = inference.face_models(restored)
+  sess = onnx_export.session(onnx_export.build_model(restored, models.landmarks))
+  fn, names = export.inference_function(restored, models.landmarks)
+  assert names == ('crops',)
+  c, _ = _inputs(4, seed=11)
+  got = sess.run(list(export.OUTPUTS), {'crops': c})
+  errs = _compare(got, fn(c))
+  print('mb05 onnx vs jax (max |diff| / max |ref|):', errs)
