@@ -540,6 +540,9 @@ def make_detector(kind='faceboxes', faceboxes_weights=None, profile=True):
   raise DaslError(f'--detector must be one of {", ".join(DETECTORS)}, got {kind!r}')
 
 
+BACKENDS = ('jax', 'onnxruntime')
+
+
 class Runner:
   """``experiments.predict`` as a class: the model, the detector, and what to write
   for each image or video (JSON records, overlays, meshes, depth and normal maps).
@@ -555,7 +558,7 @@ class Runner:
   def __init__(self, checkpoint, out, bfm=None, boxes=None, landmarks=None, min_face=24,
                bootstrap_iters=2, batch_size=32, depth=False, meshes=True, overlay=True,
                profile=True, alpha=0.6, detector='faceboxes', faceboxes_weights=None,
-               mesh_axes='3ddfa', dot_dtype='float32'):
+               mesh_axes='3ddfa', dot_dtype='float32', backend='jax'):
     if mesh_axes not in mesh_io.MESH_AXES:
       raise DaslError(f'--mesh_axes must be one of {", ".join(mesh_io.MESH_AXES)}, '
                       f'got {mesh_axes!r}')
@@ -565,10 +568,19 @@ class Runner:
     if dot_dtype not in ckpt.DOT_DTYPES:  # before the (slow) restore
       raise DaslError(f'--dot_dtype: must be one of {", ".join(ckpt.DOT_DTYPES)}, '
                       f'got {dot_dtype!r}')
+    if backend not in BACKENDS:  # before the restore, as dot_dtype
+      raise DaslError(f'--backend must be one of {", ".join(BACKENDS)}, got {backend!r}')
+    if backend == 'onnxruntime' and dot_dtype != 'float32':
+      raise DaslError('--dot_dtype bfloat16: only with --backend jax (the ONNX graph is float32)')
     self.restored = ckpt.with_dot_dtype(ckpt.restore(checkpoint), dot_dtype)
     self.models = face_models(self.restored, bfm)
-    self.predictor = Predictor(self.restored, self.models.landmarks,
-                               batch_size=batch_size, bootstrap_iters=bootstrap_iters)
+    if backend == 'onnxruntime':
+      from dasl_jax.onnx_export import OnnxPredictor
+      self.predictor = OnnxPredictor(self.restored, self.models.landmarks,
+                                     batch_size=batch_size, bootstrap_iters=bootstrap_iters)
+    else:
+      self.predictor = Predictor(self.restored, self.models.landmarks,
+                                 batch_size=batch_size, bootstrap_iters=bootstrap_iters)
     self.boxes = detect.load_boxes(boxes) if boxes else None
     self.landmarks = detect.load_landmarks(landmarks) if landmarks else None
     self.out = Path(out)

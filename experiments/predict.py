@@ -71,6 +71,9 @@ flags.DEFINE_float('alpha', 0.6, 'mesh opacity in overlays')
 flags.DEFINE_enum('dot_dtype', 'float32', ['float32', 'bfloat16'], 'MobileNetV1 on CPU: operand '
                   'dtype of its stem and 1x1 matrix products (bfloat16: float32 sums; ~1.2x '
                   'batch-128 inference on AVX512-BF16 CPUs, benchmarks/README.md)')
+flags.DEFINE_enum('backend', 'jax', ['jax', 'onnxruntime'], 'regressor runtime: jax (jitted) '
+                  'or onnxruntime (dasl_jax.onnx_export: the same function as an ONNX graph '
+                  'built from the checkpoint; float32)')
 flags.DEFINE_bool('calibrate', False, 'print the Haar box calibration measured on '
                   'AFLW2000-3D originals and exit')
 
@@ -115,7 +118,7 @@ def run(argv):
                   depth=FLAGS.depth, meshes=FLAGS.meshes, overlay=FLAGS.overlay,
                   profile=FLAGS.profile, alpha=FLAGS.alpha, detector=FLAGS.detector,
                   faceboxes_weights=FLAGS.faceboxes_weights, mesh_axes=FLAGS.mesh_axes,
-                  dot_dtype=FLAGS.dot_dtype)
+                  dot_dtype=FLAGS.dot_dtype, backend=FLAGS.backend)
   n_faces, failed = 0, 0
   from tqdm import tqdm
   t0 = time.time()
