@@ -3,6 +3,7 @@ r"""Predict 3D faces on photos or videos: JSON records, overlays, meshes.
   python -m experiments.predict --checkpoint WORKDIR --input PATH [PATH ...] [--out DIR]
       [--detector faceboxes|haar] [--faceboxes_weights FILE]
       [--boxes FILE] [--landmarks FILE] [--bfm DIR] [--depth] [--every N]
+      [--backend jax|onnxruntime]
 
 PATH is an image, a folder of images/videos, or a video; several may follow
 ``--input`` (a shell glob such as ``images/*.jpg``), be given after the options,
@@ -23,6 +24,10 @@ layouts are in the flag's help and ``dasl_jax.detect.load_boxes``), else
 ``--faceboxes_weights``) or OpenCV's Haar cascades (``haar``, no weights). 4-channel
 models take their FLM from ``--landmarks`` or bootstrap it from the mean face
 (``--bootstrap_iters``).
+
+``--backend onnxruntime`` runs the regressor as an ONNX graph built from the
+checkpoint (``dasl_jax.onnx_export.OnnxPredictor``; same outputs within 1e-4 of
+their range, float32 only).
 
 ``--calibrate`` only re-measures the Haar box calibration on the AFLW2000-3D
 originals in ``$DASL_ASSETS`` and prints it (no checkpoint needed).

@@ -78,7 +78,8 @@ def _compare(got, ref, tol=1e-4, names=export.OUTPUTS):
     ModelConfig(arch='mobilenet', width=0.25, in_channels=4, convention='v1',
                 depthwise='grouped'),
     ModelConfig(arch='resnet', depth=18, resnet_width=8, in_channels=4, convention='v2'),
-], ids=['mobilenet3', 'mobilenet4', 'resnet18_4'])
+    ModelConfig(arch='resnet', depth=50, resnet_width=4, in_channels=3, convention='v1'),
+], ids=['mobilenet3', 'mobilenet4', 'resnet18_4', 'resnet50_3'])
 def test_onnx_matches_jax_inference_function(cfg, lm_model):
   restored = _restored(cfg)
   model = onnx_export.build_model(restored, lm_model)
