@@ -244,6 +244,85 @@ def build_model(restored, landmark_model):
   return model
 
 
+# ----------------------------------------------------------------------------
+# FaceBoxes (the detector's network; prior boxes, decoding and NMS stay on the host).
+
+
+def _fb_conv_bn(g, x, v, stride, crelu=False):
+  """faceboxes.ConvBN: conv (no bias) + folded BN, ReLU or CReLU."""
+  from dasl_jax import faceboxes as fb
+  k = np.asarray(v['p']['conv']['kernel'])
+  w, b = _fold_bn(k.transpose(3, 2, 0, 1), v['p']['bn'], v['s']['bn'], fb.BN_EPS)
+  p = k.shape[0] // 2
+  y = g.op('Conv', [x, g.const(w, 'w'), g.const(b, 'b')], 'conv',
+           kernel_shape=list(k.shape[:2]), strides=[stride, stride], pads=[p] * 4)
+  if crelu:
+    y = g.op('Concat', [y, g.op('Neg', [y])], axis=1)
+  return g.op('Relu', [y])
+
+
+def build_faceboxes(variables):
+  """ONNX ``ModelProto`` of ``faceboxes.FaceBoxesNet`` from its Flax variables.
+
+  Input ``image`` (b, h, w, 3) float32 BGR minus ``faceboxes.MEAN_BGR`` (h, w
+  symbolic); outputs ``loc`` (b, P, 4) box offsets and ``scores`` (b, P) face
+  probabilities in :func:`faceboxes.prior_boxes` order (decode and select on
+  the host with ``faceboxes.decode`` / ``select``).
+  """
+  onnx, helper = _onnx()
+  v = _numpy_tree(variables)
+  sub = lambda *names: {'p': _get(v['params'], names), 's': _get(v['batch_stats'], names)}
+  g = _Graph()
+  x = g.op('Transpose', ['image'], perm=[0, 3, 1, 2], base='nchw')
+  pool = lambda t: g.op('MaxPool', [t], kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4)
+  x = pool(_fb_conv_bn(g, x, sub('conv1'), 4, crelu=True))
+  x = pool(_fb_conv_bn(g, x, sub('conv2'), 2, crelu=True))
+  for i in (1, 2, 3):
+    n = f'inception{i}'
+    b1 = _fb_conv_bn(g, x, sub(n, 'branch1x1'), 1)
+    pooled = g.op('AveragePool', [x], kernel_shape=[3, 3], strides=[1, 1], pads=[1] * 4,
+                  count_include_pad=1)
+    b2 = _fb_conv_bn(g, pooled, sub(n, 'branch1x1_2'), 1)
+    b3 = _fb_conv_bn(g, _fb_conv_bn(g, x, sub(n, 'branch3x3_reduce'), 1),
+                     sub(n, 'branch3x3'), 1)
+    b4 = _fb_conv_bn(g, x, sub(n, 'branch3x3_reduce_2'), 1)
+    b4 = _fb_conv_bn(g, _fb_conv_bn(g, b4, sub(n, 'branch3x3_2'), 1), sub(n, 'branch3x3_3'), 1)
+    x = g.op('Concat', [b1, b2, b3, b4], axis=1)
+  sources = [x]
+  for a, bb in (('conv3_1', 'conv3_2'), ('conv4_1', 'conv4_2')):
+    x = _fb_conv_bn(g, _fb_conv_bn(g, x, sub(a), 1), sub(bb), 2)
+    sources.append(x)
+  locs, logits = [], []
+  for k, src in enumerate(sources):
+    for name, d, dst in (('loc', 4, locs), ('conf', 2, logits)):
+      p = v['params'][f'{name}_{k}']
+      w = np.asarray(p['kernel']).transpose(3, 2, 0, 1)
+      y = g.op('Conv', [src, g.const(w, 'w'), g.const(p['bias'], 'b')], name,
+               kernel_shape=[3, 3], pads=[1] * 4)
+      # NHWC flattening: a cell's anchors together, rows then columns (prior order).
+      dst.append(g.reshape(g.op('Transpose', [y], perm=[0, 2, 3, 1]), [0, -1, d]))
+  g.op('Concat', locs, axis=1, out='loc')
+  prob = g.op('Softmax', [g.op('Concat', logits, axis=1)], axis=-1)
+  g.reshape(g.slice(prob, [1], [2], [2]), [0, -1])
+  g.nodes[-1].output[0] = 'scores'
+  f32 = onnx.TensorProto.FLOAT
+  graph = helper.make_graph(
+      g.nodes, 'faceboxes', [helper.make_tensor_value_info('image', f32, ['b', 'h', 'w', 3])],
+      [helper.make_tensor_value_info('loc', f32, ['b', 'p', 4]),
+       helper.make_tensor_value_info('scores', f32, ['b', 'p'])], g.inits)
+  model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', OPSET)],
+                            producer_name='dasl_jax.onnx_export')
+  model.ir_version = 8
+  onnx.checker.check_model(model)
+  return model
+
+
+def _get(tree, names):
+  for n in names:
+    tree = tree[n]
+  return tree
+
+
 def _numpy_tree(tree):
   if isinstance(tree, dict) or hasattr(tree, 'items'):
     return {k: _numpy_tree(v) for k, v in tree.items()}

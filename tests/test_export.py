@@ -78,7 +78,8 @@ def test_onnx_matches_jax(tiny, tmp_path):
   f = export.export_onnx(restored, models.landmarks, tmp_path / 'm.onnx')
   sess = ort.InferenceSession(str(f), providers=['CPUExecutionProvider'])
   assert [o.name for o in sess.get_outputs()] == list(export.OUTPUTS)
-  fn, _ = export.inference_function(restored, models.landmarks)
+  import jax
+  fn = jax.jit(export.inference_function(restored, models.landmarks)[0])
   rng = np.random.default_rng(2)
   for b in (2, 5):
     c = rng.integers(0, 256, (b, 120, 120, 3), dtype=np.uint8)

@@ -194,3 +194,25 @@ def test_real_mb05_matches(tmp_path_factory):
   got = sess.run(list(export.OUTPUTS), {'crops': c})
   errs = _compare(got, fn(c))
   print('mb05 onnx vs jax (max |diff| / max |ref|):', errs)
+
+
+def test_faceboxes_network_matches():
+  """build_faceboxes vs faceboxes.FaceBoxesNet: the released weights when present
+  (else random ones with random BN statistics), a non-square image, batch 2."""
+  from dasl_jax import faceboxes as fb
+  w = fb.default_weights()
+  if w.exists():
+    variables = fb.load_variables(w)
+  else:
+    rng = np.random.default_rng(0)
+    variables = {col: fb._unflatten({
+        p: (rng.uniform(0.5, 2.0, s) if p[-1] == 'var' else rng.normal(0, 0.1, s))
+        .astype(np.float32) for p, s in shapes.items()})
+        for col, shapes in fb.variable_shapes().items()}
+  sess = onnx_export.session(onnx_export.build_faceboxes(variables))
+  rng = np.random.default_rng(1)
+  x = (rng.integers(0, 256, (2, 128, 192, 3)) - np.float32(fb.MEAN_BGR)).astype(np.float32)
+  loc, scores = jax.jit(fb.FaceBoxesNet().apply)(variables, x)
+  got = sess.run(['loc', 'scores'], {'image': x})
+  assert got[0].shape == (2, len(fb.prior_boxes(128, 192)), 4)
+  _compare(got, [loc, scores], names=('loc', 'scores'))
