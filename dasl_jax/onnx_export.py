@@ -421,6 +421,8 @@ class OnnxPredictor:
     else:
       pts = np.broadcast_to(L.select18_np(self.mean_lms68), (n, 18, 2)).astype(np.float32)
       passes = self.bootstrap_iters if iters is None else iters
+    if passes < 1:
+      raise DaslError(f'--bootstrap_iters must be >= 1, got {passes}')
     if self.in_channels == 3:
       passes = 1
     for s in range(0, n, self.batch_size):
