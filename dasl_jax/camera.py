@@ -90,6 +90,26 @@ def crop_to_image(uv, roi_box, size=CROP_SIZE):
   return uv * scale + start
 
 
+def crop_to_image_3d(pts, roi_box, size=CROP_SIZE):
+  """Crop pixels with depth -> image pixels with depth in image-pixel units.
+
+  x, y as :func:`crop_to_image`; z times the mean of the x and y crop->image
+  scales (3DDFA_V2's ``similar_transform``). z is not shifted, so several
+  faces of one image keep one depth scale (shift per face where a protocol
+  asks, e.g. ``protocols.nme_3d``).
+
+  Args:
+    pts: (..., K, 3) crop pixels (x, y) and camera-space depth z.
+    roi_box: (..., 4) ``sx, sy, ex, ey``.
+  Returns:
+    (..., K, 3).
+  """
+  roi_box = jnp.asarray(roi_box, jnp.result_type(pts, jnp.float32))
+  s = ((roi_box[..., 2] - roi_box[..., 0]) + (roi_box[..., 3] - roi_box[..., 1])) / (2 * size)
+  xy = crop_to_image(pts[..., :2], roi_box, size)
+  return jnp.concatenate([xy, pts[..., 2:3] * s[..., None, None]], axis=-1)
+
+
 def image_to_crop(xy, roi_box, size=CROP_SIZE):
   """Inverse of :func:`crop_to_image`: (..., K, 2) image -> (..., K, 2) crop."""
   roi_box = jnp.asarray(roi_box, jnp.result_type(xy, jnp.float32))

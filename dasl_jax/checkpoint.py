@@ -171,6 +171,13 @@ def restore(workdir, step: Optional[int] = None) -> Restored:
     :class:`Restored` (module, variables, model_config, param_stats, flags, step).
   """
   workdir = Path(workdir).expanduser().resolve()
+  if workdir.is_file():
+    if workdir.suffix in ('.pth', '.pt', '.tar'):
+      raise DaslError(
+          f'{workdir}: a PyTorch file, not a model directory; convert it first: python -m '
+          f'experiments.convert_checkpoint --from_3ddfa_v2 {workdir} --out DIR, then pass DIR')
+    raise DaslError(f'{workdir}: a file, not a model directory (model_config.json, '
+                    f'param_stats.json, {CHECKPOINTS}/)')
   if not workdir.is_dir():
     raise DaslError(f'{workdir}: checkpoint directory not found')
   model_config = read_model_config(workdir)

@@ -17,9 +17,8 @@ from tqdm import tqdm
 from dasl_jax import assets
 from dasl_jax import camera
 from dasl_jax import checkpoint
-from dasl_jax import inputs
-from dasl_jax import landmarks as lm
-from dasl_jax import losses
+from dasl_jax import params as P
+from dasl_jax import predict_batch as core
 from dasl_jax.errors import DaslError
 from dasl_jax.models import ModelConfig, create_regressor
 from dasl_jax.models.critic import SelfCritic
@@ -68,75 +67,51 @@ def nme_percent(pred68, gt68):
   return float(np.mean(err / norm) * 100.0)
 
 
-def make_predict(module, model68, mean, std, in_channels, convention):
-  """Jitted (variables, image, points18, mask18) -> (B, 68, 2) crop landmarks."""
-  @jax.jit
-  def predict(variables, image, points18, mask18):
-    x = inputs.model_input(image, points18, mask18, in_channels)
-    pw = module.apply(variables, x, train=False)
-    return losses.landmarks_from_whitened(pw, model68, mean, std, convention)[1]
-  return predict
+class Evaluator:
+  """The prediction core (``predict_batch``) bound to a run's network and constants.
 
-
-def make_bootstrap_predict(module, model68, mean, std, in_channels, convention, iters=2):
-  """Jitted (variables, image) -> (B, 68, 2) crop landmarks without detector landmarks.
-
-  4-channel models draw their FLM from the mean face's 18 points first, then from
-  each pass's prediction (``iters`` passes); 3-channel models run once.
+  ``heldout(variables, heldout)`` and ``validation(variables, val)`` give the
+  run's held-out metrics; the FLM of a 4-channel model comes from the held-out
+  set's ``points18`` (synthetic held-out set) or is self-bootstrapped
+  (``bootstrap_iters`` passes; validation crops have no detector landmarks).
   """
-  mean_lms = losses.landmarks_from_whitened(jnp.zeros((1, mean.shape[-1]), jnp.float32),
-                                            model68, mean, std, convention)[1]
-  start18 = lm.select18(mean_lms)
 
-  @jax.jit
-  def predict(variables, image):
-    pts = jnp.broadcast_to(start18, (image.shape[0], 18, 2))
-    lms = None
-    for _ in range(iters if in_channels == 4 else 1):
-      x = inputs.model_input(image, pts, None, in_channels)
-      pw = module.apply(variables, x, train=False)
-      lms = losses.landmarks_from_whitened(pw, model68, mean, std, convention)[1]
-      pts = lm.select18(lms)
-    return lms
-  return predict
+  def __init__(self, module, in_channels, convention, stats, lm_model, batch_size,
+               bootstrap_iters=2):
+    self.consts = (stats, lm_model)
+    self.batch_size = int(batch_size)
+    self.given = core.make_forward(module, in_channels, convention, 0)
+    self.boot = (core.make_forward(module, in_channels, convention, max(int(bootstrap_iters), 1))
+                 if in_channels == 4 else self.given)
 
+  def _lms(self, fn, variables, data, points=True):
+    n = len(data['image'])
+    return core.predict_crops(fn, variables, *self.consts, data['image'], n,
+                              data.get('points18') if points else None,
+                              data.get('mask18') if points else None, self.batch_size)['lms68']
 
-def evaluate_validation(predict, variables, val, batch_size):
-  """Validation metrics on held-out crops (``DataBundle.validation``).
+  def heldout(self, variables, heldout):
+    """Held-out NME (%) of the 68 crop landmarks (image, points18, mask18, lms68)."""
+    return nme_percent(self._lms(self.given, variables, heldout), heldout['lms68'])
 
-  Returns:
-    dict ``val21_nme``: AFLW 21-point NME (%, invisible points masked, normalised by
-    the visible points' box, plain mean over crops) against the hand labels; and
-    with teacher labels ``val_teacher_nme``: 68-point NME (%) against the teacher's
-    landmarks (how far the student left the 3D side's labels).
-  """
-  from dasl_jax import evaluation
-  n = len(val['image'])
-  out = []
-  for i in range(0, n, batch_size):
-    img = val['image'][i:i + batch_size]
-    pad = batch_size - len(img)
-    if pad:  # one compiled shape
-      img = np.concatenate([img, np.repeat(img[-1:], pad, 0)])
-    out.append(np.asarray(predict(variables, img))[:batch_size - pad])
-  lms = np.concatenate(out)
-  summary, _ = evaluation.aflw21_nme(lms, np.where(val['vis21'][..., None] > 0, val['pts21'], -1),
-                                     val['yaws'], val['vis21'] > 0)
-  res = {'val21_nme': summary['mean'], 'val21_mean_of_bins': summary['mean_of_bins']}
-  if 'teacher_lms68' in val:
-    res['val_teacher_nme'] = nme_percent(lms, val['teacher_lms68'])
-  return res
+  def validation(self, variables, val):
+    """Validation metrics on held-out crops (``DataBundle.validation``).
 
-
-def evaluate_heldout(predict, variables, heldout, batch_size):
-  """Held-out NME (%) of the 68 crop landmarks; heldout holds image, points18, mask18, lms68."""
-  n = len(heldout['image'])
-  preds = []
-  for i in range(0, n, batch_size):
-    sl = slice(i, i + batch_size)
-    preds.append(np.asarray(predict(variables, heldout['image'][sl], heldout['points18'][sl],
-                                    heldout['mask18'][sl])))
-  return nme_percent(np.concatenate(preds), heldout['lms68'])
+    Returns:
+      dict ``val21_nme``: AFLW 21-point NME (%, invisible points masked, normalised by
+      the visible points' box, plain mean over crops) against the hand labels; and
+      with teacher labels ``val_teacher_nme``: 68-point NME (%) against the teacher's
+      landmarks (how far the student left the 3D side's labels).
+    """
+    from dasl_jax import evaluation
+    lms = self._lms(self.boot, variables, val, points=False)
+    summary, _ = evaluation.aflw21_nme(
+        lms, np.where(val['vis21'][..., None] > 0, val['pts21'], -1), val['yaws'],
+        val['vis21'] > 0)
+    res = {'val21_nme': summary['mean'], 'val21_mean_of_bins': summary['mean_of_bins']}
+    if 'teacher_lms68' in val:
+      res['val_teacher_nme'] = nme_percent(lms, val['teacher_lms68'])
+    return res
 
 
 def describe_data(data) -> dict:
@@ -194,9 +169,8 @@ class Run:
   state: state_lib.TrainState
   consts: dict
   base_key: Any
-  predict: Any
+  evaluator: Evaluator
   has_wild: bool
-  predict_bootstrap: Any = None
   use_ema: bool = False
 
 
@@ -256,18 +230,15 @@ def setup(config, workdir, data=None) -> Run:
   consts = compiled.put_replicated(step_lib.make_consts(
       data.model, stats.mean, stats.std, getattr(data, 'dense_model', None)))
   base_key = compiled.put_replicated(jax.random.fold_in(jax.random.PRNGKey(seed), 2))
-  predict = make_predict(module, consts['model68'], consts['mean'], consts['std'],
-                         model_cfg.in_channels, model_cfg.convention)
+  evaluator = Evaluator(module, model_cfg.in_channels, model_cfg.convention,
+                        P.ParamStats(consts['mean'], consts['std'], stats.source),
+                        consts['model68'], config.train.eval_batch,
+                        config.train.val_bootstrap_iters)
   ema = float(config.train.ema_decay)
   if not 0.0 <= ema < 1.0:
     raise DaslError(f'--config.train.ema_decay={ema}: must be in [0, 1) (0 = no average)')
-  boot = None
-  if getattr(data, 'validation', None) is not None:
-    boot = make_bootstrap_predict(module, consts['model68'], consts['mean'], consts['std'],
-                                  model_cfg.in_channels, model_cfg.convention,
-                                  max(int(config.train.val_bootstrap_iters), 1))
   return Run(config, workdir, data, model_cfg, module, compiled, state, consts, base_key,
-             predict, has_wild, boot, ema > 0)
+             evaluator, has_wild, ema > 0)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir, data=None):
@@ -314,10 +285,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, data=None):
     variables = st.eval_variables(run.use_ema)
     rec = {}
     if heldout is not None:
-      rec['heldout_nme'] = evaluate_heldout(run.predict, variables, heldout, tc.eval_batch)
+      rec['heldout_nme'] = run.evaluator.heldout(variables, heldout)
     if validation is not None:
-      rec.update(evaluate_validation(run.predict_bootstrap, variables, validation,
-                                     tc.eval_batch))
+      rec.update(run.evaluator.validation(variables, validation))
     return rec
 
   if start == 0 and (heldout is not None or validation is not None):
