@@ -38,8 +38,28 @@ class ModelConfig:
   depthwise: str = 'auto'
   resnet_width: int = 64
 
+  # The fields each architecture reads (the others keep their defaults, unused).
+  ARCH_FIELDS = {'mobilenet': ('width', 'depthwise'), 'resnet': ('depth', 'resnet_width')}
+
+  def __post_init__(self):
+    # Fields only another architecture reads keep their defaults, so two configs
+    # of one network compare equal whatever a flagfile set for the other one.
+    own = set(self.ARCH_FIELDS.get(self.arch, ()))
+    for f in dataclasses.fields(self):
+      if f.name in _ARCH_SPECIFIC and f.name not in own:
+        object.__setattr__(self, f.name, f.default)
+
+  def relevant(self) -> dict:
+    """The fields that mean something for this architecture (what is written and shown)."""
+    own = set(self.ARCH_FIELDS.get(self.arch, ()))
+    return {k: v for k, v in dataclasses.asdict(self).items()
+            if k not in _ARCH_SPECIFIC or k in own}
+
+  def __repr__(self):
+    return 'ModelConfig(' + ', '.join(f'{k}={v!r}' for k, v in self.relevant().items()) + ')'
+
   def to_json(self) -> str:
-    return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+    return json.dumps(self.relevant(), indent=2, sort_keys=True)
 
   @classmethod
   def from_dict(cls, d, source='model config'):
@@ -55,6 +75,9 @@ class ModelConfig:
     if cfg.convention not in ('v1', 'v2'):
       raise DaslError(f'{source}: convention must be v1 or v2, got {cfg.convention!r}')
     return cfg
+
+
+_ARCH_SPECIFIC = {f for fs in ModelConfig.ARCH_FIELDS.values() for f in fs}
 
 
 def create_regressor(cfg: ModelConfig):

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from tqdm import tqdm
@@ -19,6 +18,7 @@ from dasl_jax import camera
 from dasl_jax import checkpoint
 from dasl_jax import params as P
 from dasl_jax import predict_batch as core
+from dasl_jax.config import check_config
 from dasl_jax.errors import DaslError
 from dasl_jax.models import ModelConfig, create_regressor
 from dasl_jax.models.critic import SelfCritic
@@ -252,6 +252,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, data=None):
     dict of final metrics (``step``, ``heldout_nme`` when a held-out set exists).
   """
   config = assets.expand_config(config)
+  check_config(config)
   run = setup(config, workdir, data)
   tc, num_steps, data = config.train, int(config.train.num_steps), run.data
   heldout = getattr(data, 'heldout', None)
@@ -316,7 +317,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, data=None):
           bar.update(1)
         last = done == num_steps
         record = {}
-        if done % tc.log_every == 0 or last:
+        if (tc.log_every and done % tc.log_every == 0) or last:
           m = jax.device_get(metrics)  # the only per-step device -> host transfer
           check_finite()
           now = time.perf_counter()
@@ -337,7 +338,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, data=None):
         if record:
           logger.write(done, record)
         # Evaluation steps are saved too, so the best-NME checkpoint can be kept.
-        if done % tc.checkpoint_every == 0 or last or nme is not None:
+        if (tc.checkpoint_every and done % tc.checkpoint_every == 0) or last or nme is not None:
           check_finite()
           ckpt.save(done, state, get_data_state(data), nme,
                     variables=state.eval_variables(run.use_ema))
@@ -374,27 +375,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, data=None):
 
 
 def evaluate_aflw2000(folder, module, variables, stats, model_cfg, landmark_model, batch_size=64):
-  """AFLW2000-3D 68-point NME (%) with the evaluation module's protocol.
+  """AFLW2000-3D 68-point NME (%) of the finished run (``protocols``' defaults:
+  1,998 images with the detector FLM for 4-channel models, else all 2,000).
 
-  4-channel models use the 1998-image subset (their FLM needs the detector
-  landmarks of ``detect_testData_1998.txt``); 3-channel ones all 2000.
   Returns:
-    dict ``nme_mean_of_bins``, ``nme_mean``, ``nme_bins`` (original ground truth).
+    dict ``nme_mean_of_bins``, ``nme_mean``, ``nme_bins``, ``n`` (original ground truth).
   """
-  from dasl_jax import aflw2000, evaluation, predict_batch
+  from dasl_jax import aflw2000, inference, protocols
   ds = aflw2000.load(folder)
-  subset = 1998 if model_cfg.in_channels == 4 else 2000
-  idx = ds.subset_indices(subset)
-  points18 = None
-  if model_cfg.in_channels == 4:
-    if ds.detector68 is None:
-      raise DaslError(f'{folder}: no {aflw2000.DETECTIONS}; the 4-channel model needs detector '
-                      'landmarks for its FLM channel')
-    points18 = predict_batch.flm_points(ds.detector68[idx])
-  fn = predict_batch.make_predict_fn(module, stats, landmark_model, model_cfg.convention,
-                                     model_cfg.in_channels)
-  out = predict_batch.predict_all(fn, variables, lambda ii: ds.load_crops(idx[ii]), len(idx),
-                                  batch_size, points18, desc='AFLW2000-3D')
-  res, _ = evaluation.aflw2000_nme(out['lms'], ds.pts68[idx], ds.roi_boxes[idx], ds.yaws[idx])
+  predictor = inference.Predictor.from_parts(module, variables, model_cfg, stats,
+                                             landmark_model, batch_size=batch_size)
+  _, idx = protocols.aflw2000_indices(ds, None, model_cfg.in_channels, 'detector')
+  res = protocols.score_aflw2000(ds, idx, protocols.predict_aflw2000(predictor, ds, idx),
+                                 pose=False)['original']
   return {'nme_mean_of_bins': res['mean_of_bins'], 'nme_mean': res['mean'],
           'nme_bins': res['bins'], 'n': res['n']}
