@@ -24,6 +24,7 @@ from dasl_jax import checkpoint, peer_checkpoints as PC
 from dasl_jax.errors import DaslError
 from dasl_jax.models import mobilenet as M
 from dasl_jax.models import resnet as R
+from tests.conftest import asset_path, requires_assets
 from tests.test_convert import _FakeStorage, _FakeTensor, write_legacy, write_zip
 
 REPO = Path(__file__).resolve().parent.parent
@@ -302,6 +303,7 @@ def test_2dasl_file_converts(tmp_path, monkeypatch):
   pth = tmp_path / '2DASL_checkpoint_epoch_allParams_stage2.pth.tar'
   save_pth(pth, sd, monkeypatch, wrapper='res_state_dict')
   read = PC.read_state_dict(pth, '2dasl')
+  assert PC.guess_kind(PC.read_state_dict(pth))[0] == '2dasl'  # what --kind auto sees
   cfg, v = PC.convert_state_dict(read, '2dasl', source=str(pth))
   assert (cfg.arch, cfg.depth, cfg.in_channels, cfg.convention, cfg.resnet_pool) == (
       'resnet', 50, 4, 'v1', 'avg7s2')
@@ -352,3 +354,25 @@ def test_wrong_kind_command_one_line(tmp_path, monkeypatch):
   lines = r.stderr.strip().splitlines()
   assert len(lines) == 1, r.stderr
   assert 'x.pth' in lines[0] and 'looks like 3DDFA_V2 MobileNetV1 x0.5 (--kind mb05)' in lines[0]
+
+
+# --------------------------------------------------------------------------
+# Real files at hand: mb05 through --kind auto, and the FaceBoxes weights as a
+# wrong input.
+
+
+@requires_assets('pretrained', 'mb05_120x120.pth')
+@requires_assets('pretrained', 'FaceBoxesProd.pth')
+def test_real_files_kinds():
+  mb05 = PC.read_state_dict(asset_path('pretrained', 'mb05_120x120.pth'))
+  assert PC.guess_kind(mb05)[0] == 'mb05'
+  cfg, v = PC.convert_state_dict(mb05, 'mb05')
+  np.testing.assert_array_equal(v['params']['conv1']['kernel'],
+                                M.variables_from_torch(mb05, 0.5)['params']['conv1']['kernel'])
+  assert (cfg.width, cfg.convention) == (0.5, 'v2')
+  with pytest.raises(DaslError, match=r'looks like 3DDFA_V2 MobileNetV1 x0.5 \(--kind mb05\)'):
+    PC.convert_state_dict(mb05, '3ddfa_v1')
+  fb = PC.read_state_dict(asset_path('pretrained', 'FaceBoxesProd.pth'))
+  assert PC.guess_kind(fb) == (None, 'the FaceBoxes face detector')
+  with pytest.raises(DaslError, match=r'missing conv1.weight .*looks like the FaceBoxes'):
+    PC.convert_state_dict(fb, 'mb1')
