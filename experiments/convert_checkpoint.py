@@ -75,11 +75,12 @@ def convert(pth, out, param_stats=None, widen_factor=0.5, in_channels=None, dept
                       + f'; kinds: {", ".join(KIND_NAMES)}')
     if peer_checkpoints.KINDS[kind].wrapper != 'state_dict':
       sd = peer_checkpoints.read_state_dict(pth, kind)
+  # Convert first: a file of another kind is reported before a missing whitening file.
+  cfg, variables = peer_checkpoints.convert_state_dict(
+      sd, kind, in_channels, depthwise, source=str(pth), width=width)
   if param_stats is None:
     param_stats = peer_checkpoints.default_param_stats(pth, kind)
   stats = params.load_param_stats(Path(param_stats).resolve())
-  cfg, variables = peer_checkpoints.convert_state_dict(
-      sd, kind, in_channels, depthwise, source=str(pth), width=width)
   return checkpoint.save_model(out, cfg, variables, stats, step=0)
 
 
