@@ -144,7 +144,8 @@ def check_variables(model_config: ModelConfig, variables, source: str):
   missing = sorted(set(want) - set(got))
   extra = sorted(set(got) - set(want))
   arch = (f'{model_config.arch} width {model_config.width}'
-          if model_config.arch == 'mobilenet' else f'{model_config.arch}{model_config.depth}')
+          if model_config.arch == 'mobilenet' else model_config.arch
+          if model_config.arch == 'resnet22' else f'{model_config.arch}{model_config.depth}')
   if missing or extra:
     raise DaslError(f'{source}: variables do not match {arch} with {model_config.in_channels} '
                     f'input channels (missing {missing[:3]}, unexpected {extra[:3]})')
