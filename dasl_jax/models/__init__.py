@@ -43,7 +43,8 @@ class ModelConfig:
   resnet_pool: str = 'mean'
 
   # The fields each architecture reads (the others keep their defaults, unused).
-  ARCH_FIELDS = {'mobilenet': ('width', 'depthwise'), 'resnet': ('depth', 'resnet_width')}
+  ARCH_FIELDS = {'mobilenet': ('width', 'depthwise'),
+                 'resnet': ('depth', 'resnet_width', 'resnet_pool'), 'resnet22': ()}
 
   def __post_init__(self):
     # Fields only another architecture reads keep their defaults, so two configs

@@ -184,6 +184,46 @@ def _loss_config(config, has_wild):
   return ml_collections.FrozenConfigDict(loss_cfg)
 
 
+def _flat(d, prefix=''):
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flat(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = v
+  return out
+
+
+def record_flags(workdir, config):
+  """Write ``flags.json``; when it already holds other values (a resumed run with
+  changed flags), warn with what changed and append the old flags to
+  ``flags_history.jsonl`` (with the time and the step reached), so no run's
+  settings are lost."""
+  path = Path(workdir) / checkpoint.FLAGS
+  new_text = config.to_json_best_effort(indent=1) + '\n'
+  if path.exists():
+    try:
+      old = json.loads(path.read_text())
+    except json.JSONDecodeError:
+      old = None
+    new = json.loads(new_text)
+    if old is not None and old != new:
+      a, b = _flat(old), _flat(new)
+      changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+      shown = ', '.join(f'{k}: {a.get(k)!r} -> {b.get(k)!r}' for k in changed[:6])
+      more = f' (+{len(changed) - 6} more)' if len(changed) > 6 else ''
+      print(f'warning: {workdir} was started with other flags; resuming with {shown}{more}. '
+            f'The previous flags are kept in flags_history.jsonl', file=sys.stderr)
+      ckpts = Path(workdir) / checkpoint.CHECKPOINTS
+      steps = sorted(int(p.name) for p in ckpts.iterdir() if p.name.isdigit()) \
+          if ckpts.is_dir() else []
+      with open(Path(workdir) / 'flags_history.jsonl', 'a') as f:
+        f.write(json.dumps({'replaced_at': time.strftime('%Y-%m-%dT%H:%M:%S'),
+                            'latest_step': steps[-1] if steps else None,
+                            'changed': changed, 'flags': old}) + '\n')
+  path.write_text(new_text)
+
+
 def setup(config, workdir, data=None) -> Run:
   """Data, networks, optimisers, the compiled step and a step-0 state; writes the
   work directory's flags.json, model_config.json and param_stats.json."""
@@ -192,7 +232,10 @@ def setup(config, workdir, data=None) -> Run:
     jax.distributed.initialize()
   workdir = Path(workdir).expanduser().resolve()
   workdir.mkdir(parents=True, exist_ok=True)
-  data = data if data is not None else build_data(config)
+  if data is None:
+    print(f'preparing data (3D: {config.data.source_3d}, wild: {config.data.source_wild}, '
+          f'held-out: {config.data.heldout})...', file=sys.stderr, flush=True)
+    data = build_data(config)
   if str(data.convention) != str(config.data.convention):
     raise DaslError(f'data convention {data.convention} differs from '
                     f'--config.data.convention={config.data.convention}')
@@ -201,7 +244,7 @@ def setup(config, workdir, data=None) -> Run:
   critic = SelfCritic(tuple(config.critic.encoder_widths), int(config.critic.latent_dim),
                       tuple(config.critic.hidden))
   stats = data.param_stats
-  (workdir / checkpoint.FLAGS).write_text(config.to_json_best_effort(indent=1) + '\n')
+  record_flags(workdir, config)
   (workdir / 'data.json').write_text(json.dumps(describe_data(data)) + '\n')
   checkpoint.write_model_files(workdir, model_cfg, stats)
 
@@ -224,6 +267,8 @@ def setup(config, workdir, data=None) -> Run:
       freeze_bn=bool(config.model.freeze_bn), loss=_loss_config(config, has_wild),
       critic_every=max(int(config.optim.critic_every), 1),
       ema_decay=float(config.train.ema_decay))
+  print(f'building {model_cfg.arch} and the train step (the first step compiles it)...',
+        file=sys.stderr, flush=True)
   compiled = step_lib.CompiledStep(ctx)
   state = compiled.put_replicated(
       state_lib.create_train_state(variables, critic_params, tx, critic_tx))
