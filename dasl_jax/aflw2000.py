@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from dasl_jax.errors import DaslError
+from dasl_jax.landmark_files import read_landmark_file
 
 CROP_DIR = 'AFLW2000-3D_crop'
 LIST = 'AFLW2000-3D_crop.list'
@@ -142,28 +143,15 @@ def _npy(root: Path, rel: str, n: int, shapes, required=True, what='AFLW2000-3D 
 
 def read_detections(path, names: List[str]):
   """``detect_testData_1998.txt`` -> (N, 68, 2) crop pixels (NaN rows where absent), (N,) bool."""
-  path = Path(path)
   index = {n: i for i, n in enumerate(names)}
   out = np.full((len(names), 68, 2), np.nan, np.float32)
   seen = np.zeros(len(names), bool)
-  with open(path) as f:
-    for row, line in enumerate(f, 1):
-      line = line.strip()
-      if not line:
-        continue
-      fields = line.split(',')
-      if len(fields) != 137:
-        raise DaslError(f'{path}: line {row} has {len(fields)} fields, expected 137 '
-                        '(name and 68 x, y)')
-      name = fields[0]
-      if name not in index:
-        raise DaslError(f'{path}: line {row} names {name}, which is not in {LIST}')
-      try:
-        xy = np.asarray(fields[1:], np.float32).reshape(68, 2)
-      except ValueError:
-        raise DaslError(f'{path}: line {row} holds a non-number') from None
-      out[index[name]] = xy
-      seen[index[name]] = True
+  found, pts = read_landmark_file(path, expected_k=68)
+  for row, (name, xy) in enumerate(zip(found, pts), 1):
+    if name not in index:
+      raise DaslError(f'{path}: entry {row} names {name}, which is not in {LIST}')
+    out[index[name]] = xy
+    seen[index[name]] = True
   return out, seen
 
 

@@ -8,6 +8,8 @@ Points are stored last-axis-coordinates: (..., K, 2) or (..., K, 3). Files of
 """
 from __future__ import annotations
 
+import functools
+
 import jax.numpy as jnp
 import numpy as np
 
@@ -51,6 +53,23 @@ def to_crop_pixels(pts, convention, size=CROP_SIZE):
   if convention == 'v1':
     return jnp.stack([x, size + 1 - y], axis=-1)
   return jnp.stack([x - 1, size - y], axis=-1)
+
+
+@functools.lru_cache(maxsize=8)
+def pixel_affine_np(convention, size=CROP_SIZE):
+  """:func:`to_crop_pixels` on (x, y) as numpy ``(A (2, 2), b (2,))`` float64, for
+  per-example pipeline code off device: ``to_crop_pixels(x) = x @ A.T + b``.
+
+  Evaluated from :func:`to_crop_pixels` on three points, so the y-flip has one
+  definition.
+  """
+  pts = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]], np.float32)
+  uv = np.asarray(to_crop_pixels(pts, convention, size), np.float64)
+  b = uv[0]
+  A = np.stack([uv[1] - b, uv[2] - b], 1)
+  A.setflags(write=False)
+  b.setflags(write=False)
+  return A, b
 
 
 def from_crop_pixels(uv, convention, size=CROP_SIZE):

@@ -224,14 +224,88 @@ def record_flags(workdir, config):
   path.write_text(new_text)
 
 
+@dataclasses.dataclass
+class StepBundle:
+  """What :func:`build_step` makes: the networks, optimisers and the compiled step."""
+  model_cfg: ModelConfig
+  module: Any
+  critic: Any
+  tx: Any
+  critic_tx: Any
+  compiled: step_lib.CompiledStep
+  has_wild: bool
+
+
+def build_step(config, data, module=None, mesh=None) -> StepBundle:
+  """Networks, optimisers and the jitted 2DASL step (no state, no files).
+
+  Args:
+    data: anything with ``convention`` and (optionally) ``train_wild``.
+    module: a regressor to use instead of ``config.model``'s (tests: a tiny one).
+    mesh: device mesh of the step (default: all devices on 'data').
+  """
+  model_cfg = model_config_from(config)
+  module = module if module is not None else create_regressor(model_cfg)
+  critic = SelfCritic(tuple(config.critic.encoder_widths), int(config.critic.latent_dim),
+                      tuple(config.critic.hidden))
+  tx, schedule = optimizers.regressor_optimizer(config.optim, int(config.train.num_steps))
+  critic_tx = optimizers.critic_optimizer(config.optim)
+  has_wild = getattr(data, 'train_wild', None) is not None
+  ctx = step_lib.StepContext(
+      module=module, critic=critic, tx=tx, critic_tx=critic_tx, schedule=schedule,
+      in_channels=model_cfg.in_channels, convention=str(data.convention),
+      freeze_bn=bool(config.model.freeze_bn), loss=_loss_config(config, has_wild),
+      critic_every=max(int(config.optim.critic_every), 1),
+      ema_decay=float(config.train.ema_decay))
+  return StepBundle(model_cfg, module, critic, tx, critic_tx,
+                    step_lib.CompiledStep(ctx, mesh), has_wild)
+
+
+def init_state(config, bundle: StepBundle, data):
+  """The step-0 train state (from ``config.model.init_checkpoint`` when set), the
+  step's constants and its base key, placed (replicated) for ``bundle.compiled``.
+
+  Returns:
+    (state, consts, base_key).
+  """
+  seed = int(config.train.seed)
+  stats = data.param_stats
+  image_shape = (camera.CROP_SIZE, camera.CROP_SIZE)
+  variables = state_lib.init_variables(bundle.module, 2 * seed, image_shape,
+                                       bundle.model_cfg.in_channels)
+  if config.model.init_checkpoint:
+    variables, restored = optimizers.load_init_variables(config.model.init_checkpoint, variables)
+    if not (np.allclose(restored.param_stats.mean, stats.mean)
+            and np.allclose(restored.param_stats.std, stats.std)):
+      print(f'warning: {config.model.init_checkpoint} was trained with whitening '
+            f'{restored.param_stats.source}, the data uses {stats.source}', file=sys.stderr)
+  critic_params = state_lib.init_critic(bundle.critic, 2 * seed + 1, image_shape)
+  compiled = bundle.compiled
+  state = compiled.put_replicated(
+      state_lib.create_train_state(variables, critic_params, bundle.tx, bundle.critic_tx))
+  consts = compiled.put_replicated(step_lib.make_consts(
+      data.model, stats.mean, stats.std, getattr(data, 'dense_model', None)))
+  base_key = compiled.put_replicated(jax.random.fold_in(jax.random.PRNGKey(seed), 2))
+  return state, consts, base_key
+
+
+def prepare_workdir(config, workdir, data, model_cfg: ModelConfig) -> Path:
+  """Create the work directory and write flags.json (history kept on change),
+  data.json, model_config.json and param_stats.json. Returns its absolute path."""
+  workdir = Path(workdir).expanduser().resolve()
+  workdir.mkdir(parents=True, exist_ok=True)
+  record_flags(workdir, config)
+  (workdir / 'data.json').write_text(json.dumps(describe_data(data)) + '\n')
+  checkpoint.write_model_files(workdir, model_cfg, data.param_stats)
+  return workdir
+
+
 def setup(config, workdir, data=None) -> Run:
-  """Data, networks, optimisers, the compiled step and a step-0 state; writes the
-  work directory's flags.json, model_config.json and param_stats.json."""
+  """A whole run: data, :func:`build_step`, :func:`init_state`,
+  :func:`prepare_workdir` and the held-out evaluator."""
   config = assets.expand_config(config)
   if config.train.distributed:
     jax.distributed.initialize()
-  workdir = Path(workdir).expanduser().resolve()
-  workdir.mkdir(parents=True, exist_ok=True)
   if data is None:
     print(f'preparing data (3D: {config.data.source_3d}, wild: {config.data.source_wild}, '
           f'held-out: {config.data.heldout})...', file=sys.stderr, flush=True)
@@ -239,51 +313,18 @@ def setup(config, workdir, data=None) -> Run:
   if str(data.convention) != str(config.data.convention):
     raise DaslError(f'data convention {data.convention} differs from '
                     f'--config.data.convention={config.data.convention}')
-  model_cfg = model_config_from(config)
-  module = create_regressor(model_cfg)
-  critic = SelfCritic(tuple(config.critic.encoder_widths), int(config.critic.latent_dim),
-                      tuple(config.critic.hidden))
-  stats = data.param_stats
-  record_flags(workdir, config)
-  (workdir / 'data.json').write_text(json.dumps(describe_data(data)) + '\n')
-  checkpoint.write_model_files(workdir, model_cfg, stats)
-
-  seed = int(config.train.seed)
-  image_shape = (camera.CROP_SIZE, camera.CROP_SIZE)
-  variables = state_lib.init_variables(module, 2 * seed, image_shape, model_cfg.in_channels)
-  if config.model.init_checkpoint:
-    variables, restored = optimizers.load_init_variables(config.model.init_checkpoint, variables)
-    if not (np.allclose(restored.param_stats.mean, stats.mean)
-            and np.allclose(restored.param_stats.std, stats.std)):
-      print(f'warning: {config.model.init_checkpoint} was trained with whitening '
-            f'{restored.param_stats.source}, the data uses {stats.source}', file=sys.stderr)
-  critic_params = state_lib.init_critic(critic, 2 * seed + 1, image_shape)
-  tx, schedule = optimizers.regressor_optimizer(config.optim, int(config.train.num_steps))
-  critic_tx = optimizers.critic_optimizer(config.optim)
-  has_wild = getattr(data, 'train_wild', None) is not None
-  ctx = step_lib.StepContext(
-      module=module, critic=critic, tx=tx, critic_tx=critic_tx, schedule=schedule,
-      in_channels=model_cfg.in_channels, convention=model_cfg.convention,
-      freeze_bn=bool(config.model.freeze_bn), loss=_loss_config(config, has_wild),
-      critic_every=max(int(config.optim.critic_every), 1),
-      ema_decay=float(config.train.ema_decay))
-  print(f'building {model_cfg.arch} and the train step (the first step compiles it)...',
+  print(f'building {config.model.arch} and the train step (the first step compiles it)...',
         file=sys.stderr, flush=True)
-  compiled = step_lib.CompiledStep(ctx)
-  state = compiled.put_replicated(
-      state_lib.create_train_state(variables, critic_params, tx, critic_tx))
-  consts = compiled.put_replicated(step_lib.make_consts(
-      data.model, stats.mean, stats.std, getattr(data, 'dense_model', None)))
-  base_key = compiled.put_replicated(jax.random.fold_in(jax.random.PRNGKey(seed), 2))
-  evaluator = Evaluator(module, model_cfg.in_channels, model_cfg.convention,
-                        P.ParamStats(consts['mean'], consts['std'], stats.source),
+  bundle = build_step(config, data)
+  workdir = prepare_workdir(config, workdir, data, bundle.model_cfg)
+  state, consts, base_key = init_state(config, bundle, data)
+  model_cfg = bundle.model_cfg
+  evaluator = Evaluator(bundle.module, model_cfg.in_channels, model_cfg.convention,
+                        P.ParamStats(consts['mean'], consts['std'], data.param_stats.source),
                         consts['model68'], config.train.eval_batch,
                         config.train.val_bootstrap_iters)
-  ema = float(config.train.ema_decay)
-  if not 0.0 <= ema < 1.0:
-    raise DaslError(f'--config.train.ema_decay={ema}: must be in [0, 1) (0 = no average)')
-  return Run(config, workdir, data, model_cfg, module, compiled, state, consts, base_key,
-             evaluator, has_wild, ema > 0)
+  return Run(config, workdir, data, model_cfg, bundle.module, bundle.compiled, state, consts,
+             base_key, evaluator, bundle.has_wild, float(config.train.ema_decay) > 0)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir, data=None):
