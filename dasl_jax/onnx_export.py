@@ -151,6 +151,11 @@ def _resnet(g, x, variables, cfg):
         x = _conv_bn(g, x, p['downsample_conv']['kernel'], p, s, 'downsample_bn', st, 0,
                      eps, False)
       x = g.op('Relu', [g.op('Add', [x, y])])
+  pool = getattr(cfg, 'resnet_pool', 'mean')
+  if pool == 'avg7s2':  # 2DASL's AvgPool2d(7, stride=2) on the 8x8 map: its top-left 7x7
+    x = g.slice(x, [0, 0], [7, 7], [2, 3])
+  elif pool != 'mean':
+    raise DaslError(f'model config: no ONNX writer for resnet_pool {pool!r}')
   x = g.op('Flatten', [g.op('GlobalAveragePool', [x])], axis=1)
   return _dense(g, x, params['fc'])
 
@@ -400,14 +405,15 @@ class OnnxPredictor:
 
   def predict_crops(self, crops, lms68=None, iters=None, points18=None, mask18=None):
     """As ``inference.Predictor.predict_crops``: dict of ``whitened`` (F, 62),
-    ``params`` (F, 62), ``lms68`` (F, 68, 2) numpy arrays."""
+    ``params`` (F, 62), ``lms68`` (F, 68, 2) numpy arrays and ``pose`` (F, 3) yaw,
+    pitch, roll degrees (``camera.pose_angles`` of the parameters, on the host)."""
     crops = np.asarray(crops)
     if (crops.ndim != 4 or crops.shape[1:] != (camera.CROP_SIZE, camera.CROP_SIZE, 3)):
       raise DaslError(f'crops: expected (F, 120, 120, 3) uint8, got {crops.shape}')
     crops = np.ascontiguousarray(crops, np.uint8)
     n = len(crops)
     out = {'whitened': np.zeros((n, 62), np.float32), 'params': np.zeros((n, 62), np.float32),
-           'lms68': np.zeros((n, 68, 2), np.float32)}
+           'lms68': np.zeros((n, 68, 2), np.float32), 'pose': np.zeros((n, 3), np.float32)}
     if n == 0:
       return out
     if points18 is not None:
@@ -433,4 +439,6 @@ class OnnxPredictor:
         q = L.select18_np(res[2]).astype(np.float32)
       for name, r in zip(OUTPUTS, res):
         out[name][s:s + len(c)] = r
+    fR = out['params'][:, :12].reshape(n, 3, 4)[:, :, :3]
+    out['pose'] = np.asarray(camera.pose_angles(fR), np.float32)
     return out

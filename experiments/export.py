@@ -41,7 +41,7 @@ flags.DEFINE_enum('format', 'jaxexport', ['jaxexport', 'onnx'], 'jaxexport: jax.
 
 def run():
   import numpy as np
-  from dasl_jax import checkpoint, export, inference
+  from dasl_jax import checkpoint, export, inference, landmarks
   from dasl_jax.errors import DaslError
   logging.set_verbosity(logging.WARNING)
   if not FLAGS.checkpoint or not FLAGS.out:
@@ -69,7 +69,7 @@ def run():
   pred = inference.Predictor(restored, models.landmarks, bootstrap_iters=FLAGS.bootstrap_iters)
   if meta['inputs'] == ['crops', 'points18']:
     lms = pred.mean_lms68[None] + rng.normal(0, 2, (b, 68, 2))
-    args.append(np.asarray(inference.L.select18_np(lms), np.float32))
+    args.append(np.asarray(landmarks.select18_np(lms), np.float32))
     ref = pred.predict_crops(crops, lms)
   else:
     ref = pred.predict_crops(crops)
@@ -85,11 +85,11 @@ def run():
 
 def _random_inputs(pred, b):
   import numpy as np
-  from dasl_jax import inference
+  from dasl_jax import landmarks
   rng = np.random.default_rng(0)
   crops = rng.integers(0, 256, (b, 120, 120, 3), dtype=np.uint8)
   lms = pred.mean_lms68[None] + rng.normal(0, 2, (b, 68, 2))
-  return crops, lms, np.asarray(inference.L.select18_np(lms), np.float32)
+  return crops, lms, np.asarray(landmarks.select18_np(lms), np.float32)
 
 
 def run_onnx(restored, models):
