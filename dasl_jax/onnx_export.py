@@ -13,7 +13,8 @@ Inside: ``(x - 127.5) / 128`` (``inputs.normalize_image``); for 4-channel
 models the FLM channel of ``landmarks.flm`` (each finite point's pixel
 ``floor(x), floor(y)`` clamped into the crop set to +1, the rest -1) as an
 equality against the 14,400 pixel indices reduced over the 18 points; NHWC ->
-NCHW; the network (MobileNetV1: grouped depthwise ``Conv``; ResNet-18/34/50)
+NCHW; the network (MobileNetV1: grouped depthwise ``Conv``; ResNet-18/34/50,
+3DDFA_V2's resnet22)
 with inference batch norm folded into the preceding convolution's weights and
 bias, ``GlobalAveragePool`` and ``Gemm``; de-whitening; the 68 landmarks as
 ``u + alpha @ W`` of the 68-row morphable model, ``fR @ x + t`` and the pixel
@@ -126,6 +127,21 @@ def _mobilenet(g, x, variables, cfg):
   return _dense(g, x, params['fc_param'])
 
 
+def _res_block(g, x, p, s, st, bottleneck, eps):
+  """resnet.BasicBlock / Bottleneck (torchvision v1.5: the stride on the 3x3)."""
+  if bottleneck:
+    y = _conv_bn(g, x, p['conv1']['kernel'], p, s, 'bn1', 1, 0, eps, True)
+    y = _conv_bn(g, y, p['conv2']['kernel'], p, s, 'bn2', st, 1, eps, True)
+    y = _conv_bn(g, y, p['conv3']['kernel'], p, s, 'bn3', 1, 0, eps, False)
+  else:
+    y = _conv_bn(g, x, p['conv1']['kernel'], p, s, 'bn1', st, 1, eps, True)
+    y = _conv_bn(g, y, p['conv2']['kernel'], p, s, 'bn2', 1, 1, eps, False)
+  if 'downsample_conv' in p:
+    x = _conv_bn(g, x, p['downsample_conv']['kernel'], p, s, 'downsample_bn', st, 0,
+                 eps, False)
+  return g.op('Relu', [g.op('Add', [x, y])])
+
+
 def _resnet(g, x, variables, cfg):
   from dasl_jax.models import resnet as rn
   params, stats = variables['params'], variables['batch_stats']
@@ -138,19 +154,8 @@ def _resnet(g, x, variables, cfg):
   for si, (n, stride) in enumerate(zip(rn.STAGES[cfg.depth], rn.STRIDES)):
     for bi in range(n):
       name = f'layer{si + 1}_{bi}'
-      p, s = params[name], stats[name]
-      st = stride if bi == 0 else 1
-      if cfg.depth == 50:
-        y = _conv_bn(g, x, p['conv1']['kernel'], p, s, 'bn1', 1, 0, eps, True)
-        y = _conv_bn(g, y, p['conv2']['kernel'], p, s, 'bn2', st, 1, eps, True)
-        y = _conv_bn(g, y, p['conv3']['kernel'], p, s, 'bn3', 1, 0, eps, False)
-      else:
-        y = _conv_bn(g, x, p['conv1']['kernel'], p, s, 'bn1', st, 1, eps, True)
-        y = _conv_bn(g, y, p['conv2']['kernel'], p, s, 'bn2', 1, 1, eps, False)
-      if 'downsample_conv' in p:
-        x = _conv_bn(g, x, p['downsample_conv']['kernel'], p, s, 'downsample_bn', st, 0,
-                     eps, False)
-      x = g.op('Relu', [g.op('Add', [x, y])])
+      x = _res_block(g, x, params[name], stats[name], stride if bi == 0 else 1,
+                     cfg.depth == 50, eps)
   pool = getattr(cfg, 'resnet_pool', 'mean')
   if pool == 'avg7s2':  # 2DASL's AvgPool2d(7, stride=2) on the 8x8 map: its top-left 7x7
     x = g.slice(x, [0, 0], [7, 7], [2, 3])
@@ -158,6 +163,21 @@ def _resnet(g, x, variables, cfg):
     raise DaslError(f'model config: no ONNX writer for resnet_pool {pool!r}')
   x = g.op('Flatten', [g.op('GlobalAveragePool', [x])], axis=1)
   return _dense(g, x, params['fc'])
+
+
+def _resnet22(g, x, variables, cfg):
+  """3DDFA_V2's resnet22 (resnet.ResNet22)."""
+  from dasl_jax.models import resnet as rn
+  params, stats = variables['params'], variables['batch_stats']
+  eps = rn.BN_EPS
+  x = _conv_bn(g, x, params['conv1']['kernel'], params, stats, 'bn1', 2, 2, eps, True)
+  x = _conv_bn(g, x, params['conv2']['kernel'], params, stats, 'bn2', 1, 1, eps, True)
+  for si, (n, _) in enumerate(rn.R22_STAGES):
+    for bi in range(n):
+      name = f'layer{si + 1}_{bi}'
+      x = _res_block(g, x, params[name], stats[name], 2 if bi == 0 else 1, False, eps)
+  x = g.op('Flatten', [g.op('GlobalAveragePool', [x])], axis=1)
+  return _dense(g, x, params['conv_param'])
 
 
 # ----------------------------------------------------------------------------
@@ -225,6 +245,8 @@ def build_model(restored, landmark_model):
     w = _mobilenet(g, x, variables, cfg)
   elif cfg.arch == 'resnet':
     w = _resnet(g, x, variables, cfg)
+  elif cfg.arch == 'resnet22':
+    w = _resnet22(g, x, variables, cfg)
   else:
     raise DaslError(f'model config: no ONNX writer for arch {cfg.arch!r}')
   w = g.op('Identity', [w], out='whitened')

@@ -80,7 +80,8 @@ def _compare(got, ref, tol=1e-4, names=export.OUTPUTS):
     ModelConfig(arch='resnet', depth=18, resnet_width=8, in_channels=4, convention='v2'),
     ModelConfig(arch='resnet', depth=50, resnet_width=4, in_channels=3, convention='v1',
                 resnet_pool='avg7s2'),
-], ids=['mobilenet3', 'mobilenet4', 'resnet18_4', 'resnet50_3'])
+    ModelConfig(arch='resnet22', in_channels=3, convention='v2'),
+], ids=['mobilenet3', 'mobilenet4', 'resnet18_4', 'resnet50_3', 'resnet22_3'])
 def test_onnx_matches_jax_inference_function(cfg, lm_model):
   restored = _restored(cfg)
   model = onnx_export.build_model(restored, lm_model)
@@ -96,6 +97,13 @@ def test_onnx_matches_jax_inference_function(cfg, lm_model):
   _compare(sess.run(list(export.OUTPUTS), dict(zip(names, args))), ref)
   _compare(sess.run(list(export.OUTPUTS), dict(zip(names, [a[1:2] for a in args]))),
            [r[1:2] for r in ref])
+
+
+def test_unknown_arch_is_one_line(lm_model):
+  import dataclasses
+  cfg = dataclasses.replace(ModelConfig(), arch='vgg')
+  with pytest.raises(DaslError, match="no ONNX writer for arch 'vgg'"):
+    onnx_export.build_model(checkpoint.Restored(None, {}, cfg, tiny_stats(), None), lm_model)
 
 
 def test_flm_channel_matches(lm_model):
