@@ -1,14 +1,14 @@
 r"""onnxruntime (dasl_jax.onnx_export) against the jitted JAX function, interleaved.
 
   python -m benchmarks.onnx [--json OUT.json] [--quick] [--large_batch 128]
-      [--repeats 10] [--rounds 5] [--ort_threads 0]
+      [--repeats 10] [--interleave_rounds 5] [--ort_threads 0]
 
 The function is the same on both sides: uint8 crops -> MobileNetV1 x0.5 (3DDFA_V2's
 mb05 from $DASL_ASSETS, else random weights of its shapes) -> de-whitened
 parameters -> 68 crop landmarks (``export.inference_function``, jitted; and its
 ONNX graph, one session with a symbolic batch). Each round times JAX then
 onnxruntime at batch 1 (ms/img) and at ``--large_batch`` (img/s), ``--repeats``
-calls each (median); the figures are medians over ``--rounds`` rounds, so a
+calls each (median); the figures are medians over ``--interleave_rounds`` rounds, so a
 change of load on a shared machine hits both contenders alike. Ratios > 1:
 onnxruntime faster. ``benchmarks.export`` times the same contenders (and
 jax.export) one after another.
@@ -29,7 +29,7 @@ from dasl_jax.models import ModelConfig, create_regressor
 
 # --json, --quick, --large_batch and --repeats come from benchmarks.inference.
 FLAGS = flags.FLAGS
-flags.DEFINE_integer('rounds', 5, 'Interleaved rounds (median over rounds reported).')
+flags.DEFINE_integer('interleave_rounds', 5, 'Interleaved rounds (median over rounds reported).')
 flags.DEFINE_integer('ort_threads', 0, 'onnxruntime intra-op threads (0: its default, '
                      'one per core)')
 
@@ -95,7 +95,7 @@ def main(argv):
   from dasl_jax import cpu_runtime
   cpu_runtime.tune_malloc()
   del argv
-  common.finish(lambda: run(FLAGS.quick, FLAGS.large_batch, FLAGS.repeats, FLAGS.rounds,
+  common.finish(lambda: run(FLAGS.quick, FLAGS.large_batch, FLAGS.repeats, FLAGS.interleave_rounds,
                             FLAGS.ort_threads), FLAGS.json)
 
 
