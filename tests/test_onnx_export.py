@@ -21,6 +21,7 @@ from dasl_jax import checkpoint, export, onnx_export  # noqa: E402
 from dasl_jax.data.synthetic_model import build_synthetic_model  # noqa: E402
 from dasl_jax.errors import DaslError  # noqa: E402
 from dasl_jax.models import ModelConfig, create_regressor  # noqa: E402
+from tests.conftest import requires_assets  # noqa: E402
 from tests.infer_helpers import random_variables, tiny_stats  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -184,12 +185,13 @@ def test_onnx_predictor_matches_predictor_and_export_command(tmp_path, lm_model)
     onnx_export.session(tmp_path / 'bad.onnx')
 
 
+@requires_assets('pretrained', 'mb05_120x120.pth')
+@requires_assets('pretrained', 'param_mean_std_62d_120x120.pkl')
+@requires_assets('bfm', 'keypoints68')
 def test_real_mb05_matches(tmp_path_factory):
   """3DDFA_V2's mb05 converted: ONNX vs JAX on random crops (3 channels, BFM landmarks)."""
   from dasl_jax import assets, inference
   pth = assets.assets_dir() / 'pretrained' / 'mb05_120x120.pth'
-  if not pth.exists():
-    pytest.skip(f'{pth} not found ($DASL_ASSETS)')
   out = tmp_path_factory.mktemp('mb05') / 'mb05_onnx'
   r = subprocess.run([sys.executable, '-m', 'experiments.convert_checkpoint', '--from_3ddfa_v2',
                       str(pth), '--out', str(out)], cwd=ROOT, capture_output=True, text=True,
