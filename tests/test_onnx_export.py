@@ -123,12 +123,18 @@ def test_flm_channel_matches(lm_model):
   np.testing.assert_array_equal(got, np.asarray(L.flm(p)))
 
 
-def test_onnx_predictor_matches_predictor_and_export_command(tmp_path, lm_model):
+def test_onnx_predictor_matches_predictor_and_export_command(tmp_path, request):
   """OnnxPredictor vs inference.Predictor (detector points, masks, bootstrap), and
   experiments.export --format onnx writes a file that loads and reports its error."""
   from dasl_jax import inference
   from tests.infer_helpers import make_checkpoint
   path = make_checkpoint(tmp_path / 'tiny4', seed=3)
+  # The command (writes the .onnx and checks it) runs beside the in-process checks.
+  out = tmp_path / 'm.onnx'
+  cmd = subprocess.Popen([sys.executable, '-m', 'experiments.export', '--checkpoint', str(path),
+                          '--out', str(out), '--format', 'onnx'], cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  request.addfinalizer(lambda: cmd.poll() is None and (cmd.kill(), cmd.wait()))
   restored = checkpoint.restore(path)
   models = inference.face_models(restored)
   jp = inference.Predictor(restored, models.landmarks, batch_size=4, bootstrap_iters=2)
@@ -169,13 +175,9 @@ def test_onnx_predictor_matches_predictor_and_export_command(tmp_path, lm_model)
                    ({'backend': 'onnxruntime', 'dot_dtype': 'bfloat16'}, 'only with --backend jax')):
     with pytest.raises(DaslError, match=want):
       inference.Runner(path, tmp_path / 'out', boxes=str(boxes), **kw)
-  # The command: writes the .onnx next to the .jaxexport and checks it.
-  out = tmp_path / 'm.onnx'
-  r = subprocess.run([sys.executable, '-m', 'experiments.export', '--checkpoint', str(path),
-                      '--out', str(out), '--format', 'onnx'], cwd=ROOT, capture_output=True,
-                     text=True, timeout=300)
-  assert r.returncode == 0, r.stderr[-2000:]
-  assert 'onnxruntime' in r.stdout and out.exists()
+  r = cmd.communicate(timeout=300)
+  assert cmd.returncode == 0, r[1][-2000:]
+  assert 'onnxruntime' in r[0] and out.exists()
   sess = onnx_export.session(out)
   assert [i.name for i in sess.get_inputs()] == ['crops', 'points18']
   with pytest.raises(DaslError, match='ONNX model not found'):
