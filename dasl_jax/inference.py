@@ -172,6 +172,35 @@ def _nearest_colors(points, ref_points, ref_colors):
   return ref_colors[idx]
 
 
+def load_paf_dense(bfm_dir, landmark_model=None, shape_sim=None) -> mm.MorphableModel:
+  """The 4,096-vertex ``Model_PAF.pkl`` grid as a mesh: triangles over the grid
+  without the points that lie off the face surface, colours from the nearest
+  full-BFM vertex's mean texture (``Model_Shape_Sim.mat``, when present). The
+  one assembly of this mesh: overlays and the synthetic-BFM renderer use it.
+
+  Args:
+    landmark_model: the keypoints68 model (picks the grid's 68 landmark rows).
+    shape_sim: ``mm.load_shape_sim_mat`` output if already loaded.
+  """
+  d = Path(bfm_dir)
+  raw = mm._load_pickle(d / 'Model_PAF.pkl')
+  paf_mean = np.asarray(raw['mu_filter'], np.float32).reshape(-1, 3)
+  # The BFM mean face is u_shp + u_exp (Model_Shape_Sim's mu_shape lacks the
+  # expression mean, and would flag half the grid as off the surface).
+  bfm_mean = None
+  if (d / 'u_shp.npy').exists() and (d / 'u_exp.npy').exists():
+    bfm_mean = (mm._load_npy(d / 'u_shp.npy', 'mean shape') +
+                mm._load_npy(d / 'u_exp.npy', 'mean expression')).reshape(-1, 3)
+  off = bfm_off_surface(paf_mean, bfm_mean) if bfm_mean is not None else None
+  dense = mm.load_model_paf(d / 'Model_PAF.pkl', reference=landmark_model, off_surface=off)
+  if shape_sim is None and (d / 'Model_Shape_Sim.mat').exists():
+    shape_sim = mm.load_shape_sim_mat(d / 'Model_Shape_Sim.mat')
+  if (shape_sim is not None and 'tex' in shape_sim and bfm_mean is not None
+      and len(bfm_mean) == len(shape_sim['tex'])):
+    dense = dense.replace(colors=_nearest_colors(paf_mean, bfm_mean, shape_sim['tex']))
+  return dense
+
+
 @functools.lru_cache(maxsize=4)
 def load_bfm_models(bfm_dir: str) -> FaceModels:
   """BFM models from a folder laid out like ``assets/bfm``.
@@ -201,19 +230,7 @@ def load_bfm_models(bfm_dir: str) -> FaceModels:
     else:
       note = f'dense: full BFM {d} without triangles (no matching Model_Shape_Sim.mat)'
   elif (d / 'Model_PAF.pkl').exists():
-    raw = mm._load_pickle(d / 'Model_PAF.pkl')
-    paf_mean = np.asarray(raw['mu_filter'], np.float32).reshape(-1, 3)
-    # The BFM mean face is u_shp + u_exp (Model_Shape_Sim's mu_shape lacks the
-    # expression mean, and would flag half the grid as off the surface).
-    bfm_mean = None
-    if (d / 'u_shp.npy').exists() and (d / 'u_exp.npy').exists():
-      bfm_mean = (mm._load_npy(d / 'u_shp.npy', 'mean shape') +
-                  mm._load_npy(d / 'u_exp.npy', 'mean expression')).reshape(-1, 3)
-    off = bfm_off_surface(paf_mean, bfm_mean) if bfm_mean is not None else None
-    dense = mm.load_model_paf(d / 'Model_PAF.pkl', reference=lms, off_surface=off)
-    if (simd is not None and 'tex' in simd and bfm_mean is not None
-        and len(bfm_mean) == len(simd['tex'])):
-      dense = dense.replace(colors=_nearest_colors(paf_mean, bfm_mean, simd['tex']))
+    dense = load_paf_dense(d, lms, simd)
     note = f'dense: Model_PAF.pkl ({dense.n_vertices} vertices, {len(dense.triangles)} triangles)'
   if lms is None:
     if dense is None:
