@@ -13,8 +13,10 @@ yaw/pitch/roll, 68 landmarks in image pixels), ``NAME_overlay.png`` (mesh and
 landmarks over the photo), ``NAME_face<k>.obj`` / ``.ply`` (mesh in image
 pixels, per-vertex colour; ``--mesh_axes 3ddfa``, the default, flips y up as
 3DDFA_V2 does, so viewers show the face upright; ``image`` keeps y down) and with ``--depth`` ``NAME_depth.png`` /
-``NAME_normal.png``. A video gives ``NAME.json`` with a record per frame and
-``NAME_overlay.mp4``.
+``NAME_normal.png``. A video gives ``NAME.jsonl`` (one JSON object per frame,
+written as it goes), ``NAME.json`` with a record per frame and
+``NAME_overlay.mp4``; faces are tracked (``--track``) and their parameters
+smoothed over ``--smooth`` frames (``dasl_jax.video_tracking``).
 
 Faces come from ``--boxes`` (JSON or CSV x1,y1,x2,y2[,score] per image; the
 layouts are in the flag's help and ``dasl_jax.detect.load_boxes``), else
@@ -52,6 +54,12 @@ flags.DEFINE_string('landmarks', None, '68-point detector landmarks in image pix
 flags.DEFINE_string('bfm', None, 'BFM folder (keypoints68/, Model_PAF.pkl, optional '
                     'w_shp_sim.npy); default: the one the checkpoint was trained with')
 flags.DEFINE_integer('every', 1, 'videos: use every N-th frame')
+flags.DEFINE_bool('track', True, 'videos: follow each face from its last landmarks (3DDFA '
+                  'landmark crop) and run the detector only when a face is lost; '
+                  '--notrack detects on every frame')
+flags.DEFINE_integer('smooth', 5, 'videos: average each face\'s 62 parameters over a centred '
+                     'window of this many frames (odd; 0 or 1: off); landmarks and meshes '
+                     'are recomputed from them')
 flags.DEFINE_integer('min_face', 24, 'skip faces whose box is smaller than this (pixels)')
 flags.DEFINE_integer('bootstrap_iters', 2, '4-channel models without --landmarks: forward '
                      'passes of the self-bootstrapped FLM')
@@ -104,6 +112,8 @@ def run(argv):
     raise DaslError('--input is required')
   if FLAGS.every < 1:
     raise DaslError(f'--every must be >= 1, got {FLAGS.every}')
+  from dasl_jax.video_tracking import smooth_window
+  smooth_window(FLAGS.smooth)  # a bad value fails before the model loads
   files = list_inputs(paths)  # before JAX loads: a mistyped argument fails at once
   from dasl_jax import inference
   single = len(paths) == 1 and Path(paths[0]).is_file()
@@ -116,14 +126,16 @@ def run(argv):
                   profile=FLAGS.profile, alpha=FLAGS.alpha, detector=FLAGS.detector,
                   faceboxes_weights=FLAGS.faceboxes_weights, mesh_axes=FLAGS.mesh_axes,
                   dot_dtype=FLAGS.dot_dtype)
+  print(f'face model: {runner.models.note or runner.models.kind}', file=sys.stderr)
   n_faces, failed = 0, 0
   from tqdm import tqdm
   t0 = time.time()
   for path in tqdm(files, desc='images', unit='file', disable=len(files) < 2):
     try:
       if inference.is_video(path):
-        rec = runner.video(path, FLAGS.every)
+        rec = runner.video(path, FLAGS.every, track=FLAGS.track, smooth=FLAGS.smooth)
         n_faces += sum(len(f['faces']) for f in rec['frames'])
+        failed += 'error' in rec  # printed; the frames before it are written
       else:
         rec = runner.image(path, inference.load_image(path))
         n_faces += len(rec['faces'])
