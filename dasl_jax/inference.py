@@ -757,9 +757,11 @@ class Runner:
   def _smoothed_face(self, face, params):
     """A :class:`Face` with smoothed ``params`` (62,) (in its own crop): landmarks
     and pose recomputed."""
+    if not hasattr(self, '_lms_pose'):
+      lm, conv = self.predictor.lm_model, self.predictor.convention
+      self._lms_pose = jax.jit(lambda p: (mm.landmarks2d(lm, p, conv),
+                                          camera.pose_angles(P.split(p)[0])))
     p = np.asarray(params, np.float32)
-    crop = np.asarray(mm.landmarks2d(self.predictor.lm_model, jnp.asarray(p),
-                                     self.predictor.convention))
+    crop, pose = (np.asarray(a) for a in self._lms_pose(jnp.asarray(p)))
     img = np.asarray(camera.crop_to_image(crop, face.roi_box))
-    pose = np.asarray(camera.pose_angles(P.split(jnp.asarray(p[None]))[0]))[0]
     return dataclasses.replace(face, params=p, pose=pose, lms68=img, lms68_crop=crop)

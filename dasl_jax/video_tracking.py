@@ -336,9 +336,32 @@ class Tracker:
     self._next_id = 0
 
   def _new_tracks(self, faces):
-    self.faces = list(faces)
-    self.ids = list(range(self._next_id, self._next_id + len(faces)))
-    self._next_id += len(faces)
+    """Start tracks for detected faces; a face that passes :func:`check_roi`
+    against a face of the frame before (same size within ``max_scale_change``,
+    centre within ``max_shift`` ROI sides: nearest first) keeps its track id,
+    so smoothing also works when detecting on every frame."""
+    ids = [None] * len(faces)
+    pairs = []
+    for i, f in enumerate(faces):
+      c = (np.asarray(f.roi_box[:2]) + np.asarray(f.roi_box[2:4])) / 2
+      for j, g in enumerate(self.faces):
+        prev = np.asarray(g.roi_box, np.float64)
+        side, pside = f.roi_box[2] - f.roi_box[0], prev[2] - prev[0]
+        ratio = side / pside
+        shift = np.hypot(*(c - (prev[:2] + prev[2:]) / 2)) / pside
+        if (1 / self.rules.max_scale_change <= ratio <= self.rules.max_scale_change
+            and shift <= self.rules.max_shift):
+          pairs.append((shift, i, j))
+    used = set()
+    for _, i, j in sorted(pairs):
+      if ids[i] is None and j not in used:
+        ids[i] = self.ids[j]
+        used.add(j)
+    for i in range(len(ids)):
+      if ids[i] is None:
+        ids[i] = self._next_id
+        self._next_id += 1
+    self.faces, self.ids = list(faces), ids
 
   def step(self, frame, name):
     """One frame -> (faces, track ids, messages, mode).
