@@ -1,7 +1,7 @@
 r"""Video tracking and smoothing on videos with known motion: landmark error, jitter, speed.
 
   python -m benchmarks.video_tracking --checkpoint DIR [--bfm DIR] [--frames 60]
-      [--images image00043,...] [--smooth 5] [--json experiments/results/video_tracking.json]
+      [--images image00043,...] [--smooth 3] [--json experiments/results/video_tracking.json]
 
 Each AFLW2000-3D photo (``$DASL_ASSETS/aflw2000-3d/AFLW2000``, with its 68
 ground-truth points ``pt3d_68``) is moved by known smooth affine transforms
@@ -65,7 +65,7 @@ def main():
   ap.add_argument('--bfm', default=None)
   ap.add_argument('--frames', type=int, default=60)
   ap.add_argument('--images', default=DEFAULT_IMAGES)
-  ap.add_argument('--smooth', type=int, default=5)
+  ap.add_argument('--smooth', type=int, default=3)
   ap.add_argument('--json', default='experiments/results/video_tracking.json')
   args = ap.parse_args()
   from dasl_jax import inference

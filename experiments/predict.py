@@ -57,7 +57,7 @@ flags.DEFINE_integer('every', 1, 'videos: use every N-th frame')
 flags.DEFINE_bool('track', True, 'videos: follow each face from its last landmarks (3DDFA '
                   'landmark crop) and run the detector only when a face is lost; '
                   '--notrack detects on every frame')
-flags.DEFINE_integer('smooth', 5, 'videos: average each face\'s 62 parameters over a centred '
+flags.DEFINE_integer('smooth', 3, 'videos: average each face\'s 62 parameters over a centred '
                      'window of this many frames (odd; 0 or 1: off); landmarks and meshes '
                      'are recomputed from them')
 flags.DEFINE_integer('min_face', 24, 'skip faces whose box is smaller than this (pixels)')
