@@ -565,7 +565,7 @@ class Runner:
 
   def __init__(self, checkpoint, out, bfm=None, boxes=None, landmarks=None, min_face=24,
                bootstrap_iters=2, batch_size=32, depth=False, meshes=True, overlay=True,
-               profile=True, alpha=0.6, detector='faceboxes', faceboxes_weights=None,
+               profile=True, alpha=visualize.DEFAULT_ALPHA, detector='faceboxes', faceboxes_weights=None,
                mesh_axes='3ddfa', dot_dtype='float32'):
     if mesh_axes not in mesh_io.MESH_AXES:
       raise DaslError(f'--mesh_axes must be one of {", ".join(mesh_io.MESH_AXES)}, '

@@ -75,7 +75,7 @@ flags.DEFINE_enum('detector', 'faceboxes', ['faceboxes', 'haar'], 'face detector
 flags.DEFINE_string('faceboxes_weights', None, 'FaceBoxesProd.pth (default: '
                     '$DASL_ASSETS/pretrained/FaceBoxesProd.pth)')
 flags.DEFINE_bool('profile', True, 'Haar detector: also run the profile cascade')
-flags.DEFINE_float('alpha', 0.6, 'mesh opacity in overlays')
+flags.DEFINE_float('alpha', 0.75, 'mesh opacity in overlays (0..1)')
 flags.DEFINE_enum('dot_dtype', 'float32', ['float32', 'bfloat16'], 'MobileNetV1 on CPU: operand '
                   'dtype of its stem and 1x1 matrix products (bfloat16: float32 sums; ~1.2x '
                   'batch-128 inference on AVX512-BF16 CPUs, benchmarks/README.md)')
