@@ -1,7 +1,7 @@
 r"""Video tracking and smoothing on videos with known motion: landmark error, jitter, speed.
 
   python -m benchmarks.video_tracking --checkpoint DIR [--bfm DIR] [--frames 60]
-      [--images image00043,...] [--smooth 3] [--json experiments/results/video_tracking.json]
+      [--images image00043,...] [--smooth 3] [--also_windows 5,9] [--json experiments/results/video_tracking.json]
 
 Each AFLW2000-3D photo (``$DASL_ASSETS/aflw2000-3d/AFLW2000``, with its 68
 ground-truth points ``pt3d_68``) is moved by known smooth affine transforms
@@ -14,7 +14,9 @@ on/off. Reported per arm: NME (% of the ground-truth box size sqrt(w h), mean
 over frames), jitter (mean over frames of |d pred - d gt| per point, % of the
 box size, d = change from the frame before), frames without the face, detector
 calls, and frames per second of ``Runner.video`` (decode, detect/track, regress,
-smooth, JSON; after a warm-up run that compiles everything).
+smooth, JSON; after a warm-up run that compiles everything). ``--also_windows``
+adds tracked arms with other smoothing windows (the bias of a long window on a
+curving motion against its jitter gain).
 """
 from __future__ import annotations
 
@@ -66,6 +68,8 @@ def main():
   ap.add_argument('--frames', type=int, default=60)
   ap.add_argument('--images', default=DEFAULT_IMAGES)
   ap.add_argument('--smooth', type=int, default=3)
+  ap.add_argument('--also_windows', default='5,9',
+                  help='extra smoothing windows measured with tracking (comma list, "" none)')
   ap.add_argument('--json', default='experiments/results/video_tracking.json')
   args = ap.parse_args()
   from dasl_jax import inference
@@ -87,6 +91,7 @@ def main():
   runner.video(warm, track=True, smooth=args.smooth)
   arms = [('detect every frame', False, 1), ('detect every frame + smooth', False, args.smooth),
           ('track', True, 1), ('track + smooth', True, args.smooth)]
+  arms += [(f'track + smooth {w}', True, int(w)) for w in args.also_windows.split(',') if w]
   results = []
   for label, track, smooth in arms:
     per, all_err, jit, missing, detects, frames, secs = [], [], [], 0, 0, 0, 0.0
