@@ -119,6 +119,8 @@ def run(argv):
   single = len(paths) == 1 and Path(paths[0]).is_file()
   if single and not inference.is_video(files[0]):
     inference.load_image(files[0])  # an unreadable file fails before the model loads
+  elif single:
+    next(inference.video_frames(files[0]))  # so does a video that cannot be opened
   runner = inference.Runner(FLAGS.checkpoint, FLAGS.out, bfm=FLAGS.bfm, boxes=FLAGS.boxes,
                   landmarks=FLAGS.landmarks, min_face=FLAGS.min_face,
                   bootstrap_iters=FLAGS.bootstrap_iters, batch_size=FLAGS.batch_size,
@@ -148,7 +150,7 @@ def run(argv):
       Path(str(stem) + '.json').write_text(json.dumps(
           {'image': str(path), 'faces': [], 'messages': [str(e)], 'error': str(e)},
           indent=1) + '\n')
-  print(f'{len(files)} input(s), {n_faces} face(s), {failed} unreadable, '
+  print(f'{len(files)} input(s), {n_faces} face(s), {failed} unreadable or cut short, '
         f'{time.time() - t0:.1f} s -> {FLAGS.out}')
   return 0
 

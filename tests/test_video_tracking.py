@@ -240,3 +240,19 @@ def test_bad_videos(clip):
   lines = (runner.out / 'trunc.jsonl').read_text().splitlines()
   assert len(lines) == n  # every decoded frame written, smoothing's held-back ones too
   assert json.loads((runner.out / 'trunc.json').read_text())['error'] == rec['error']
+
+
+def test_predict_command_refuses_an_unopenable_video_before_the_model(tmp_path):
+  import subprocess
+  import sys
+  from pathlib import Path
+  junk = tmp_path / 'junk.mp4'
+  junk.write_bytes(b'\x00' * 1000)
+  r = subprocess.run([sys.executable, '-m', 'experiments.predict', '--checkpoint',
+                      str(tmp_path / 'no_model'), '--input', str(junk), '--out',
+                      str(tmp_path / 'out')], capture_output=True, text=True,
+                     cwd=Path(__file__).resolve().parent.parent, timeout=120)
+  assert r.returncode == 2
+  ours = [l for l in r.stderr.splitlines() if l.startswith('error:')]
+  assert ours == [f'error: {junk}: cannot open the video (missing, truncated or corrupt '
+                  'file, or no OpenCV decoder for it)']
