@@ -682,7 +682,9 @@ class Runner:
     def align(frame, lms, name):
       faces, messages = predict_image(self.predictor, frame, lms68=lms,
                                       min_face=self.min_face, name=name)
-      return [dataclasses.replace(f, kind='track') for f in faces], messages
+      # A 4-channel model's FLM came from the frame before's prediction.
+      return [dataclasses.replace(f, kind='track', flm='previous_frame' if f.flm == 'detector'
+                                  else f.flm) for f in faces], messages
 
     tracker = VT.Tracker(self.faces, align, enabled=track)
     smoother = VT.StreamSmoother(window, self.predictor.convention)

@@ -14,7 +14,9 @@ rules of :func:`check_roi`, all on the ROI box the landmarks give) when
 * the ROI centre moved by more than ``max_shift`` ROI sides in one frame;
 * less than ``min_inside`` of the ROI's area lies inside the frame.
 
-Then the whole frame is re-detected and new tracks start.
+The rules are checked on the landmarks just predicted against the ROI they
+were predicted in; when one fails, the same frame is re-detected (a detection
+near a lost track's last place keeps its track id).
 
 Smoothing: a centred moving average over ``window`` frames of each track's
 parameters (``--smooth 3``, the default: one frame before, one after; 0 or 1:
@@ -384,12 +386,18 @@ class Tracker:
         faces, messages = self.align(frame, np.stack([f.lms68 for f in self.faces]), name)
         if len(faces) != len(self.faces):
           reason = 'a tracked face fell below --min_face'
-        elif not all(np.isfinite(f.lms68).all() and np.isfinite(f.params).all()
-                     for f in faces):
+        elif not all(np.isfinite(f.params).all() for f in faces):
           reason = 'non-finite prediction'
         else:
-          self.faces = list(faces)
-          return faces, list(self.ids), messages, 'track'
+          # The prediction itself must pass the rules against the ROI it was
+          # made in (a collapsed or exploded face is re-detected in this frame).
+          for f in faces:
+            _, reason = check_roi(f.lms68, f.roi_box, h, w, self.rules)
+            if reason:
+              break
+          if reason is None:
+            self.faces = list(faces)
+            return faces, list(self.ids), messages, 'track'
     faces, messages = self.detect(frame, name)
     self._new_tracks(faces)
     mode = 'detect' if reason is None else f'redetect: {reason}'

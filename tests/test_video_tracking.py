@@ -135,12 +135,15 @@ def test_tracker_redetects_when_lost():
   frame = np.zeros((480, 640, 3), np.uint8)
   modes = [tr.step(frame, f'f{i}')[3] for i in range(4)]
   assert modes == ['detect', 'track', 'track', 'track'] and len(calls) == 1
-  scale['s'] = 0.3  # the regressor collapses: next frame's ROI shrinks x0.3
-  faces, ids, _, mode = tr.step(frame, 'f4')
-  assert mode == 'track'
-  faces, ids2, _, mode = tr.step(frame, 'f5')
+  ids = tr.ids
+  scale['s'] = 0.3  # the regressor collapses: its landmarks' ROI is x0.3 of the crop's
+  faces, ids2, _, mode = tr.step(frame, 'f4')
   assert mode.startswith('redetect: ROI side changed x0.30') and len(calls) == 2
   assert ids2 == ids  # the re-detected face is where the track was: same id
+  scale['s'] = 1.0
+  assert tr.step(frame, 'f5')[3] == 'track'
+  tr.faces[0].lms68[7] = np.inf  # a non-finite landmark: the next frame re-detects
+  assert tr.step(frame, 'f6')[3] == 'redetect: non-finite landmarks'
   notrack = V.Tracker(detect, align, enabled=False)
   assert [notrack.step(frame, 'g')[3] for _ in range(3)] == ['detect'] * 3
 
