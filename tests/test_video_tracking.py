@@ -185,9 +185,22 @@ def clip(tmp_path_factory):
   lo, hi = gts[0].min(0), gts[0].max(0)
   boxes = tmp / 'boxes.json'
   boxes.write_text(json.dumps({'clip.avi#frame0': [[*lo, *hi, 1.0]],
-                               'trunc.avi#frame0': [[*lo, *hi, 1.0]]}))
+                               'trunc.avi#frame0': [[*lo, *hi, 1.0]],
+                               'leave.avi#frame0': [[*lo, *hi, 1.0]]}))
   runner = inference.Runner(ckpt, tmp / 'out', boxes=str(boxes),
                             bfm=str(asset_path('bfm')), meshes=False)
+  # A second clip: the same first frame, then the photo slides right, slowing
+  # down, until the face is wholly out of the frame.
+  n = 20  # decelerating: the face lingers at and beyond the edge
+  shift = 1.1 * size[0] * np.sin(np.linspace(0, np.pi / 2, n))
+  aff2 = np.repeat(aff[:1], n, 0)
+  aff2[:, 0, 2] += shift
+  w = cv2.VideoWriter(str(tmp / 'leave.avi'), cv2.VideoWriter_fourcc(*'MJPG'), 25, size)
+  for f in V.moved_frames(img, aff2, size, noise=3.0, seed=2, border='constant'):
+    w.write(f)
+  w.release()
+  leave_gt = gts[:1] + np.stack([shift, np.zeros(n)], 1)[:, None]
+  runner.leave = (tmp / 'leave.avi', leave_gt)
   return runner, path, gts, tmp
 
 
@@ -222,6 +235,22 @@ def test_tracking_keeps_the_face_and_smoothing_cuts_jitter(clip):
   # per-frame predictions jitter around the smooth true motion.
   j_raw, j_sm = V.jitter(_pred(raw), gts), V.jitter(_pred(sm), gts)
   assert j_sm < 0.75 * j_raw, (j_sm, j_raw)
+
+
+@needs_model
+@needs_aflw
+def test_a_face_leaving_the_frame_is_dropped_not_ghosted(clip):
+  runner = clip[0]
+  path, gt = runner.leave
+  rec = runner.video(path, smooth=1)
+  width = 320
+  for fr, g in zip(rec['frames'], gt):
+    if g[:, 0].max() < width - 5:  # the whole face in the frame: tracked, not lost
+      assert fr['mode'] in ('detect', 'track') and len(fr['faces']) == 1
+      assert V.nme(np.asarray(fr['faces'][0]['landmarks68'])[None], g[None])[0] < 6.0
+    if g[:, 0].min() > width:  # wholly outside: no face may be reported there
+      assert fr['faces'] == [], (fr['frame'], fr['mode'])
+  assert any(f['mode'].startswith('redetect: ') for f in rec['frames'])  # lost, by a rule
 
 
 @needs_model
