@@ -25,9 +25,7 @@ from typing import Optional, Sequence
 import jax
 import jax.numpy as jnp
 
-from dasl_jax import inputs
-from dasl_jax import landmarks as L
-from dasl_jax import morphable_model as mm
+from dasl_jax import predict_batch as core
 from dasl_jax.errors import DaslError
 
 OUTPUTS = ('whitened', 'params', 'lms68')
@@ -51,31 +49,18 @@ def inference_function(restored, landmark_model, flm='input', bootstrap_iters=2)
   module = restored.module
   variables = jax.tree_util.tree_map(jnp.asarray, restored.variables)
   lm = landmark_model.landmark_model()
-  mean = jnp.asarray(restored.param_stats.mean, jnp.float32)
-  std = jnp.asarray(restored.param_stats.std, jnp.float32)
-  conv = cfg.convention
+  stats = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), restored.param_stats)
+  iters = bootstrap_iters if (cfg.in_channels == 4 and flm == 'bootstrap') else 0
 
-  def outputs(w):
-    p = w * std + mean
-    return w, p, mm.landmarks2d(lm, p, conv)
+  def run(crops, points18=None):
+    out = core.forward(module, variables, stats, lm, crops, points18, None,
+                       in_channels=cfg.in_channels, convention=cfg.convention,
+                       bootstrap_iters=iters)
+    return tuple(out[k] for k in OUTPUTS)
 
-  if cfg.in_channels == 3:
-    def fn(crops):
-      return outputs(module.apply(variables, inputs.model_input(crops, in_channels=3)))
-    return fn, ('crops',)
-  if flm == 'input':
-    def fn(crops, points18):
-      return outputs(module.apply(variables, inputs.model_input(crops, points18, in_channels=4)))
-    return fn, ('crops', 'points18')
-  mean18 = L.select18(mm.landmarks2d(lm, mean, conv))
-
-  def fn(crops):
-    pts = jnp.broadcast_to(mean18, (crops.shape[0], 18, 2))
-    for _ in range(bootstrap_iters):
-      out = outputs(module.apply(variables, inputs.model_input(crops, pts, in_channels=4)))
-      pts = L.select18(out[2])
-    return out
-  return fn, ('crops',)
+  if cfg.in_channels == 4 and flm == 'input':
+    return run, ('crops', 'points18')
+  return (lambda crops: run(crops)), ('crops',)
 
 
 def input_specs(names, batch: Optional[int] = None):

@@ -32,11 +32,11 @@ from dasl_jax import camera
 from dasl_jax import checkpoint as ckpt
 from dasl_jax import crop as C
 from dasl_jax import detect
-from dasl_jax import inputs
 from dasl_jax import landmarks as L
 from dasl_jax import mesh_io
 from dasl_jax import morphable_model as mm
 from dasl_jax import params as P
+from dasl_jax import predict_batch as core
 from dasl_jax import video_tracking as VT
 from dasl_jax import visualize
 from dasl_jax.assets import asset
@@ -263,15 +263,8 @@ def face_models(restored, bfm_dir=None) -> FaceModels:
 
 
 # ----------------------------------------------------------------------------
-# The jitted regressor.
-
-
-def _bucket(n, cap):
-  """Smallest power of two >= n (at most cap): few shapes, few compilations."""
-  b = 1
-  while b < n and b < cap:
-    b *= 2
-  return b
+# The regressor on crops (the prediction core, ``predict_batch``, with
+# interactive batching).
 
 
 class Predictor:
@@ -280,7 +273,8 @@ class Predictor:
   Args:
     restored: ``dasl_jax.checkpoint.restore(...)`` output.
     landmark_model: 68-row morphable model for the landmarks.
-    batch_size: the largest batch one call runs (bigger inputs are split).
+    batch_size: the largest batch one call runs (bigger inputs are split;
+      smaller ones are padded to a power of two).
     bootstrap_iters: forward passes of the self-bootstrapped FLM (4-channel
       models without detector landmarks): the first from the mean face's
       landmarks, each next one from the previous prediction's.
@@ -297,32 +291,44 @@ class Predictor:
     if bootstrap_iters < 1:
       raise DaslError(f'--bootstrap_iters must be >= 1, got {bootstrap_iters}')
     self.bootstrap_iters = bootstrap_iters
-    self._mean = jnp.asarray(self.stats.mean, jnp.float32)
-    self._std = jnp.asarray(self.stats.std, jnp.float32)
     # The mean face under the mean pose: the FLM a 4-channel model starts from.
-    self.mean_lms68 = np.asarray(mm.landmarks2d(self.lm_model, self._mean, self.convention))
-    self._fn = jax.jit(self._forward, static_argnames=('iters',))
+    self.mean_lms68 = np.asarray(mm.landmarks2d(self.lm_model, jnp.asarray(self.stats.mean),
+                                                self.convention))
+    self._fns = {}
+
+  @classmethod
+  def from_parts(cls, module, variables, model_config, param_stats, landmark_model, **kw):
+    """A predictor from a network and its constants (e.g. a training run's state)."""
+    return cls(ckpt.Restored(module, variables, model_config, param_stats, None),
+               landmark_model, **kw)
 
   @property
   def in_channels(self):
     return self.config.in_channels
 
-  def _outputs(self, whitened):
-    p = whitened * self._std + self._mean
-    return p, mm.landmarks2d(self.lm_model, p, self.convention)
+  def predict_many(self, crops, n, points18=None, iters=None, batch_size=None,
+                   progress=True, desc='predict'):
+    """Many crops read batch by batch (benchmarks): fixed-size batches, split over
+    host devices when there are several.
 
-  def _forward(self, variables, crops, points18, mask18, iters):
-    """crops (B, 120, 120, 3) uint8, points18 (B, 18, 2), mask18 (B, 18) ->
-    whitened (B, 62), params (B, 62), lms68 (B, 68, 2) crop pixels."""
-    if self.in_channels == 3:
-      w = self.module.apply(variables, inputs.model_input(crops, in_channels=3))
-      return (w,) + self._outputs(w)
-    for _ in range(iters):
-      x = inputs.model_input(crops, points18, mask18, in_channels=4)
-      w = self.module.apply(variables, x)
-      p, lms = self._outputs(w)
-      points18, mask18 = L.select18(lms), jnp.ones_like(mask18)  # predicted: all visible
-    return w, p, lms
+    Args:
+      crops: index array (b,) -> (b, 120, 120, 3) uint8, or an (n, ...) array.
+      points18: optional (n, 18, 2) FLM points (4-channel models: one pass);
+        without them a 4-channel model bootstraps (``iters`` passes).
+    Returns:
+      dict as :meth:`predict_crops`.
+    """
+    passes = 0
+    if self.in_channels == 4 and points18 is None:
+      passes = self.bootstrap_iters if iters is None else iters
+    return core.predict_crops(self._fn(passes), self.variables, self.stats, self.lm_model,
+                              crops, n, points18, None, batch_size or self.batch_size,
+                              progress=progress, desc=desc)
+
+  def _fn(self, iters):
+    if iters not in self._fns:
+      self._fns[iters] = core.make_forward(self.module, self.in_channels, self.convention, iters)
+    return self._fns[iters]
 
   def predict_crops(self, crops, lms68=None, iters=None, points18=None, mask18=None):
     """Run the regressor on crops, in batches.
@@ -336,43 +342,19 @@ class Predictor:
       mask18: optional (F, 18) visibility of ``points18`` (0: not drawn).
     Returns:
       dict of numpy arrays: ``whitened`` (F, 62), ``params`` (F, 62) de-whitened,
-      ``lms68`` (F, 68, 2) crop pixels.
+      ``lms68`` (F, 68, 2) crop pixels, ``pose`` (F, 3) yaw, pitch, roll degrees.
     """
     crops = np.asarray(crops)
     if crops.ndim != 4 or crops.shape[1:] != (camera.CROP_SIZE, camera.CROP_SIZE, 3):
       raise DaslError(f'crops: expected (F, 120, 120, 3) uint8, got {crops.shape}')
-    n = len(crops)
-    out = {'whitened': np.zeros((n, 62), np.float32), 'params': np.zeros((n, 62), np.float32),
-           'lms68': np.zeros((n, 68, 2), np.float32)}
-    if n == 0:
-      return out
-    if points18 is not None:
-      pts = np.asarray(points18, np.float32)
-      passes = 1
-    elif lms68 is not None:
-      pts = L.select18_np(np.asarray(lms68, np.float32))
-      passes = 1
-    else:
-      pts = np.broadcast_to(L.select18_np(self.mean_lms68), (n, 18, 2))
+    if points18 is None and lms68 is not None:
+      points18 = L.select18_np(np.asarray(lms68, np.float32))
+      mask18 = None
+    passes = 0
+    if self.in_channels == 4 and points18 is None:
       passes = self.bootstrap_iters if iters is None else iters
-    vis = (np.ones((n, 18), np.float32) if mask18 is None or points18 is None
-           else np.asarray(mask18, np.float32))
-    for s in range(0, n, self.batch_size):
-      c = crops[s:s + self.batch_size]
-      q = pts[s:s + self.batch_size]
-      m = vis[s:s + self.batch_size]
-      b = _bucket(len(c), self.batch_size)
-      pad = b - len(c)
-      if pad:
-        c = np.concatenate([c, np.zeros((pad,) + c.shape[1:], c.dtype)])
-        q = np.concatenate([q, np.zeros((pad,) + q.shape[1:], q.dtype)])
-        m = np.concatenate([m, np.ones((pad, 18), np.float32)])
-      res = self._fn(self.variables, jnp.asarray(c, jnp.uint8), jnp.asarray(q, jnp.float32),
-                     jnp.asarray(m), iters=passes)
-      k = len(c) - pad
-      for name, r in zip(('whitened', 'params', 'lms68'), res):
-        out[name][s:s + k] = np.asarray(r)[:k]
-    return out
+    return core.predict_crops(self._fn(passes), self.variables, self.stats, self.lm_model,
+                              crops, len(crops), points18, mask18, self.batch_size, pad='pow2')
 
 
 def dense_vertices(model: mm.MorphableModel, params, convention):
@@ -397,12 +379,9 @@ def to_image_space(verts_crop, roi_box, size=camera.CROP_SIZE):
   Returns:
     (N, 3) float32.
   """
-  v = np.asarray(verts_crop, np.float64)
-  roi = np.asarray(roi_box, np.float64)
-  xy = np.asarray(camera.crop_to_image(v[:, :2], roi, size))
-  s = ((roi[2] - roi[0]) + (roi[3] - roi[1])) / (2 * size)
-  z = v[:, 2] * s
-  return np.concatenate([xy, (z - z.min())[:, None]], 1).astype(np.float32)
+  v = np.asarray(camera.crop_to_image_3d(np.asarray(verts_crop, np.float64),
+                                        np.asarray(roi_box, np.float64), size))
+  return np.concatenate([v[:, :2], v[:, 2:] - v[:, 2:].min()], 1).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------
@@ -518,8 +497,7 @@ def predict_image(predictor: Predictor, image, detector=None, boxes=None, lms68=
                       'all faces of this image use the self-bootstrapped FLM')
   out = predictor.predict_crops(crops, crop_lms)
   img_lms = np.asarray(camera.crop_to_image(out['lms68'], rois))
-  fR = P.split(jnp.asarray(out['params']))[0]
-  poses = np.asarray(camera.pose_angles(fR))
+  poses = out['pose']
   faces = [Face(box=boxes[i], roi_box=rois[i], kind=kinds[i], params=out['params'][i],
                 pose=poses[i], lms68=img_lms[i], crop=crops[i], lms68_crop=out['lms68'][i],
                 flm=flm) for i in range(len(rois))]

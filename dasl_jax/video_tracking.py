@@ -124,12 +124,11 @@ def check_roi(lms68, prev_roi, height, width, rules: TrackRules = TrackRules()):
 
 
 def _axis_maps(convention, size=camera.CROP_SIZE):
-  """Crop pixel ``u = X + a``, ``v = c - Y`` (camera X, Y): returns (a, c)."""
-  if convention == 'v1':
-    return 0.0, size + 1.0
-  if convention == 'v2':
-    return -1.0, float(size)
-  camera._check_convention(convention)  # raises
+  """Crop pixel ``u = X + a``, ``v = c - Y`` (camera X, Y): returns (a, c),
+  read from :func:`camera.pixel_affine_np` (the y-flip's one definition)."""
+  A, b = camera.pixel_affine_np(convention, size)
+  assert np.allclose(A, [[1, 0], [0, -1]]), A  # both conventions: x kept, y flipped
+  return float(b[0]), float(b[1])
 
 
 def params_to_roi(params, roi_from, roi_to, convention, size=camera.CROP_SIZE):

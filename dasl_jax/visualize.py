@@ -28,11 +28,8 @@ DEFAULT_ALPHA = 0.75
 def face_vertices_image(verts_crop, roi_box, size=camera.CROP_SIZE):
   """Crop-pixel vertices (N, 3) -> image pixels with z in image-pixel units
   (not shifted, so several faces share one depth scale). -> (N, 3) float32."""
-  v = np.asarray(verts_crop, np.float64)
-  roi = np.asarray(roi_box, np.float64)
-  xy = np.asarray(camera.crop_to_image(v[:, :2], roi, size))
-  s = ((roi[2] - roi[0]) + (roi[3] - roi[1])) / (2 * size)
-  return np.concatenate([xy, v[:, 2:3] * s], 1).astype(np.float32)
+  return np.asarray(camera.crop_to_image_3d(np.asarray(verts_crop, np.float64),
+                                            np.asarray(roi_box, np.float64), size), np.float32)
 
 
 def _combine(meshes):

@@ -33,7 +33,7 @@ flags.DEFINE_string('onnx', None, 'also write an ONNX model here (needs jax2onnx
 
 def run():
   import numpy as np
-  from dasl_jax import checkpoint, export, inference
+  from dasl_jax import checkpoint, export, inference, landmarks
   from dasl_jax.errors import DaslError
   logging.set_verbosity(logging.WARNING)
   if not FLAGS.checkpoint or not FLAGS.out:
@@ -54,7 +54,7 @@ def run():
   pred = inference.Predictor(restored, models.landmarks, bootstrap_iters=FLAGS.bootstrap_iters)
   if meta['inputs'] == ['crops', 'points18']:
     lms = pred.mean_lms68[None] + rng.normal(0, 2, (b, 68, 2))
-    args.append(np.asarray(inference.L.select18_np(lms), np.float32))
+    args.append(np.asarray(landmarks.select18_np(lms), np.float32))
     ref = pred.predict_crops(crops, lms)
   else:
     ref = pred.predict_crops(crops)
