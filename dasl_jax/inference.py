@@ -35,7 +35,9 @@ from dasl_jax import detect
 from dasl_jax import landmarks as L
 from dasl_jax import mesh_io
 from dasl_jax import morphable_model as mm
+from dasl_jax import params as P
 from dasl_jax import predict_batch as core
+from dasl_jax import video_tracking as VT
 from dasl_jax import visualize
 from dasl_jax.assets import asset
 from dasl_jax.errors import DaslError
@@ -92,11 +94,18 @@ def is_video(path) -> bool:
 
 
 def video_frames(path, every=1):
-  """Yield (frame index, (H, W, 3) uint8 BGR) of a video, every ``every``-th frame."""
+  """Yield (frame index, (H, W, 3) uint8 BGR) of a video, every ``every``-th frame.
+
+  Raises (after yielding every frame that decoded):
+    DaslError: the video cannot be opened, has no readable frame, or stops
+      before the frame count its container declares (truncated or corrupt).
+  """
   cap = cv2.VideoCapture(str(path))
   if not cap.isOpened():
-    raise DaslError(f'{path}: cannot open the video (OpenCV has no decoder for it?)')
+    raise DaslError(f'{path}: cannot open the video (missing, truncated or corrupt file, '
+                    'or no OpenCV decoder for it)')
   try:
+    declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
     i = 0
     while True:
       ok, frame = cap.read()
@@ -107,6 +116,9 @@ def video_frames(path, every=1):
       i += 1
     if i == 0:
       raise DaslError(f'{path}: the video has no readable frames')
+    if i < declared:
+      raise DaslError(f'{path}: frame {i} of the {declared} the file declares cannot be '
+                      f'decoded (truncated or corrupt file?); the {i} frames before it are kept')
   finally:
     cap.release()
 
@@ -172,6 +184,35 @@ def _nearest_colors(points, ref_points, ref_colors):
   return ref_colors[idx]
 
 
+def load_paf_dense(bfm_dir, landmark_model=None, shape_sim=None) -> mm.MorphableModel:
+  """The 4,096-vertex ``Model_PAF.pkl`` grid as a mesh: triangles over the grid
+  without the points that lie off the face surface, colours from the nearest
+  full-BFM vertex's mean texture (``Model_Shape_Sim.mat``, when present). The
+  one assembly of this mesh: overlays and the synthetic-BFM renderer use it.
+
+  Args:
+    landmark_model: the keypoints68 model (picks the grid's 68 landmark rows).
+    shape_sim: ``mm.load_shape_sim_mat`` output if already loaded.
+  """
+  d = Path(bfm_dir)
+  raw = mm._load_pickle(d / 'Model_PAF.pkl')
+  paf_mean = np.asarray(raw['mu_filter'], np.float32).reshape(-1, 3)
+  # The BFM mean face is u_shp + u_exp (Model_Shape_Sim's mu_shape lacks the
+  # expression mean, and would flag half the grid as off the surface).
+  bfm_mean = None
+  if (d / 'u_shp.npy').exists() and (d / 'u_exp.npy').exists():
+    bfm_mean = (mm._load_npy(d / 'u_shp.npy', 'mean shape') +
+                mm._load_npy(d / 'u_exp.npy', 'mean expression')).reshape(-1, 3)
+  off = bfm_off_surface(paf_mean, bfm_mean) if bfm_mean is not None else None
+  dense = mm.load_model_paf(d / 'Model_PAF.pkl', reference=landmark_model, off_surface=off)
+  if shape_sim is None and (d / 'Model_Shape_Sim.mat').exists():
+    shape_sim = mm.load_shape_sim_mat(d / 'Model_Shape_Sim.mat')
+  if (shape_sim is not None and 'tex' in shape_sim and bfm_mean is not None
+      and len(bfm_mean) == len(shape_sim['tex'])):
+    dense = dense.replace(colors=_nearest_colors(paf_mean, bfm_mean, shape_sim['tex']))
+  return dense
+
+
 @functools.lru_cache(maxsize=4)
 def load_bfm_models(bfm_dir: str) -> FaceModels:
   """BFM models from a folder laid out like ``assets/bfm``.
@@ -201,19 +242,7 @@ def load_bfm_models(bfm_dir: str) -> FaceModels:
     else:
       note = f'dense: full BFM {d} without triangles (no matching Model_Shape_Sim.mat)'
   elif (d / 'Model_PAF.pkl').exists():
-    raw = mm._load_pickle(d / 'Model_PAF.pkl')
-    paf_mean = np.asarray(raw['mu_filter'], np.float32).reshape(-1, 3)
-    # The BFM mean face is u_shp + u_exp (Model_Shape_Sim's mu_shape lacks the
-    # expression mean, and would flag half the grid as off the surface).
-    bfm_mean = None
-    if (d / 'u_shp.npy').exists() and (d / 'u_exp.npy').exists():
-      bfm_mean = (mm._load_npy(d / 'u_shp.npy', 'mean shape') +
-                  mm._load_npy(d / 'u_exp.npy', 'mean expression')).reshape(-1, 3)
-    off = bfm_off_surface(paf_mean, bfm_mean) if bfm_mean is not None else None
-    dense = mm.load_model_paf(d / 'Model_PAF.pkl', reference=lms, off_surface=off)
-    if (simd is not None and 'tex' in simd and bfm_mean is not None
-        and len(bfm_mean) == len(simd['tex'])):
-      dense = dense.replace(colors=_nearest_colors(paf_mean, bfm_mean, simd['tex']))
+    dense = load_paf_dense(d, lms, simd)
     note = f'dense: Model_PAF.pkl ({dense.n_vertices} vertices, {len(dense.triangles)} triangles)'
   if lms is None:
     if dense is None:
@@ -534,7 +563,7 @@ class Runner:
 
   def __init__(self, checkpoint, out, bfm=None, boxes=None, landmarks=None, min_face=24,
                bootstrap_iters=2, batch_size=32, depth=False, meshes=True, overlay=True,
-               profile=True, alpha=0.6, detector='faceboxes', faceboxes_weights=None,
+               profile=True, alpha=visualize.DEFAULT_ALPHA, detector='faceboxes', faceboxes_weights=None,
                mesh_axes='3ddfa', dot_dtype='float32', backend='jax'):
     if mesh_axes not in mesh_io.MESH_AXES:
       raise DaslError(f'--mesh_axes must be one of {", ".join(mesh_io.MESH_AXES)}, '
@@ -636,35 +665,112 @@ class Runner:
     (Path(str(stem) + '.json')).write_text(json.dumps(rec, indent=1) + '\n')
     return rec
 
-  def video(self, path, every=1):
+  def video(self, path, every=1, track=True, smooth=VT.DEFAULT_SMOOTH):
+    """Every ``every``-th frame of a video: ``STEM.jsonl`` (one JSON object per
+    frame, written as the frames come), ``STEM.json`` (all frames) and
+    ``STEM_overlay.mp4``.
+
+    ``track``: follow faces by alignment and re-detect only when lost
+    (:class:`dasl_jax.video_tracking.Tracker`); ``smooth``: centred window of
+    frames over which each track's parameters are averaged (0/1: off), the
+    landmarks and meshes recomputed from them. A frame that fails to decode
+    ends the video with the frames before it written and an ``error`` in the
+    record (printed as one line).
+    """
+    window = VT.smooth_window(smooth)
     stem = self.out / Path(path).stem
-    writer, frames = None, []
-    n_total = int(cv2.VideoCapture(str(path)).get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    bar = tqdm(total=n_total, desc=Path(path).name, unit='frame')
-    last = 0
-    for i, frame in video_frames(path, every):
-      faces, messages = self.faces(frame, f'{path}#frame{i}')
-      frames.append({'frame': i, 'faces': [f.record() for f in faces], 'messages': messages})
+    frames = []
+    cap = cv2.VideoCapture(str(path))
+    opened, n_total = cap.isOpened(), int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    cap.release()
+    if not opened:
+      next(video_frames(path))  # raises its one-line DaslError; nothing is written
+
+    def align(frame, lms, name):
+      faces, messages = predict_image(self.predictor, frame, lms68=lms,
+                                      min_face=self.min_face, name=name)
+      # A 4-channel model's FLM came from the frame before's prediction.
+      return [dataclasses.replace(f, kind='track', flm='previous_frame' if f.flm == 'detector'
+                                  else f.flm) for f in faces], messages
+
+    tracker = VT.Tracker(self.faces, align, enabled=track)
+    smoother = VT.StreamSmoother(window, self.predictor.convention)
+    jsonl = open(str(stem) + '.jsonl', 'w')
+    state = {'writer': None}
+
+    def emit(item):
+      faces = [self._smoothed_face(f['face'], f['params']) if window > 1 else f['face']
+               for f in item['faces']]
+      recs = []
+      for f, tid in zip(faces, (g['track'] for g in item['faces'])):
+        r = f.record()
+        r['track'] = tid
+        recs.append(r)
+      rec = {'frame': item['frame'], 'mode': item['mode'], 'faces': recs,
+             'messages': item['messages']}
+      jsonl.write(json.dumps(rec) + '\n')
+      jsonl.flush()
+      frames.append(rec)
       if self.overlay:
-        if writer is None:
+        frame = item['image']
+        if state['writer'] is None:
           h, w = frame.shape[:2]
           fps = video_fps(path) / every
-          writer = cv2.VideoWriter(str(stem) + '_overlay.mp4',
-                                   cv2.VideoWriter_fourcc(*'mp4v'), fps, (w, h))
-          if not writer.isOpened():
+          state['writer'] = cv2.VideoWriter(str(stem) + '_overlay.mp4',
+                                            cv2.VideoWriter_fourcc(*'mp4v'), fps, (w, h))
+          if not state['writer'].isOpened():
             warn(f'{path}: cannot write an mp4 here; writing overlay PNGs')
-            writer = False
+            state['writer'] = False
         pic = self.picture(frame, faces, self.dense_image_vertices(faces))
-        if writer:
-          writer.write(pic)
+        if state['writer']:
+          state['writer'].write(pic)
         else:
-          cv2.imwrite(f'{stem}_frame{i:06d}_overlay.png', pic)
-      bar.update(i + 1 - last)
-      last = i + 1
-    bar.close()
-    if writer:
-      writer.release()
-    rec = {'video': str(path), 'every': every, 'frames': frames,
-           'model': self.models.note, 'convention': self.predictor.convention}
+          cv2.imwrite(f'{stem}_frame{item["frame"]:06d}_overlay.png', pic)
+
+    bar = tqdm(total=n_total, desc=Path(path).name, unit='frame')
+    last, error = 0, None
+    try:
+      for i, frame in video_frames(path, every):
+        faces, ids, messages, mode = tracker.step(frame, f'{path}#frame{i}')
+        item = {'frame': i, 'image': frame if self.overlay else None, 'mode': mode,
+                'messages': messages,
+                'faces': [{'track': t, 'params': f.params, 'roi_box': f.roi_box, 'face': f}
+                          for f, t in zip(faces, ids)]}
+        for ready in smoother.push(item):
+          emit(ready)
+        bar.update(i + 1 - last)
+        last = i + 1
+    except DaslError as e:
+      error = str(e)
+      if last == 0:  # not one frame: nothing to keep
+        jsonl.close()
+        Path(str(stem) + '.jsonl').unlink()
+        bar.close()
+        raise
+      print(f'error: {error}', file=sys.stderr)
+    finally:
+      for ready in smoother.flush():
+        emit(ready)
+      jsonl.close()
+      bar.close()
+      if state['writer']:
+        state['writer'].release()
+    rec = {'video': str(path), 'every': every, 'track': bool(track), 'smooth': window,
+           'frames': frames, 'model': self.models.note,
+           'convention': self.predictor.convention}
+    if error:
+      rec['error'] = error
     (Path(str(stem) + '.json')).write_text(json.dumps(rec, indent=1) + '\n')
     return rec
+
+  def _smoothed_face(self, face, params):
+    """A :class:`Face` with smoothed ``params`` (62,) (in its own crop): landmarks
+    and pose recomputed."""
+    if not hasattr(self, '_lms_pose'):
+      lm, conv = self.predictor.lm_model, self.predictor.convention
+      self._lms_pose = jax.jit(lambda p: (mm.landmarks2d(lm, p, conv),
+                                          camera.pose_angles(P.split(p)[0])))
+    p = np.asarray(params, np.float32)
+    crop, pose = (np.asarray(a) for a in self._lms_pose(jnp.asarray(p)))
+    img = np.asarray(camera.crop_to_image(crop, face.roi_box))
+    return dataclasses.replace(face, params=p, pose=pose, lms68=img, lms68_crop=crop)

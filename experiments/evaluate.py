@@ -34,16 +34,14 @@ with the aflw-wild layout:
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
-import numpy as np
 from absl import app, flags, logging
 
-from dasl_jax import aflw2000, assets, camera, evaluation, protocols
-from dasl_jax import morphable_model as mm
-from dasl_jax import params as P
+from dasl_jax import eval_request
 from dasl_jax.errors import DaslError
 
 flags.DEFINE_string('aflw2000_dir', None, 'AFLW2000-3D folder (default: $DASL_ASSETS/aflw2000-3d).')
@@ -88,149 +86,6 @@ flags.DEFINE_enum('dot_dtype', 'float32', ['float32', 'bfloat16'], 'MobileNetV1 
 FLAGS = flags.FLAGS
 
 
-def _bfm(path):
-  path = Path(path) if path else assets.asset('bfm')
-  if not path.exists():
-    raise DaslError(f'--bfm {path}: not found (a morphable model folder such as 3DDFA\'s '
-                    'bfm/ with keypoints68/, needed to turn parameters into landmarks)')
-  return mm.load(path)
-
-
-def _predictor():
-  """--checkpoint/--step with --dot_dtype applied, as an ``inference.Predictor``."""
-  from dasl_jax import checkpoint, inference
-  if FLAGS.bootstrap_iters < 1:
-    raise DaslError(f'--bootstrap_iters must be >= 1, got {FLAGS.bootstrap_iters}')
-  restored = checkpoint.with_dot_dtype(checkpoint.restore(FLAGS.checkpoint, FLAGS.step),
-                                       FLAGS.dot_dtype)
-  return inference.Predictor(restored, _bfm(FLAGS.bfm), batch_size=FLAGS.batch_size,
-                             bootstrap_iters=FLAGS.bootstrap_iters)
-
-
-def _load_predictions(path):
-  path = Path(path)
-  if not path.exists():
-    raise DaslError(f'--predictions {path}: file not found')
-  try:
-    return np.load(path, allow_pickle=False)
-  except Exception as e:
-    raise DaslError(f'--predictions {path}: cannot read .npy ({type(e).__name__}: {e})') \
-        from None
-
-
-def run_aflw21():
-  """The AFLW 21-point benchmark on ``--aflw_dir``; returns the results dict."""
-  ds = aflw2000.load_aflw21(FLAGS.aflw_dir)
-  n = len(ds)
-  if FLAGS.checkpoint:
-    predictor = _predictor()
-    if predictor.in_channels == 4 and FLAGS['flm'].present and FLAGS.flm == 'detector':
-      raise DaslError(f'--aflw_dir {FLAGS.aflw_dir} has no detector landmarks for a '
-                      '4-channel model\'s FLM; use --flm bootstrap')
-    out = predictor.predict_many(ds.load_crops, n, desc='AFLW')
-    lms_crop = out['lms68']
-    flm = f'bootstrap x{predictor.bootstrap_iters}' if predictor.in_channels == 4 else None
-    lms = evaluation.crop_to_image_landmarks(lms_crop, ds.roi_boxes)
-    source = str(FLAGS.checkpoint)
-  else:
-    pred = _load_predictions(FLAGS.predictions)
-    if pred.ndim != 3 or pred.shape[0] != n or pred.shape[1:] not in ((2, 68), (68, 2)):
-      raise DaslError(f'--predictions {FLAGS.predictions}: the AFLW 21-point mode needs '
-                      f'({n}, 2, 68) crop landmarks for the {n} images of {FLAGS.aflw_dir}, '
-                      f'got {pred.shape}')
-    lms = protocols.landmarks_from_predictions(
-        pred, ds.roi_boxes, 'crop', source=f'--predictions {FLAGS.predictions}').lms68
-    flm, source = None, str(FLAGS.predictions)
-  res = protocols.score_aflw21(ds, lms, flm)
-  if FLAGS.predictions_out:
-    crop = np.asarray(camera.image_to_crop(np.asarray(lms, np.float32), ds.roi_boxes))
-    np.save(FLAGS.predictions_out, np.swapaxes(crop, 1, 2).astype(np.float32))
-  res.update({'subset': n, 'source': source, 'flm': flm, 'aflw_dir': str(FLAGS.aflw_dir),
-              'benchmark': 'AFLW 21-point'})
-  return res
-
-
-def run():
-  """Parse flags into one evaluation; returns the results dict."""
-  if bool(FLAGS.predictions) == bool(FLAGS.checkpoint):
-    raise DaslError('give exactly one of --predictions FILE.npy or --checkpoint DIR')
-  if FLAGS.batch_size < 1:
-    raise DaslError(f'--batch_size must be positive, got {FLAGS.batch_size}')
-  if FLAGS.names and not FLAGS.predictions:
-    raise DaslError('--names goes with --predictions (it names the rows of the file)')
-  if FLAGS.aflw_dir:
-    if FLAGS.aflw2000_dir:
-      raise DaslError('give --aflw2000_dir (68-point AFLW2000-3D) or --aflw_dir (AFLW '
-                      '21-point), not both')
-    return run_aflw21()
-  root = Path(FLAGS.aflw2000_dir) if FLAGS.aflw2000_dir else assets.asset('aflw2000-3d')
-  ds = aflw2000.load(root)
-  ds.yaws_of(FLAGS.yaw_file)  # a missing yaw file fails before the model runs
-  names = protocols.read_names(FLAGS.names) if FLAGS.names else None
-  if FLAGS.checkpoint:
-    for name in ('convention', 'param_stats', 'param_kind', 'landmark_frame'):
-      if FLAGS[name].present:
-        print(f'note: --{name} is ignored with --checkpoint (the checkpoint stores its own)',
-              file=sys.stderr)
-    predictor = _predictor()
-    subset, idx = protocols.aflw2000_indices(ds, FLAGS.subset, predictor.in_channels, FLAGS.flm)
-    pred = protocols.predict_aflw2000(predictor, ds, idx, FLAGS.flm, FLAGS.batch_size,
-                                      what=f'--subset {subset}' if FLAGS.subset else '')
-    source, convention = str(FLAGS.checkpoint), predictor.convention
-  else:
-    subset, idx = protocols.aflw2000_indices(ds, FLAGS.subset, names=names,
-                                             names_source=f'--names {FLAGS.names}')
-    arr = _load_predictions(FLAGS.predictions)
-    src = f'--predictions {FLAGS.predictions}'
-    if names is None and arr.ndim and len(arr) == len(ds) and len(idx) != len(ds):
-      arr = arr[idx]
-    elif arr.ndim == 0 or len(arr) != len(idx):
-      n = arr.shape[0] if arr.ndim else 0
-      raise DaslError(f'{src}: {n} rows but ' + (
-          f'--names {FLAGS.names} names {len(idx)} images' if names is not None else
-          f'the AFLW2000-3D list has {len(ds)} images' +
-          (f' ({len(idx)} in --subset {subset})' if len(idx) != len(ds) else '')))
-    is_params = arr.ndim == 2 and arr.shape[-1] == 62
-    stats = P.load_param_stats(FLAGS.param_stats) if FLAGS.param_stats else None
-    if is_params and stats is None:
-      raise DaslError(f'{src}: (N, 62) parameters need --param_stats (the whitening '
-                      'statistics of the model)')
-    frame = FLAGS.landmark_frame
-    if frame == 'auto':
-      frame = 'image' if (names is not None or (arr.ndim == 3 and 3 in arr.shape[1:])) else 'crop'
-    pred = protocols.landmarks_from_predictions(
-        arr, ds.roi_boxes[idx], frame, stats, _bfm(FLAGS.bfm) if is_params else None,
-        FLAGS.convention, FLAGS.param_kind, src)
-    source, convention = str(FLAGS.predictions), (FLAGS.convention if is_params else None)
-  res = protocols.score_aflw2000(ds, idx, pred, FLAGS.nme, FLAGS.yaw_file)
-  res.update({'subset': int(subset) if subset.isdigit() else subset, 'source': source,
-              'convention': convention, 'aflw2000_dir': str(root)})
-  if pred.flm:
-    res['flm'] = pred.flm
-  if FLAGS.predictions_out:
-    crop = np.asarray(camera.image_to_crop(pred.lms68, ds.roi_boxes[idx]))
-    np.save(FLAGS.predictions_out, np.swapaxes(crop, 1, 2).astype(np.float32))
-  return res
-
-
-def print_results(res):
-  print(protocols.protocol_line(res))
-  if 'aflw21' in res:
-    print(f'AFLW, {res["subset"]} images, 21-point NME (%) by |yaw| bin ({res["source"]})')
-    print(evaluation.format_table(res, keys=('aflw21',)))
-    return
-  print(f'AFLW2000-3D, {res["subset"]} images, 68-point NME (%) by |yaw| bin '
-        f'({res["source"]})')
-  print(evaluation.format_table(res))
-  pose = res.get('pose')
-  if pose:
-    print(f'head pose MAE (deg): yaw {pose["yaw_mae_all"]:.3f} over {pose["n_all"]} images')
-    o = pose.get('originals')
-    if o:
-      print(f'  on the {o["n"][0]} images with a fitting .mat: yaw {o["yaw"]:.3f}  pitch {o["pitch"]:.3f}  '
-            f'roll {o["roll"]:.3f}  mean {o["mean"]:.3f}')
-
-
 def main(argv):
   # Before JAX starts its threads: keeps XLA:CPU's per-step temp block in the heap
   # (otherwise ~40% of CPU time goes to page faults; benchmarks/README.md).
@@ -239,12 +94,18 @@ def main(argv):
   cpu_runtime.split_host_devices(FLAGS.host_devices)
   del argv
   logging.set_verbosity(logging.WARNING)  # orbax logs every file at INFO
+  fields = {f.name for f in dataclasses.fields(eval_request.Request)}
+  req = eval_request.Request(
+      **{k: FLAGS[k].value for k in fields if k in FLAGS},
+      flm_given=FLAGS['flm'].present,
+      ignored_with_checkpoint=tuple(k for k in ('convention', 'param_stats', 'param_kind',
+                                                'landmark_frame') if FLAGS[k].present))
   try:
-    res = run()
+    res = eval_request.run(req)
   except DaslError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
-  print_results(res)
+  print(eval_request.format_results(res))
   if FLAGS.json:
     Path(FLAGS.json).write_text(json.dumps(res, indent=1) + '\n')
 

@@ -177,7 +177,7 @@ def test_loader_errors(tmp_path):
   write_aflw(tmp_path / 'b')
   with open(tmp_path / 'b/detect_testData_1998.txt', 'a') as f:
     f.write('image00001.jpg,1,2,3\n')
-  with pytest.raises(DaslError, match='line 3 has 4 fields'):
+  with pytest.raises(DaslError, match='line 3: 3 numbers after the name'):
     aflw2000.load(tmp_path / 'b')
 
 

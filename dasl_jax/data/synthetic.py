@@ -459,28 +459,17 @@ def sampling_param_stats(model, prior=None, n=10000, seed=0, convention='v1') ->
 
 
 def load_bfm_render_model(bfm_dir):
-  """The real BFM for synthesis: ``Model_PAF.pkl`` (4,096 vertices, 40 + 10
-  components) with triangles over its grid (off-surface points dropped) and
-  colours from the nearest full-BFM vertex's mean texture.
+  """The real BFM for synthesis: the ``Model_PAF.pkl`` grid (40 + 10 components) as
+  a mesh (``inference.load_paf_dense``: off-surface points dropped, colours from
+  the full BFM's mean texture).
 
   Returns:
     (render model, 68-landmark label model from ``keypoints68/``).
   """
-  from scipy.spatial import cKDTree
+  from dasl_jax.inference import load_paf_dense
   bfm_dir = Path(bfm_dir)
   label = mm.load_keypoints68(bfm_dir / 'keypoints68')
-  full = mm.load_shape_sim_mat(bfm_dir / 'Model_Shape_Sim.mat')
-  paf = mm.load_model_paf(bfm_dir / 'Model_PAF.pkl', reference=label)
-  mean = np.asarray(paf.u).reshape(-1, 3)
-  dist, idx = cKDTree(full['mean']).query(mean)
-  width = np.ptp(full['mean'][:, 0])
-  # The README: ~5% of grid points near corners/edges lie > 1% of the face
-  # width off the surface; triangles touching them are dropped.
-  off = dist > 0.01 * width
-  tri = mm.grid_triangles(64, 64, off)
-  colors = full['tex'][idx] if 'tex' in full else None
-  model = mm.MorphableModel(u=paf.u, w_shp=paf.w_shp, w_exp=paf.w_exp, keypoints=paf.keypoints,
-                            triangles=tri, colors=colors, name=str(bfm_dir / 'Model_PAF.pkl'))
+  model = load_paf_dense(bfm_dir, label).replace(name=str(bfm_dir / 'Model_PAF.pkl'))
   return model, label
 
 
