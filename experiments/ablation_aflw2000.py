@@ -17,12 +17,13 @@ the validation curves and a picture grid) is written from the runs' files by
 """
 from __future__ import annotations
 
-import sys
 import time
 
 from absl import app
 from absl import flags
 
+
+from dasl_jax import cli
 from dasl_jax import study
 from dasl_jax import study_runs
 from dasl_jax.errors import DaslError
@@ -44,23 +45,22 @@ flags.DEFINE_string('results_dir', 'experiments/results', 'Where the page, plots
 FLAGS = flags.FLAGS
 
 
-def main(argv):
+def _main(argv):
   del argv
   t0 = time.perf_counter()
   try:
-    try:
-      seeds = [int(s) for s in FLAGS.seeds]
-    except ValueError:
-      raise DaslError(f'--seeds: whole numbers separated by commas, got {FLAGS.seeds}') from None
-    levers = list(study.LEVERS) if FLAGS.levers == ['all'] else FLAGS.levers
-    page = study_runs.run_study(FLAGS.root, seeds, FLAGS.runs, levers, FLAGS.page_only,
-                                FLAGS.results_dir, FLAGS.pretrained, FLAGS.aflw2000_dir,
-                                FLAGS.extra)
-  except DaslError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+    seeds = [int(s) for s in FLAGS.seeds]
+  except ValueError:
+    raise DaslError(f'--seeds: whole numbers separated by commas, got {FLAGS.seeds}') from None
+  levers = list(study.LEVERS) if FLAGS.levers == ['all'] else FLAGS.levers
+  page = study_runs.run_study(FLAGS.root, seeds, FLAGS.runs, levers, FLAGS.page_only,
+                              FLAGS.results_dir, FLAGS.pretrained, FLAGS.aflw2000_dir,
+                              FLAGS.extra)
   print(f'{page} written ({time.perf_counter() - t0:.0f} s)')
 
 
+main = cli.command(_main)
+
+
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

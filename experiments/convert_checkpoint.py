@@ -19,11 +19,12 @@ until fine-tuned).
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-from absl import app, flags, logging
+from absl import app, flags
 
+
+from dasl_jax import cli
 from dasl_jax import checkpoint, params, peer_checkpoints
 from dasl_jax.errors import DaslError
 
@@ -84,24 +85,19 @@ def convert(pth, out, param_stats=None, widen_factor=0.5, in_channels=None, dept
   return checkpoint.save_model(out, cfg, variables, stats, step=0)
 
 
-def main(argv):
+def _main(argv):
   del argv
-  logging.set_verbosity(logging.WARNING)  # orbax logs every file at INFO
-  try:
-    src = FLAGS['from'].value
-    if src is not None and FLAGS.from_3ddfa_v2 is not None:
-      raise DaslError('give one of --from and --from_3ddfa_v2')
-    if src is None and FLAGS.from_3ddfa_v2 is None:
-      raise DaslError('--from is required (path of the peer .pth file; see --kind)')
-    if src is None:
-      out = convert(FLAGS.from_3ddfa_v2, FLAGS.out, FLAGS.param_stats, FLAGS.widen_factor,
-                    FLAGS.in_channels, FLAGS.depthwise)
-    else:
-      out = convert(src, FLAGS.out, FLAGS.param_stats, in_channels=FLAGS.in_channels,
-                    depthwise=FLAGS.depthwise, kind=FLAGS.kind)
-  except DaslError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+  src = FLAGS['from'].value
+  if src is not None and FLAGS.from_3ddfa_v2 is not None:
+    raise DaslError('give one of --from and --from_3ddfa_v2')
+  if src is None and FLAGS.from_3ddfa_v2 is None:
+    raise DaslError('--from is required (path of the peer .pth file; see --kind)')
+  if src is None:
+    out = convert(FLAGS.from_3ddfa_v2, FLAGS.out, FLAGS.param_stats, FLAGS.widen_factor,
+                  FLAGS.in_channels, FLAGS.depthwise)
+  else:
+    out = convert(src, FLAGS.out, FLAGS.param_stats, in_channels=FLAGS.in_channels,
+                  depthwise=FLAGS.depthwise, kind=FLAGS.kind)
   cfg = json.loads((Path(out) / checkpoint.MODEL_CONFIG).read_text())
   arch = (f'MobileNetV1 x{cfg["width"]}' if cfg['arch'] == 'mobilenet' else
           'ResNet-22' if cfg['arch'] == 'resnet22' else f'ResNet-{cfg["depth"]}')
@@ -109,5 +105,8 @@ def main(argv):
         f'convention {cfg["convention"]})')
 
 
+main = cli.command(_main)
+
+
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -36,13 +36,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 from pathlib import Path
 
-from absl import app, flags, logging
+from absl import app, flags
 
-from dasl_jax import eval_request
-from dasl_jax.errors import DaslError
+from dasl_jax import cli, eval_request
 
 flags.DEFINE_string('aflw2000_dir', None, 'AFLW2000-3D folder (default: $DASL_ASSETS/aflw2000-3d).')
 flags.DEFINE_string('predictions', None, '.npy of (N, 62) parameters, (N, 2, 68) landmarks '
@@ -86,29 +84,24 @@ flags.DEFINE_enum('dot_dtype', 'float32', ['float32', 'bfloat16'], 'MobileNetV1 
 FLAGS = flags.FLAGS
 
 
-def main(argv):
-  # Before JAX starts its threads: keeps XLA:CPU's per-step temp block in the heap
-  # (otherwise ~40% of CPU time goes to page faults; benchmarks/README.md).
-  from dasl_jax import cpu_runtime
-  cpu_runtime.tune_malloc()
-  cpu_runtime.split_host_devices(FLAGS.host_devices)
+def _main(argv):
   del argv
-  logging.set_verbosity(logging.WARNING)  # orbax logs every file at INFO
+  from dasl_jax import cpu_runtime
+  cpu_runtime.split_host_devices(FLAGS.host_devices)  # before JAX starts
   fields = {f.name for f in dataclasses.fields(eval_request.Request)}
   req = eval_request.Request(
       **{k: FLAGS[k].value for k in fields if k in FLAGS},
       flm_given=FLAGS['flm'].present,
       ignored_with_checkpoint=tuple(k for k in ('convention', 'param_stats', 'param_kind',
                                                 'landmark_frame') if FLAGS[k].present))
-  try:
-    res = eval_request.run(req)
-  except DaslError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+  res = eval_request.run(req)
   print(eval_request.format_results(res))
   if FLAGS.json:
     Path(FLAGS.json).write_text(json.dumps(res, indent=1) + '\n')
 
 
+main = cli.command(_main)
+
+
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

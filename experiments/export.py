@@ -17,9 +17,10 @@ file and checks its outputs against the jitted model on random crops.
 """
 from __future__ import annotations
 
-import sys
 
-from absl import app, flags, logging
+from absl import app, flags
+
+from dasl_jax import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('checkpoint', None, 'model work directory')
@@ -43,7 +44,7 @@ def run():
   import numpy as np
   from dasl_jax import checkpoint, export, inference, landmarks
   from dasl_jax.errors import DaslError
-  logging.set_verbosity(logging.WARNING)
+
   if not FLAGS.checkpoint or not FLAGS.out:
     raise DaslError('--checkpoint and --out are required')
   if FLAGS.format == 'onnx':
@@ -113,19 +114,13 @@ def run_onnx(restored, models):
   return 0
 
 
-def main(argv):
-  # Before JAX starts its threads: keeps XLA:CPU's per-step temp block in the heap
-  # (otherwise ~40% of CPU time goes to page faults; benchmarks/README.md).
-  from dasl_jax import cpu_runtime
-  cpu_runtime.tune_malloc()
+def _main(argv):
   del argv
-  from dasl_jax.errors import DaslError
-  try:
-    sys.exit(run())
-  except DaslError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+  return run()
+
+
+main = cli.command(_main)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -43,6 +43,8 @@ from pathlib import Path
 
 from absl import app, flags, logging
 
+from dasl_jax import cli
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string('checkpoint', None, 'model work directory (experiments.train or '
                     'experiments.convert_checkpoint output)')
@@ -163,27 +165,8 @@ def run(argv):
   return 0
 
 
-def parse_flags(argv):
-  """absl's parser, with a bad or unknown option as one ``error:`` line (exit 2)."""
-  try:
-    return FLAGS(argv)
-  except flags.Error as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
-
-
-def main(argv):
-  # Before JAX starts its threads: keeps XLA:CPU's per-step temp block in the heap
-  # (otherwise ~40% of CPU time goes to page faults; benchmarks/README.md).
-  from dasl_jax import cpu_runtime
-  cpu_runtime.tune_malloc()
-  from dasl_jax.errors import DaslError
-  try:
-    sys.exit(run(argv))
-  except DaslError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+main = cli.command(run)
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)
