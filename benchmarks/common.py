@@ -19,7 +19,8 @@ from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
 
-DEFAULT_PACKAGES = ('jax', 'jaxlib', 'flax', 'numpy', 'optax', 'orbax-checkpoint', 'torch')
+DEFAULT_PACKAGES = ('jax', 'jaxlib', 'flax', 'numpy', 'optax', 'orbax-checkpoint', 'torch',
+                    'onnx', 'onnxruntime')
 
 
 def cpu_model() -> str:

@@ -9,8 +9,9 @@ landmarks):
 * ``jax_jit``: ``jax.jit`` of ``dasl_jax.export.inference_function``;
 * ``jax_export``: that function serialised with ``jax.export`` (symbolic
   batch), deserialised, and called through ``jax.jit(exported.call)``;
-* ``onnxruntime``: the jax2onnx conversion (fixed batch per size), where
-  jax2onnx and onnxruntime are installed;
+* ``onnxruntime``: the ONNX graph of ``dasl_jax.onnx_export`` (written from
+  the same variables; one session, symbolic batch) on onnxruntime's CPU
+  provider (default threads), where onnx and onnxruntime are installed;
 * ``torch``: the PyTorch original with the same weights
   (``benchmarks.inference.torch_predictor``), where torch is installed.
 
@@ -59,6 +60,8 @@ def run(quick=False, large_batch=128, repeats=20):
   images = {b: rng.integers(0, 256, (b, 120, 120, 3), dtype=np.uint8) for b in (1, large)}
   res = {'model': f'MobileNetV1 x{WIDTH} + 68 landmarks', 'weights': weights,
          'backend': jax.default_backend(), 'large_batch': large, 'quick': quick,
+         'note': 'contenders run one after another (not interleaved): on a shared machine '
+                 'compare runs only at similar load (machine.load_average_1_5_15min)',
          'results': {}}
   outs = {}
 
@@ -88,23 +91,22 @@ def run(quick=False, large_batch=128, repeats=20):
           jax.block_until_ready)
 
   try:
-    import jax2onnx  # noqa: F401
+    import onnx  # noqa: F401
     import onnxruntime as ort
     have_onnx = True
   except ImportError:
     have_onnx = False
     res['results']['onnxruntime'] = None
   if have_onnx:
-    sessions = {}
+    from dasl_jax import onnx_export
     with tempfile.TemporaryDirectory() as tmp:
-      for b in (1, large):
-        f = export.export_onnx(model, lm_model, Path(tmp) / f'm{b}.onnx', batch=b)
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3  # its shape-merge warnings are noise here
-        sessions[b] = ort.InferenceSession(str(f), opts, providers=['CPUExecutionProvider'])
-    measure('onnxruntime', {b: (lambda b=b: sessions[b].run(
-        None, {sessions[b].get_inputs()[0].name: images[b]})[2]) for b in (1, large)})
+      f = export.export_onnx(model, lm_model, Path(tmp) / 'm.onnx')
+      res['onnx_bytes'] = f.stat().st_size
+      sess = onnx_export.session(f)  # one file, symbolic batch
+    measure('onnxruntime', {b: (lambda b=b: sess.run(['lms68'], {'crops': images[b]})[0])
+                            for b in (1, large)})
     res['onnxruntime_version'] = ort.__version__
+    res['onnx_version'] = onnx.__version__
 
   try:
     if not FLAGS.torch:

@@ -176,12 +176,13 @@ def run(quick=False, large_batch=128, repeats=20, with_torch=True, torch_own_pro
          'large_batch': large, 'quick': quick, 'results': {}}
   outputs = {}
   for impl in ('shifted', 'grouped'):
-    fn = predict_batch.make_predict_fn(MobileNetV1(WIDTH, depthwise=impl), stats, model,
-                                       'v2', 3)
+    fn = predict_batch.make_forward(MobileNetV1(WIDTH, depthwise=impl), 3, 'v2')
     dev_vars = jax.device_put(variables)
+    lm = model.landmark_model()
+    ones18 = {b: np.ones((b, 18), np.float32) for b in (1, large)}
     r = {}
     for b in (1, large):
-      call = lambda b=b: fn(dev_vars, images[b], zeros18[b])['lms']
+      call = lambda b=b: fn(dev_vars, stats, lm, images[b], zeros18[b], ones18[b])['lms68']
       t = common.time_fn(call, repeats=repeats, warmup=warmup, block=jax.block_until_ready)
       r[f'batch{b}'] = t
       outputs[(impl, b)] = np.asarray(call())
@@ -190,13 +191,13 @@ def run(quick=False, large_batch=128, repeats=20, with_torch=True, torch_own_pro
     _report(f'jax {impl}', r, large)
   devices = jax.local_devices()
   if len(devices) > 1 and large % len(devices) == 0:
-    # The large batch split over host devices, as predict_batch.predict_all runs it.
+    # The large batch split over host devices, as predict_batch.run_batches runs it.
     replicate, split = predict_batch.batch_placement(large)
-    fn = predict_batch.make_predict_fn(MobileNetV1(WIDTH, depthwise='shifted'), stats, model,
-                                       'v2', 3)
-    rep_vars = replicate(variables)
+    fn = predict_batch.make_forward(MobileNetV1(WIDTH, depthwise='shifted'), 3, 'v2')
+    rep = replicate((variables, stats, model.landmark_model()))
     img_s, pts_s = split(images[large]), split(zeros18[large])
-    call = lambda: fn(rep_vars, img_s, pts_s)['lms']
+    vis_s = split(np.ones((large, 18), np.float32))
+    call = lambda: fn(*rep, img_s, pts_s, vis_s)['lms68']
     t = common.time_fn(call, repeats=repeats, warmup=warmup, block=jax.block_until_ready)
     r = {f'batch{large}': t, 'large_img_per_s': large / t['median_s'],
          'large_img_per_s_best': large / t['min_s'], 'devices': len(devices)}

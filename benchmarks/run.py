@@ -148,7 +148,7 @@ def supervised_step(module, batch: int, in_channels: int = 4):
 
 
 def full_step(batch: int, l3d_only: bool):
-  """The project's compiled 2DASL step (loop.setup on FakeData), default network.
+  """The project's compiled 2DASL step (loop.build_step on FakeData), default network.
 
   Returns (call, compile seconds, crops per step).
   """
@@ -162,13 +162,13 @@ def full_step(batch: int, l3d_only: bool):
     for k in ('use_2d', 'use_3d_con', 'use_cyc', 'use_sc', 'train_critic'):
       config.loss[k] = False
   data = FakeData(seed=0, batch_3d=batch, batch_wild=batch)
-  with tempfile.TemporaryDirectory() as tmp:
-    run = loop.setup(config, tmp, data)
+  bundle = loop.build_step(config, data)
+  state, consts, base_key = loop.init_state(config, bundle, data)
   b3, bw = next(data.train_3d), next(data.train_wild)
-  box = [run.state]
+  box = [state]
 
   def call():
-    box[0], m = run.compiled(box[0], b3, bw, run.base_key, run.consts)
+    box[0], m = bundle.compiled(box[0], b3, bw, base_key, consts)
     jax.block_until_ready(m['total'])
 
   t0 = time.perf_counter()

@@ -8,6 +8,7 @@ Folder layout (see the assets README)::
   test.configs/AFLW2000-3D-Reannotated.pts68.npy  (2000, 2, 68)
   test.configs/AFLW2000-3D_crop.roi_box.npy (2000, 4) sx, sy, ex, ey
   test.configs/AFLW2000-3D.pose.npy         (2000,) yaw degrees
+  test.configs/AFLW2000-3D-new.pose.npy     (2000,) yaw degrees (optional, --yaw_file new)
   detect_testData_1998.txt                  name.jpg,x1,y1,...,x68,y68 (crop px)
   originals/imageNNNNN.mat                  (optional) fitted pose etc.
 
@@ -23,6 +24,7 @@ import cv2
 import numpy as np
 
 from dasl_jax.errors import DaslError
+from dasl_jax.landmark_files import read_landmark_file
 
 CROP_DIR = 'AFLW2000-3D_crop'
 LIST = 'AFLW2000-3D_crop.list'
@@ -30,6 +32,10 @@ PTS68 = 'test.configs/AFLW2000-3D.pts68.npy'
 REANNOTATED = 'test.configs/AFLW2000-3D-Reannotated.pts68.npy'
 ROI_BOX = 'test.configs/AFLW2000-3D_crop.roi_box.npy'
 POSE = 'test.configs/AFLW2000-3D.pose.npy'
+# The second yaw file some papers bin by (1306 / 462 / 232 images per bin,
+# against 1312 / 383 / 305 for POSE).
+NEW_POSE = 'test.configs/AFLW2000-3D-new.pose.npy'
+YAW_FILES = {'default': POSE, 'new': NEW_POSE}
 DETECTIONS = 'detect_testData_1998.txt'
 ORIGINALS = 'originals'
 # All 2,000 original images with their fitting .mat files (full-image benchmarks, pose).
@@ -45,7 +51,8 @@ class AFLW2000:
   names: N file names; roi_boxes (N, 4); pts68 (N, 68, 2) original GT, image
   pixels; reannotated (N, 68, 2) or None; yaws (N,) degrees; detector68
   (N, 68, 2) crop-pixel detector landmarks, NaN where the file has none;
-  has_detection (N,) bool.
+  has_detection (N,) bool; pts68_3d (N, 68, 3) original GT with its z (or
+  None when the file holds only x, y); new_yaws (N,) of NEW_POSE or None.
   """
   root: Path
   names: List[str]
@@ -55,9 +62,30 @@ class AFLW2000:
   yaws: np.ndarray
   detector68: Optional[np.ndarray]
   has_detection: np.ndarray
+  pts68_3d: Optional[np.ndarray] = None
+  new_yaws: Optional[np.ndarray] = None
 
   def __len__(self):
     return len(self.names)
+
+  def yaws_of(self, yaw_file: str = 'default') -> np.ndarray:
+    """(N,) yaw degrees from ``YAW_FILES[yaw_file]`` ('default' or 'new')."""
+    if yaw_file not in YAW_FILES:
+      raise DaslError(f'--yaw_file must be one of {", ".join(YAW_FILES)}, got {yaw_file!r}')
+    if yaw_file == 'default':
+      return self.yaws
+    if self.new_yaws is None:
+      raise DaslError(f'{self.root / NEW_POSE}: missing (needed by --yaw_file new)')
+    return self.new_yaws
+
+  def index_of(self, names, source='--names') -> np.ndarray:
+    """File names -> (M,) indices into the list; unknown names are one error line."""
+    pos = {n: i for i, n in enumerate(self.names)}
+    bad = [n for n in names if n not in pos]
+    if bad:
+      raise DaslError(f'{source}: {len(bad)} names are not in {self.root / LIST} '
+                      f'(first: {bad[:3]})')
+    return np.asarray([pos[n] for n in names], np.int64)
 
   def subset_indices(self, subset: int) -> np.ndarray:
     """Indices of the 2000 images or of the 1998-image subset of 2DASL."""
@@ -115,28 +143,15 @@ def _npy(root: Path, rel: str, n: int, shapes, required=True, what='AFLW2000-3D 
 
 def read_detections(path, names: List[str]):
   """``detect_testData_1998.txt`` -> (N, 68, 2) crop pixels (NaN rows where absent), (N,) bool."""
-  path = Path(path)
   index = {n: i for i, n in enumerate(names)}
   out = np.full((len(names), 68, 2), np.nan, np.float32)
   seen = np.zeros(len(names), bool)
-  with open(path) as f:
-    for row, line in enumerate(f, 1):
-      line = line.strip()
-      if not line:
-        continue
-      fields = line.split(',')
-      if len(fields) != 137:
-        raise DaslError(f'{path}: line {row} has {len(fields)} fields, expected 137 '
-                        '(name and 68 x, y)')
-      name = fields[0]
-      if name not in index:
-        raise DaslError(f'{path}: line {row} names {name}, which is not in {LIST}')
-      try:
-        xy = np.asarray(fields[1:], np.float32).reshape(68, 2)
-      except ValueError:
-        raise DaslError(f'{path}: line {row} holds a non-number') from None
-      out[index[name]] = xy
-      seen[index[name]] = True
+  found, pts = read_landmark_file(path, expected_k=68)
+  for row, (name, xy) in enumerate(zip(found, pts), 1):
+    if name not in index:
+      raise DaslError(f'{path}: entry {row} names {name}, which is not in {LIST}')
+    out[index[name]] = xy
+    seen[index[name]] = True
   return out, seen
 
 
@@ -156,6 +171,7 @@ def load(root) -> AFLW2000:
   rea = _npy(root, REANNOTATED, n, [(2, 68), (3, 68)], required=False)
   roi = _npy(root, ROI_BOX, n, [(4,)])
   yaw = _npy(root, POSE, n, [()])
+  new_yaw = _npy(root, NEW_POSE, n, [()], required=False)
   det_path = root / DETECTIONS
   if det_path.exists():
     det, seen = read_detections(det_path, names)
@@ -165,7 +181,9 @@ def load(root) -> AFLW2000:
       root=root, names=names, roi_boxes=roi.astype(np.float32),
       pts68=np.swapaxes(pts[:, :2], 1, 2).astype(np.float32),
       reannotated=None if rea is None else np.swapaxes(rea[:, :2], 1, 2).astype(np.float32),
-      yaws=yaw.astype(np.float32), detector68=det, has_detection=seen)
+      yaws=yaw.astype(np.float32), detector68=det, has_detection=seen,
+      pts68_3d=np.swapaxes(pts, 1, 2).astype(np.float32) if pts.shape[1] == 3 else None,
+      new_yaws=None if new_yaw is None else new_yaw.astype(np.float32))
 
 
 def load_original_poses(root, names: List[str]):

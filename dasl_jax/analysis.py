@@ -44,23 +44,21 @@ def evaluate(predictor: inference.Predictor, kind: str, assets=None, max_images=
   (the 1,998 images that have it, as 2DASL's benchmark); 3-channel models use
   all 2,000 crops. ``max_images`` > 0 takes an evenly spaced subset.
   """
-  from dasl_jax import aflw2000
+  from dasl_jax import aflw2000, protocols
   root = Path(assets) / 'aflw2000-3d' if assets is not None else None
   if kind == 'bfm' and root is not None and (root / aflw2000.LIST).exists():
     ds = aflw2000.load(root)
-    idx = (np.flatnonzero(ds.has_detection) if predictor.in_channels == 4
-           else np.arange(len(ds)))
+    _, idx = protocols.aflw2000_indices(ds, None, predictor.in_channels, 'detector')
     if max_images:
       idx = idx[np.linspace(0, len(idx) - 1, min(max_images, len(idx))).astype(int)]
-    crops = ds.load_crops(idx)
-    det = ds.detector68[idx] if predictor.in_channels == 4 else None
-    out = predictor.predict_crops(crops, det)
-    summary, per = evaluation.aflw2000_nme(out['lms68'], ds.pts68[idx], ds.roi_boxes[idx],
-                                           ds.yaws[idx])
-    gt = np.asarray(camera.image_to_crop(ds.pts68[idx].astype(np.float32), ds.roi_boxes[idx]))
-    flm = 'detector (detect_testData_1998.txt)' if det is not None else 'none'
-    return EvalResult(f'AFLW2000-3D ({len(idx)} images)', summary, per, ds.yaws[idx], crops,
-                      out['lms68'], gt, out['params'], flm)
+    pred = protocols.predict_aflw2000(predictor, ds, idx, 'detector', progress=False)
+    per = evaluation.nme(pred.lms68, ds.pts68[idx])
+    summary = evaluation.binned_summary(per, ds.yaws[idx])
+    roi = ds.roi_boxes[idx]
+    gt = np.asarray(camera.image_to_crop(ds.pts68[idx].astype(np.float32), roi))
+    lms = np.asarray(camera.image_to_crop(pred.lms68.astype(np.float32), roi))
+    return EvalResult(f'AFLW2000-3D ({len(idx)} images)', summary, per, ds.yaws[idx],
+                      ds.load_crops(idx), lms, gt, pred.params, pred.flm or 'none')
   if kind == 'bfm':
     raise DaslError('a BFM-trained checkpoint is evaluated on AFLW2000-3D, but '
                     f'{root} is missing; set DASL_ASSETS')

@@ -8,6 +8,8 @@ Points are stored last-axis-coordinates: (..., K, 2) or (..., K, 3). Files of
 """
 from __future__ import annotations
 
+import functools
+
 import jax.numpy as jnp
 import numpy as np
 
@@ -53,6 +55,23 @@ def to_crop_pixels(pts, convention, size=CROP_SIZE):
   return jnp.stack([x - 1, size - y], axis=-1)
 
 
+@functools.lru_cache(maxsize=8)
+def pixel_affine_np(convention, size=CROP_SIZE):
+  """:func:`to_crop_pixels` on (x, y) as numpy ``(A (2, 2), b (2,))`` float64, for
+  per-example pipeline code off device: ``to_crop_pixels(x) = x @ A.T + b``.
+
+  Evaluated from :func:`to_crop_pixels` on three points, so the y-flip has one
+  definition.
+  """
+  pts = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]], np.float32)
+  uv = np.asarray(to_crop_pixels(pts, convention, size), np.float64)
+  b = uv[0]
+  A = np.stack([uv[1] - b, uv[2] - b], 1)
+  A.setflags(write=False)
+  b.setflags(write=False)
+  return A, b
+
+
 def from_crop_pixels(uv, convention, size=CROP_SIZE):
   """Inverse of :func:`to_crop_pixels` on x, y: (..., K, 2) -> (..., K, 2)."""
   _check_convention(convention)
@@ -88,6 +107,26 @@ def crop_to_image(uv, roi_box, size=CROP_SIZE):
   start = roi_box[..., None, 0:2]
   scale = (roi_box[..., None, 2:4] - start) / size
   return uv * scale + start
+
+
+def crop_to_image_3d(pts, roi_box, size=CROP_SIZE):
+  """Crop pixels with depth -> image pixels with depth in image-pixel units.
+
+  x, y as :func:`crop_to_image`; z times the mean of the x and y crop->image
+  scales (3DDFA_V2's ``similar_transform``). z is not shifted, so several
+  faces of one image keep one depth scale (shift per face where a protocol
+  asks, e.g. ``protocols.nme_3d``).
+
+  Args:
+    pts: (..., K, 3) crop pixels (x, y) and camera-space depth z.
+    roi_box: (..., 4) ``sx, sy, ex, ey``.
+  Returns:
+    (..., K, 3).
+  """
+  roi_box = jnp.asarray(roi_box, jnp.result_type(pts, jnp.float32))
+  s = ((roi_box[..., 2] - roi_box[..., 0]) + (roi_box[..., 3] - roi_box[..., 1])) / (2 * size)
+  xy = crop_to_image(pts[..., :2], roi_box, size)
+  return jnp.concatenate([xy, pts[..., 2:3] * s[..., None, None]], axis=-1)
 
 
 def image_to_crop(xy, roi_box, size=CROP_SIZE):

@@ -144,7 +144,8 @@ def check_variables(model_config: ModelConfig, variables, source: str):
   missing = sorted(set(want) - set(got))
   extra = sorted(set(got) - set(want))
   arch = (f'{model_config.arch} width {model_config.width}'
-          if model_config.arch == 'mobilenet' else f'{model_config.arch}{model_config.depth}')
+          if model_config.arch == 'mobilenet' else model_config.arch
+          if model_config.arch == 'resnet22' else f'{model_config.arch}{model_config.depth}')
   if missing or extra:
     raise DaslError(f'{source}: variables do not match {arch} with {model_config.in_channels} '
                     f'input channels (missing {missing[:3]}, unexpected {extra[:3]})')
@@ -171,6 +172,13 @@ def restore(workdir, step: Optional[int] = None) -> Restored:
     :class:`Restored` (module, variables, model_config, param_stats, flags, step).
   """
   workdir = Path(workdir).expanduser().resolve()
+  if workdir.is_file():
+    if workdir.suffix in ('.pth', '.pt', '.tar'):
+      raise DaslError(
+          f'{workdir}: a PyTorch file, not a model directory; convert it first: python -m '
+          f'experiments.convert_checkpoint --from_3ddfa_v2 {workdir} --out DIR, then pass DIR')
+    raise DaslError(f'{workdir}: a file, not a model directory (model_config.json, '
+                    f'param_stats.json, {CHECKPOINTS}/)')
   if not workdir.is_dir():
     raise DaslError(f'{workdir}: checkpoint directory not found')
   model_config = read_model_config(workdir)

@@ -118,3 +118,148 @@ def default_config() -> ml_collections.ConfigDict:
 
 def get_config():
   return default_config()
+
+
+# ----------------------------------------------------------------------------
+# Checks: every value outside its range is one line naming its flag.
+
+_POS, _NONNEG = 'a positive number', 'a number >= 0'
+# flag (under --config.) -> (test, what it must be)
+RULES = {
+    'model.width': (lambda v: v > 0, _POS),
+    'model.in_channels': (lambda v: v in (3, 4), '3 or 4'),
+    'model.depth': (lambda v: v in (18, 34, 50), '18, 34 or 50'),
+    'model.resnet_width': (lambda v: v >= 1, 'a positive integer'),
+    'model.depthwise': (lambda v: v in ('auto', 'shifted', 'grouped'), 'auto, shifted or grouped'),
+    'critic.latent_dim': (lambda v: v >= 1, 'a positive integer'),
+    'loss.w_3d': (lambda v: v >= 0, _NONNEG), 'loss.w_2d': (lambda v: v >= 0, _NONNEG),
+    'loss.w_3d_con': (lambda v: v >= 0, _NONNEG), 'loss.w_cyc': (lambda v: v >= 0, _NONNEG),
+    'loss.w_sc': (lambda v: v >= 0, _NONNEG),
+    'loss.l3d_kind': (lambda v: v in ('wpdc', 'vdc', 'mse'), 'wpdc, vdc or mse'),
+    'loss.wpdc_resample': (lambda v: v >= 0, 'an integer >= 0'),
+    'loss.weight_power': (lambda v: v in (1, 2), '1 or 2'),
+    'loss.flm_jitter': (lambda v: v >= 0, _NONNEG),
+    'optim.name': (lambda v: v in ('sgd', 'adam', 'adamw'), 'sgd, adam or adamw'),
+    'optim.lr': (lambda v: v > 0, _POS),
+    'optim.momentum': (lambda v: 0 <= v < 1, 'in [0, 1)'),
+    'optim.weight_decay': (lambda v: v >= 0, _NONNEG),
+    'optim.decay_to': (lambda v: 0 < v <= 1, 'in (0, 1] (1 = constant learning rate)'),
+    'optim.warmup_steps': (lambda v: v >= 0, 'an integer >= 0'),
+    'optim.clip_norm': (lambda v: v >= 0, '>= 0 (0 = no clipping)'),
+    'optim.critic_lr': (lambda v: v > 0, _POS),
+    'optim.critic_b1': (lambda v: 0 <= v < 1, 'in [0, 1)'),
+    'optim.critic_every': (lambda v: v >= 1, 'an integer >= 1'),
+    'train.num_steps': (lambda v: v >= 1, 'an integer >= 1'),
+    'train.log_every': (lambda v: v >= 0, 'an integer >= 0 (0 = only at the end)'),
+    'train.eval_every': (lambda v: v >= 0, 'an integer >= 0 (0 = only at the end)'),
+    'train.checkpoint_every': (lambda v: v >= 0, 'an integer >= 0 (0 = only at the end)'),
+    'train.keep_checkpoints': (lambda v: v >= 1, 'an integer >= 1'),
+    'train.eval_batch': (lambda v: v >= 1, 'an integer >= 1'),
+    'train.ema_decay': (lambda v: 0 <= v < 1, 'in [0, 1) (0 = no average)'),
+    'train.val_bootstrap_iters': (lambda v: v >= 1, 'an integer >= 1'),
+    'data.batch_size_3d': (lambda v: v >= 1, 'an integer >= 1'),
+    'data.batch_size_wild': (lambda v: v >= 1, 'an integer >= 1'),
+    'data.num_threads': (lambda v: v >= 1, 'an integer >= 1'),
+    'data.prefetch': (lambda v: v >= 1, 'an integer >= 1'),
+    'data.num_workers': (lambda v: v >= 0, 'an integer >= 0'),
+    'data.worker_buffer': (lambda v: v >= 1, 'an integer >= 1'),
+    'data.val_size': (lambda v: v >= 0, 'an integer >= 0'),
+    'data.synthetic_size_3d': (lambda v: v >= 1, 'an integer >= 1'),
+    'data.synthetic_size_wild': (lambda v: v >= 1, 'an integer >= 1'),
+    'data.synthetic_size_heldout': (lambda v: v >= 1, 'an integer >= 1'),
+    'data.heldout_size': (lambda v: v >= 0, 'an integer >= 0 (0 = all)'),
+    'data.landmark_tolerance': (lambda v: v >= 0, _NONNEG),
+}
+
+
+def _get(config, path):
+  node = config
+  for part in path.split('.'):
+    if part not in node:
+      return None
+    node = node[part]
+  return node
+
+
+def check_config(config):
+  """Raise ``DaslError`` naming the first ``--config.*`` value outside its range."""
+  from dasl_jax.errors import DaslError
+  for path, (ok, what) in RULES.items():
+    v = _get(config, path)
+    if v is None:
+      continue
+    try:
+      good = bool(ok(v))
+    except TypeError:
+      good = False
+    if not good:
+      raise DaslError(f'--config.{path}={v!r}: must be {what}')
+
+
+def suggest_field(config, path: str) -> str:
+  """' (did you mean --config.X?)' for a misspelled field, or ''.
+
+  Looks through every field of the config for the closest name (so
+  ``optim.learning_rate`` finds ``optim.lr`` through a table of common aliases,
+  and ``data.batch_size`` finds ``data.batch_size_3d``).
+  """
+  import difflib
+  aliases = {'learning_rate': 'lr', 'steps': 'num_steps', 'batch_size': 'batch_size_3d',
+             'seed': 'seed', 'wd': 'weight_decay', 'epochs': 'num_steps'}
+  fields = []
+
+  def walk(node, prefix):
+    for k in node.keys():
+      v = node[k]
+      full = f'{prefix}{k}'
+      if isinstance(v, (ml_collections.ConfigDict, ml_collections.FrozenConfigDict)):
+        walk(v, full + '.')
+      else:
+        fields.append(full)
+
+  walk(config, '')
+  leaf = path.split('.')[-1]
+  section = path.rsplit('.', 1)[0] + '.' if '.' in path else ''
+  if leaf in aliases:
+    cand = [f for f in fields if f.split('.')[-1] == aliases[leaf]]
+    same = [f for f in cand if f.startswith(section)]
+    if same or cand:
+      return f' (did you mean --config.{(same or cand)[0]}?)'
+  close = difflib.get_close_matches(path, fields, n=1, cutoff=0.6)
+  if not close:
+    close = [f for f in fields if f.split('.')[-1] in
+             difflib.get_close_matches(leaf, [g.split('.')[-1] for g in fields], n=1, cutoff=0.7)]
+  return f' (did you mean --config.{close[0]}?)' if close else ''
+
+
+def config_flags_in(argv):
+  """``--config.PATH`` names given on the command line or in its flagfiles."""
+  from pathlib import Path
+  out = []
+  for a in argv:
+    if a.startswith('--flagfile='):
+      p = Path(a.split('=', 1)[1])
+      if p.exists():
+        lines = [s.strip() for s in p.read_text().splitlines()]
+        out += config_flags_in([s for s in lines if s and not s.startswith('#')])
+    elif a.startswith('--config.'):
+      out.append(a[len('--config.'):].split('=', 1)[0])
+  return out
+
+
+def unknown_field_message(argv) -> str:
+  """One line for the first unknown ``--config.*`` field, with a suggestion; '' if none."""
+  config = default_config()
+  for path in config_flags_in(argv):
+    if _get(config, path) is None and not _is_section(config, path):
+      return f'--config.{path}: no such field{suggest_field(config, path)}'
+  return ''
+
+
+def _is_section(config, path):
+  node = config
+  for part in path.split('.'):
+    if not hasattr(node, 'keys') or part not in node:
+      return False
+    node = node[part]
+  return True

@@ -99,7 +99,7 @@ def split_host_devices(count: int = 0) -> int:
   One jitted MobileNet forward at batch 128 already keeps both cores of the
   project's machine busy (CPU/wall 1.92), yet the same batch sharded over two
   host devices ran 0 to 11% faster in five quiet runs
-  (benchmarks/probes/infer_split.py: 958 -> 1061 img/s at best;
+  (probe infer_split, benchmarks/README.md: 958 -> 1061 img/s at best;
   benchmarks.inference: 1108 -> 1104 at worst), so commands leave it off by
   default. Must run before JAX initialises its backend (the start of a
   command); does nothing when ``XLA_FLAGS`` already sets a device count, off

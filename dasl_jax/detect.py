@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from dasl_jax.errors import DaslError
+from dasl_jax.landmark_files import read_landmark_file
 
 # Haar box -> FaceBoxes-like box: side * scale, centre + (dx, dy) * side. The
 # profile cascade's dx is for faces turned like its training faces; mirrored
@@ -370,19 +371,9 @@ def load_landmarks(path) -> Dict[str, np.ndarray]:
                         f'per face, got shape {a.shape}')
       out.setdefault(_key(name), []).extend(list(a))
   else:
-    for i, line in enumerate(Path(path).read_text().splitlines()):
-      r = [c.strip() for c in line.replace(';', ',').split(',')]
-      if not line.strip() or r[0].startswith('#'):
-        continue
-      if len(r) != 137:
-        raise DaslError(f'--landmarks {path} line {i + 1}: expected name + 136 numbers '
-                        f'(x1,y1,...,x68,y68), got {len(r)} fields')
-      try:
-        a = np.asarray([float(x) for x in r[1:]], np.float32).reshape(68, 2)
-      except ValueError:
-        raise DaslError(f'--landmarks {path} line {i + 1}: landmark values must be numbers') \
-            from None
-      out.setdefault(_key(r[0]), []).append(a)
+    names, pts = read_landmark_file(path, expected_k=68, what='--landmarks')
+    for name, a in zip(names, pts):
+      out.setdefault(_key(name), []).append(a)
   return {k: np.stack(v) for k, v in out.items()}
 
 

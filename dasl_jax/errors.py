@@ -24,3 +24,9 @@ def check_shape(array, expected, what):
     want = '(' + ', '.join('N' if e is None else str(e) for e in expected) + ')'
     raise DaslError(f'{what}: expected shape {want}, got {shape}')
   return array
+
+
+def warn(msg):
+  """A one-line warning on stderr (``warning: ...``)."""
+  import sys
+  print(f'warning: {msg}', file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Evaluation protocols of 3DDFA / 2DASL (METHOD.md section 6), pure numpy.
+"""Evaluation metrics of 3DDFA / 2DASL (docs/PROTOCOLS.md), pure numpy.
 
 * AFLW2000-3D 68-point 2D NME: per image, mean point-to-point error in the
   original image divided by ``sqrt(w * h)`` of the ground-truth 68 points'

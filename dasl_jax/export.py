@@ -1,5 +1,7 @@
 """The inference function as a standalone artefact: jax.export (StableHLO) and ONNX.
 
+(ONNX: :func:`export_onnx`, written by :mod:`dasl_jax.onnx_export`.)
+
 The exported function maps uint8 BGR crops (and, for 4-channel models, the 18
 FLM points in crop pixels) to whitened parameters, de-whitened parameters and
 the 68 crop landmarks::
@@ -25,9 +27,7 @@ from typing import Optional, Sequence
 import jax
 import jax.numpy as jnp
 
-from dasl_jax import inputs
-from dasl_jax import landmarks as L
-from dasl_jax import morphable_model as mm
+from dasl_jax import predict_batch as core
 from dasl_jax.errors import DaslError
 
 OUTPUTS = ('whitened', 'params', 'lms68')
@@ -51,31 +51,18 @@ def inference_function(restored, landmark_model, flm='input', bootstrap_iters=2)
   module = restored.module
   variables = jax.tree_util.tree_map(jnp.asarray, restored.variables)
   lm = landmark_model.landmark_model()
-  mean = jnp.asarray(restored.param_stats.mean, jnp.float32)
-  std = jnp.asarray(restored.param_stats.std, jnp.float32)
-  conv = cfg.convention
+  stats = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), restored.param_stats)
+  iters = bootstrap_iters if (cfg.in_channels == 4 and flm == 'bootstrap') else 0
 
-  def outputs(w):
-    p = w * std + mean
-    return w, p, mm.landmarks2d(lm, p, conv)
+  def run(crops, points18=None):
+    out = core.forward(module, variables, stats, lm, crops, points18, None,
+                       in_channels=cfg.in_channels, convention=cfg.convention,
+                       bootstrap_iters=iters)
+    return tuple(out[k] for k in OUTPUTS)
 
-  if cfg.in_channels == 3:
-    def fn(crops):
-      return outputs(module.apply(variables, inputs.model_input(crops, in_channels=3)))
-    return fn, ('crops',)
-  if flm == 'input':
-    def fn(crops, points18):
-      return outputs(module.apply(variables, inputs.model_input(crops, points18, in_channels=4)))
-    return fn, ('crops', 'points18')
-  mean18 = L.select18(mm.landmarks2d(lm, mean, conv))
-
-  def fn(crops):
-    pts = jnp.broadcast_to(mean18, (crops.shape[0], 18, 2))
-    for _ in range(bootstrap_iters):
-      out = outputs(module.apply(variables, inputs.model_input(crops, pts, in_channels=4)))
-      pts = L.select18(out[2])
-    return out
-  return fn, ('crops',)
+  if cfg.in_channels == 4 and flm == 'input':
+    return run, ('crops', 'points18')
+  return (lambda crops: run(crops)), ('crops',)
 
 
 def input_specs(names, batch: Optional[int] = None):
@@ -141,33 +128,21 @@ def load(path):
 
 
 # ----------------------------------------------------------------------------
-# ONNX (optional). jax2onnx 0.17.1 converts the model (checked: both depthwise
-# forms, 3 and 4 channels, outputs within 2e-6 relative of JAX), but it pins
-# orbax-checkpoint < 0.11.37 while this package needs >= 0.12, so it cannot be
-# an extra of the same environment: convert in a separate one.
+# ONNX: written from the Flax variables by dasl_jax/onnx_export.py (jax2onnx, the
+# earlier route, pins orbax-checkpoint < 0.11.37 and cannot share this environment).
 
 
-def export_onnx(restored, landmark_model, path, flm='input', batch=1, depthwise='grouped'):
-  """Convert the inference function to ONNX with jax2onnx.
+def export_onnx(restored, landmark_model, path, flm='input'):
+  """Write the inference function as an ONNX model (symbolic batch) to ``path``.
 
-  ``depthwise='grouped'`` converts MobileNet's depthwise convolutions to ONNX
-  ``Conv`` with ``group=C`` (onnxruntime has fast kernels for it), rather than
-  the nine slices of the 'shifted' form; same parameters, same function.
-  Raises DaslError when jax2onnx is not installed. The batch is fixed.
+  Same inputs and outputs as :func:`inference_function` with ``flm='input'``;
+  a 4-channel model's self-bootstrapped FLM runs on the host
+  (``onnx_export.OnnxPredictor``), so ``flm='bootstrap'`` is refused.
   """
-  try:
-    import jax2onnx
-  except ImportError:
-    raise DaslError('ONNX export needs jax2onnx, which pins orbax-checkpoint < 0.11.37: '
-                    'install it in a separate environment (see dasl_jax/export.py)') from None
-  if restored.model_config.arch == 'mobilenet' and depthwise:
-    import dataclasses
-    from dasl_jax.models import create_regressor
-    cfg = dataclasses.replace(restored.model_config, depthwise=depthwise)
-    restored = dataclasses.replace(restored, module=create_regressor(cfg), model_config=cfg)
-  fn, names = inference_function(restored, landmark_model, flm)
-  specs = input_specs(names, batch)
-  model = jax2onnx.to_onnx(fn, [jax.ShapeDtypeStruct(s.shape, s.dtype) for s in specs],
-                           return_mode='proto')
-  Path(path).write_bytes(model.SerializeToString())
-  return path
+  if flm not in FLM_MODES:
+    raise DaslError(f'--flm must be one of {FLM_MODES}, got {flm!r}')
+  if flm == 'bootstrap' and restored.model_config.in_channels == 4:
+    raise DaslError('--flm bootstrap: ONNX models take points18 as an input; the '
+                    'bootstrap loop runs on the host (dasl_jax.onnx_export.OnnxPredictor)')
+  from dasl_jax import onnx_export
+  return onnx_export.export_onnx(restored, landmark_model, path)

@@ -32,11 +32,12 @@ from dasl_jax import camera
 from dasl_jax import checkpoint as ckpt
 from dasl_jax import crop as C
 from dasl_jax import detect
-from dasl_jax import inputs
 from dasl_jax import landmarks as L
 from dasl_jax import mesh_io
 from dasl_jax import morphable_model as mm
 from dasl_jax import params as P
+from dasl_jax import predict_batch as core
+from dasl_jax import video_tracking as VT
 from dasl_jax import visualize
 from dasl_jax.assets import asset
 from dasl_jax.errors import DaslError
@@ -93,11 +94,18 @@ def is_video(path) -> bool:
 
 
 def video_frames(path, every=1):
-  """Yield (frame index, (H, W, 3) uint8 BGR) of a video, every ``every``-th frame."""
+  """Yield (frame index, (H, W, 3) uint8 BGR) of a video, every ``every``-th frame.
+
+  Raises (after yielding every frame that decoded):
+    DaslError: the video cannot be opened, has no readable frame, or stops
+      before the frame count its container declares (truncated or corrupt).
+  """
   cap = cv2.VideoCapture(str(path))
   if not cap.isOpened():
-    raise DaslError(f'{path}: cannot open the video (OpenCV has no decoder for it?)')
+    raise DaslError(f'{path}: cannot open the video (missing, truncated or corrupt file, '
+                    'or no OpenCV decoder for it)')
   try:
+    declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
     i = 0
     while True:
       ok, frame = cap.read()
@@ -108,6 +116,9 @@ def video_frames(path, every=1):
       i += 1
     if i == 0:
       raise DaslError(f'{path}: the video has no readable frames')
+    if i < declared:
+      raise DaslError(f'{path}: frame {i} of the {declared} the file declares cannot be '
+                      f'decoded (truncated or corrupt file?); the {i} frames before it are kept')
   finally:
     cap.release()
 
@@ -173,6 +184,35 @@ def _nearest_colors(points, ref_points, ref_colors):
   return ref_colors[idx]
 
 
+def load_paf_dense(bfm_dir, landmark_model=None, shape_sim=None) -> mm.MorphableModel:
+  """The 4,096-vertex ``Model_PAF.pkl`` grid as a mesh: triangles over the grid
+  without the points that lie off the face surface, colours from the nearest
+  full-BFM vertex's mean texture (``Model_Shape_Sim.mat``, when present). The
+  one assembly of this mesh: overlays and the synthetic-BFM renderer use it.
+
+  Args:
+    landmark_model: the keypoints68 model (picks the grid's 68 landmark rows).
+    shape_sim: ``mm.load_shape_sim_mat`` output if already loaded.
+  """
+  d = Path(bfm_dir)
+  raw = mm._load_pickle(d / 'Model_PAF.pkl')
+  paf_mean = np.asarray(raw['mu_filter'], np.float32).reshape(-1, 3)
+  # The BFM mean face is u_shp + u_exp (Model_Shape_Sim's mu_shape lacks the
+  # expression mean, and would flag half the grid as off the surface).
+  bfm_mean = None
+  if (d / 'u_shp.npy').exists() and (d / 'u_exp.npy').exists():
+    bfm_mean = (mm._load_npy(d / 'u_shp.npy', 'mean shape') +
+                mm._load_npy(d / 'u_exp.npy', 'mean expression')).reshape(-1, 3)
+  off = bfm_off_surface(paf_mean, bfm_mean) if bfm_mean is not None else None
+  dense = mm.load_model_paf(d / 'Model_PAF.pkl', reference=landmark_model, off_surface=off)
+  if shape_sim is None and (d / 'Model_Shape_Sim.mat').exists():
+    shape_sim = mm.load_shape_sim_mat(d / 'Model_Shape_Sim.mat')
+  if (shape_sim is not None and 'tex' in shape_sim and bfm_mean is not None
+      and len(bfm_mean) == len(shape_sim['tex'])):
+    dense = dense.replace(colors=_nearest_colors(paf_mean, bfm_mean, shape_sim['tex']))
+  return dense
+
+
 @functools.lru_cache(maxsize=4)
 def load_bfm_models(bfm_dir: str) -> FaceModels:
   """BFM models from a folder laid out like ``assets/bfm``.
@@ -202,19 +242,7 @@ def load_bfm_models(bfm_dir: str) -> FaceModels:
     else:
       note = f'dense: full BFM {d} without triangles (no matching Model_Shape_Sim.mat)'
   elif (d / 'Model_PAF.pkl').exists():
-    raw = mm._load_pickle(d / 'Model_PAF.pkl')
-    paf_mean = np.asarray(raw['mu_filter'], np.float32).reshape(-1, 3)
-    # The BFM mean face is u_shp + u_exp (Model_Shape_Sim's mu_shape lacks the
-    # expression mean, and would flag half the grid as off the surface).
-    bfm_mean = None
-    if (d / 'u_shp.npy').exists() and (d / 'u_exp.npy').exists():
-      bfm_mean = (mm._load_npy(d / 'u_shp.npy', 'mean shape') +
-                  mm._load_npy(d / 'u_exp.npy', 'mean expression')).reshape(-1, 3)
-    off = bfm_off_surface(paf_mean, bfm_mean) if bfm_mean is not None else None
-    dense = mm.load_model_paf(d / 'Model_PAF.pkl', reference=lms, off_surface=off)
-    if (simd is not None and 'tex' in simd and bfm_mean is not None
-        and len(bfm_mean) == len(simd['tex'])):
-      dense = dense.replace(colors=_nearest_colors(paf_mean, bfm_mean, simd['tex']))
+    dense = load_paf_dense(d, lms, simd)
     note = f'dense: Model_PAF.pkl ({dense.n_vertices} vertices, {len(dense.triangles)} triangles)'
   if lms is None:
     if dense is None:
@@ -252,15 +280,8 @@ def face_models(restored, bfm_dir=None) -> FaceModels:
 
 
 # ----------------------------------------------------------------------------
-# The jitted regressor.
-
-
-def _bucket(n, cap):
-  """Smallest power of two >= n (at most cap): few shapes, few compilations."""
-  b = 1
-  while b < n and b < cap:
-    b *= 2
-  return b
+# The regressor on crops (the prediction core, ``predict_batch``, with
+# interactive batching).
 
 
 class Predictor:
@@ -269,7 +290,8 @@ class Predictor:
   Args:
     restored: ``dasl_jax.checkpoint.restore(...)`` output.
     landmark_model: 68-row morphable model for the landmarks.
-    batch_size: the largest batch one call runs (bigger inputs are split).
+    batch_size: the largest batch one call runs (bigger inputs are split;
+      smaller ones are padded to a power of two).
     bootstrap_iters: forward passes of the self-bootstrapped FLM (4-channel
       models without detector landmarks): the first from the mean face's
       landmarks, each next one from the previous prediction's.
@@ -286,32 +308,44 @@ class Predictor:
     if bootstrap_iters < 1:
       raise DaslError(f'--bootstrap_iters must be >= 1, got {bootstrap_iters}')
     self.bootstrap_iters = bootstrap_iters
-    self._mean = jnp.asarray(self.stats.mean, jnp.float32)
-    self._std = jnp.asarray(self.stats.std, jnp.float32)
     # The mean face under the mean pose: the FLM a 4-channel model starts from.
-    self.mean_lms68 = np.asarray(mm.landmarks2d(self.lm_model, self._mean, self.convention))
-    self._fn = jax.jit(self._forward, static_argnames=('iters',))
+    self.mean_lms68 = np.asarray(mm.landmarks2d(self.lm_model, jnp.asarray(self.stats.mean),
+                                                self.convention))
+    self._fns = {}
+
+  @classmethod
+  def from_parts(cls, module, variables, model_config, param_stats, landmark_model, **kw):
+    """A predictor from a network and its constants (e.g. a training run's state)."""
+    return cls(ckpt.Restored(module, variables, model_config, param_stats, None),
+               landmark_model, **kw)
 
   @property
   def in_channels(self):
     return self.config.in_channels
 
-  def _outputs(self, whitened):
-    p = whitened * self._std + self._mean
-    return p, mm.landmarks2d(self.lm_model, p, self.convention)
+  def predict_many(self, crops, n, points18=None, iters=None, batch_size=None,
+                   progress=True, desc='predict'):
+    """Many crops read batch by batch (benchmarks): fixed-size batches, split over
+    host devices when there are several.
 
-  def _forward(self, variables, crops, points18, mask18, iters):
-    """crops (B, 120, 120, 3) uint8, points18 (B, 18, 2), mask18 (B, 18) ->
-    whitened (B, 62), params (B, 62), lms68 (B, 68, 2) crop pixels."""
-    if self.in_channels == 3:
-      w = self.module.apply(variables, inputs.model_input(crops, in_channels=3))
-      return (w,) + self._outputs(w)
-    for _ in range(iters):
-      x = inputs.model_input(crops, points18, mask18, in_channels=4)
-      w = self.module.apply(variables, x)
-      p, lms = self._outputs(w)
-      points18, mask18 = L.select18(lms), jnp.ones_like(mask18)  # predicted: all visible
-    return w, p, lms
+    Args:
+      crops: index array (b,) -> (b, 120, 120, 3) uint8, or an (n, ...) array.
+      points18: optional (n, 18, 2) FLM points (4-channel models: one pass);
+        without them a 4-channel model bootstraps (``iters`` passes).
+    Returns:
+      dict as :meth:`predict_crops`.
+    """
+    passes = 0
+    if self.in_channels == 4 and points18 is None:
+      passes = self.bootstrap_iters if iters is None else iters
+    return core.predict_crops(self._fn(passes), self.variables, self.stats, self.lm_model,
+                              crops, n, points18, None, batch_size or self.batch_size,
+                              progress=progress, desc=desc)
+
+  def _fn(self, iters):
+    if iters not in self._fns:
+      self._fns[iters] = core.make_forward(self.module, self.in_channels, self.convention, iters)
+    return self._fns[iters]
 
   def predict_crops(self, crops, lms68=None, iters=None, points18=None, mask18=None):
     """Run the regressor on crops, in batches.
@@ -325,43 +359,19 @@ class Predictor:
       mask18: optional (F, 18) visibility of ``points18`` (0: not drawn).
     Returns:
       dict of numpy arrays: ``whitened`` (F, 62), ``params`` (F, 62) de-whitened,
-      ``lms68`` (F, 68, 2) crop pixels.
+      ``lms68`` (F, 68, 2) crop pixels, ``pose`` (F, 3) yaw, pitch, roll degrees.
     """
     crops = np.asarray(crops)
     if crops.ndim != 4 or crops.shape[1:] != (camera.CROP_SIZE, camera.CROP_SIZE, 3):
       raise DaslError(f'crops: expected (F, 120, 120, 3) uint8, got {crops.shape}')
-    n = len(crops)
-    out = {'whitened': np.zeros((n, 62), np.float32), 'params': np.zeros((n, 62), np.float32),
-           'lms68': np.zeros((n, 68, 2), np.float32)}
-    if n == 0:
-      return out
-    if points18 is not None:
-      pts = np.asarray(points18, np.float32)
-      passes = 1
-    elif lms68 is not None:
-      pts = L.select18_np(np.asarray(lms68, np.float32))
-      passes = 1
-    else:
-      pts = np.broadcast_to(L.select18_np(self.mean_lms68), (n, 18, 2))
+    if points18 is None and lms68 is not None:
+      points18 = L.select18_np(np.asarray(lms68, np.float32))
+      mask18 = None
+    passes = 0
+    if self.in_channels == 4 and points18 is None:
       passes = self.bootstrap_iters if iters is None else iters
-    vis = (np.ones((n, 18), np.float32) if mask18 is None or points18 is None
-           else np.asarray(mask18, np.float32))
-    for s in range(0, n, self.batch_size):
-      c = crops[s:s + self.batch_size]
-      q = pts[s:s + self.batch_size]
-      m = vis[s:s + self.batch_size]
-      b = _bucket(len(c), self.batch_size)
-      pad = b - len(c)
-      if pad:
-        c = np.concatenate([c, np.zeros((pad,) + c.shape[1:], c.dtype)])
-        q = np.concatenate([q, np.zeros((pad,) + q.shape[1:], q.dtype)])
-        m = np.concatenate([m, np.ones((pad, 18), np.float32)])
-      res = self._fn(self.variables, jnp.asarray(c, jnp.uint8), jnp.asarray(q, jnp.float32),
-                     jnp.asarray(m), iters=passes)
-      k = len(c) - pad
-      for name, r in zip(('whitened', 'params', 'lms68'), res):
-        out[name][s:s + k] = np.asarray(r)[:k]
-    return out
+    return core.predict_crops(self._fn(passes), self.variables, self.stats, self.lm_model,
+                              crops, len(crops), points18, mask18, self.batch_size, pad='pow2')
 
 
 def dense_vertices(model: mm.MorphableModel, params, convention):
@@ -386,12 +396,9 @@ def to_image_space(verts_crop, roi_box, size=camera.CROP_SIZE):
   Returns:
     (N, 3) float32.
   """
-  v = np.asarray(verts_crop, np.float64)
-  roi = np.asarray(roi_box, np.float64)
-  xy = np.asarray(camera.crop_to_image(v[:, :2], roi, size))
-  s = ((roi[2] - roi[0]) + (roi[3] - roi[1])) / (2 * size)
-  z = v[:, 2] * s
-  return np.concatenate([xy, (z - z.min())[:, None]], 1).astype(np.float32)
+  v = np.asarray(camera.crop_to_image_3d(np.asarray(verts_crop, np.float64),
+                                        np.asarray(roi_box, np.float64), size))
+  return np.concatenate([v[:, :2], v[:, 2:] - v[:, 2:].min()], 1).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------
@@ -507,8 +514,7 @@ def predict_image(predictor: Predictor, image, detector=None, boxes=None, lms68=
                       'all faces of this image use the self-bootstrapped FLM')
   out = predictor.predict_crops(crops, crop_lms)
   img_lms = np.asarray(camera.crop_to_image(out['lms68'], rois))
-  fR = P.split(jnp.asarray(out['params']))[0]
-  poses = np.asarray(camera.pose_angles(fR))
+  poses = out['pose']
   faces = [Face(box=boxes[i], roi_box=rois[i], kind=kinds[i], params=out['params'][i],
                 pose=poses[i], lms68=img_lms[i], crop=crops[i], lms68_crop=out['lms68'][i],
                 flm=flm) for i in range(len(rois))]
@@ -540,6 +546,9 @@ def make_detector(kind='faceboxes', faceboxes_weights=None, profile=True):
   raise DaslError(f'--detector must be one of {", ".join(DETECTORS)}, got {kind!r}')
 
 
+BACKENDS = ('jax', 'onnxruntime')
+
+
 class Runner:
   """``experiments.predict`` as a class: the model, the detector, and what to write
   for each image or video (JSON records, overlays, meshes, depth and normal maps).
@@ -554,8 +563,8 @@ class Runner:
 
   def __init__(self, checkpoint, out, bfm=None, boxes=None, landmarks=None, min_face=24,
                bootstrap_iters=2, batch_size=32, depth=False, meshes=True, overlay=True,
-               profile=True, alpha=0.6, detector='faceboxes', faceboxes_weights=None,
-               mesh_axes='3ddfa', dot_dtype='float32'):
+               profile=True, alpha=visualize.DEFAULT_ALPHA, detector='faceboxes', faceboxes_weights=None,
+               mesh_axes='3ddfa', dot_dtype='float32', backend='jax'):
     if mesh_axes not in mesh_io.MESH_AXES:
       raise DaslError(f'--mesh_axes must be one of {", ".join(mesh_io.MESH_AXES)}, '
                       f'got {mesh_axes!r}')
@@ -565,10 +574,19 @@ class Runner:
     if dot_dtype not in ckpt.DOT_DTYPES:  # before the (slow) restore
       raise DaslError(f'--dot_dtype: must be one of {", ".join(ckpt.DOT_DTYPES)}, '
                       f'got {dot_dtype!r}')
+    if backend not in BACKENDS:  # before the restore, as dot_dtype
+      raise DaslError(f'--backend must be one of {", ".join(BACKENDS)}, got {backend!r}')
+    if backend == 'onnxruntime' and dot_dtype != 'float32':
+      raise DaslError('--dot_dtype bfloat16: only with --backend jax (the ONNX graph is float32)')
     self.restored = ckpt.with_dot_dtype(ckpt.restore(checkpoint), dot_dtype)
     self.models = face_models(self.restored, bfm)
-    self.predictor = Predictor(self.restored, self.models.landmarks,
-                               batch_size=batch_size, bootstrap_iters=bootstrap_iters)
+    if backend == 'onnxruntime':
+      from dasl_jax.onnx_export import OnnxPredictor
+      self.predictor = OnnxPredictor(self.restored, self.models.landmarks,
+                                     batch_size=batch_size, bootstrap_iters=bootstrap_iters)
+    else:
+      self.predictor = Predictor(self.restored, self.models.landmarks,
+                                 batch_size=batch_size, bootstrap_iters=bootstrap_iters)
     self.boxes = detect.load_boxes(boxes) if boxes else None
     self.landmarks = detect.load_landmarks(landmarks) if landmarks else None
     self.out = Path(out)
@@ -647,35 +665,112 @@ class Runner:
     (Path(str(stem) + '.json')).write_text(json.dumps(rec, indent=1) + '\n')
     return rec
 
-  def video(self, path, every=1):
+  def video(self, path, every=1, track=True, smooth=VT.DEFAULT_SMOOTH):
+    """Every ``every``-th frame of a video: ``STEM.jsonl`` (one JSON object per
+    frame, written as the frames come), ``STEM.json`` (all frames) and
+    ``STEM_overlay.mp4``.
+
+    ``track``: follow faces by alignment and re-detect only when lost
+    (:class:`dasl_jax.video_tracking.Tracker`); ``smooth``: centred window of
+    frames over which each track's parameters are averaged (0/1: off), the
+    landmarks and meshes recomputed from them. A frame that fails to decode
+    ends the video with the frames before it written and an ``error`` in the
+    record (printed as one line).
+    """
+    window = VT.smooth_window(smooth)
     stem = self.out / Path(path).stem
-    writer, frames = None, []
-    n_total = int(cv2.VideoCapture(str(path)).get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    bar = tqdm(total=n_total, desc=Path(path).name, unit='frame')
-    last = 0
-    for i, frame in video_frames(path, every):
-      faces, messages = self.faces(frame, f'{path}#frame{i}')
-      frames.append({'frame': i, 'faces': [f.record() for f in faces], 'messages': messages})
+    frames = []
+    cap = cv2.VideoCapture(str(path))
+    opened, n_total = cap.isOpened(), int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    cap.release()
+    if not opened:
+      next(video_frames(path))  # raises its one-line DaslError; nothing is written
+
+    def align(frame, lms, name):
+      faces, messages = predict_image(self.predictor, frame, lms68=lms,
+                                      min_face=self.min_face, name=name)
+      # A 4-channel model's FLM came from the frame before's prediction.
+      return [dataclasses.replace(f, kind='track', flm='previous_frame' if f.flm == 'detector'
+                                  else f.flm) for f in faces], messages
+
+    tracker = VT.Tracker(self.faces, align, enabled=track)
+    smoother = VT.StreamSmoother(window, self.predictor.convention)
+    jsonl = open(str(stem) + '.jsonl', 'w')
+    state = {'writer': None}
+
+    def emit(item):
+      faces = [self._smoothed_face(f['face'], f['params']) if window > 1 else f['face']
+               for f in item['faces']]
+      recs = []
+      for f, tid in zip(faces, (g['track'] for g in item['faces'])):
+        r = f.record()
+        r['track'] = tid
+        recs.append(r)
+      rec = {'frame': item['frame'], 'mode': item['mode'], 'faces': recs,
+             'messages': item['messages']}
+      jsonl.write(json.dumps(rec) + '\n')
+      jsonl.flush()
+      frames.append(rec)
       if self.overlay:
-        if writer is None:
+        frame = item['image']
+        if state['writer'] is None:
           h, w = frame.shape[:2]
           fps = video_fps(path) / every
-          writer = cv2.VideoWriter(str(stem) + '_overlay.mp4',
-                                   cv2.VideoWriter_fourcc(*'mp4v'), fps, (w, h))
-          if not writer.isOpened():
+          state['writer'] = cv2.VideoWriter(str(stem) + '_overlay.mp4',
+                                            cv2.VideoWriter_fourcc(*'mp4v'), fps, (w, h))
+          if not state['writer'].isOpened():
             warn(f'{path}: cannot write an mp4 here; writing overlay PNGs')
-            writer = False
+            state['writer'] = False
         pic = self.picture(frame, faces, self.dense_image_vertices(faces))
-        if writer:
-          writer.write(pic)
+        if state['writer']:
+          state['writer'].write(pic)
         else:
-          cv2.imwrite(f'{stem}_frame{i:06d}_overlay.png', pic)
-      bar.update(i + 1 - last)
-      last = i + 1
-    bar.close()
-    if writer:
-      writer.release()
-    rec = {'video': str(path), 'every': every, 'frames': frames,
-           'model': self.models.note, 'convention': self.predictor.convention}
+          cv2.imwrite(f'{stem}_frame{item["frame"]:06d}_overlay.png', pic)
+
+    bar = tqdm(total=n_total, desc=Path(path).name, unit='frame')
+    last, error = 0, None
+    try:
+      for i, frame in video_frames(path, every):
+        faces, ids, messages, mode = tracker.step(frame, f'{path}#frame{i}')
+        item = {'frame': i, 'image': frame if self.overlay else None, 'mode': mode,
+                'messages': messages,
+                'faces': [{'track': t, 'params': f.params, 'roi_box': f.roi_box, 'face': f}
+                          for f, t in zip(faces, ids)]}
+        for ready in smoother.push(item):
+          emit(ready)
+        bar.update(i + 1 - last)
+        last = i + 1
+    except DaslError as e:
+      error = str(e)
+      if last == 0:  # not one frame: nothing to keep
+        jsonl.close()
+        Path(str(stem) + '.jsonl').unlink()
+        bar.close()
+        raise
+      print(f'error: {error}', file=sys.stderr)
+    finally:
+      for ready in smoother.flush():
+        emit(ready)
+      jsonl.close()
+      bar.close()
+      if state['writer']:
+        state['writer'].release()
+    rec = {'video': str(path), 'every': every, 'track': bool(track), 'smooth': window,
+           'frames': frames, 'model': self.models.note,
+           'convention': self.predictor.convention}
+    if error:
+      rec['error'] = error
     (Path(str(stem) + '.json')).write_text(json.dumps(rec, indent=1) + '\n')
     return rec
+
+  def _smoothed_face(self, face, params):
+    """A :class:`Face` with smoothed ``params`` (62,) (in its own crop): landmarks
+    and pose recomputed."""
+    if not hasattr(self, '_lms_pose'):
+      lm, conv = self.predictor.lm_model, self.predictor.convention
+      self._lms_pose = jax.jit(lambda p: (mm.landmarks2d(lm, p, conv),
+                                          camera.pose_angles(P.split(p)[0])))
+    p = np.asarray(params, np.float32)
+    crop, pose = (np.asarray(a) for a in self._lms_pose(jnp.asarray(p)))
+    img = np.asarray(camera.crop_to_image(crop, face.roi_box))
+    return dataclasses.replace(face, params=p, pose=pose, lms68=img, lms68_crop=crop)

@@ -1,6 +1,6 @@
 """2DASL's six losses and 3DDFA's VDC, as pure functions on arrays.
 
-Notation (METHOD.md section 4): networks output whitened parameters ``pw``
+Notation: networks output whitened parameters ``pw``
 (B, 62); ``stats`` de-whitens them; ``L3`` gives the 68 3D landmarks in camera
 space (pixels in x and y, before the y-flip), ``proj`` the crop pixels.
 
@@ -141,7 +141,7 @@ def weighted_points_2d(pred18, target18, mask18, weights=lm.SEL18_WEIGHTS, weigh
   point visible and w = 1 this is the mean squared error over all coordinates
   (PyTorch's ``mse_loss``). ``weight_power=2`` reproduces the released code,
   which multiplies both sides by w before a squared error, so the effective
-  weights on the squared error are 4, 1 and 0.25 (METHOD.md section 3);
+  weights on the squared error are 4, 1 and 0.25;
   ``weight_power=1`` uses the paper's weights on the squared error directly.
 
   Args:

@@ -14,9 +14,11 @@ differ, and a checkpoint is tied to the one it was trained with.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import pickle
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -53,9 +55,15 @@ def join(fR, t, alpha_shp, alpha_exp):
   return jnp.concatenate([pose, alpha_shp, alpha_exp], axis=-1)
 
 
+@functools.partial(jax.tree_util.register_dataclass, data_fields=['mean', 'std'],
+                   meta_fields=['source'])
 @dataclasses.dataclass(frozen=True)
 class ParamStats:
-  """Whitening statistics: mean (62,), std (62,), and the file they came from."""
+  """Whitening statistics: mean (62,), std (62,), and the file they came from.
+
+  A pytree (leaves ``mean``, ``std``; ``source`` is static), so jitted code
+  takes the statistics as one argument instead of loose arrays.
+  """
   mean: np.ndarray
   std: np.ndarray
   source: str = ''

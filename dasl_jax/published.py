@@ -1,8 +1,8 @@
 """Published numbers to compare against: the one place they are written down.
 
-Source: docs/METHOD.md section 7 (AFLW2000-3D, 68 points, original
-annotations; NME in percent by absolute yaw bin, and head-pose MAE in degrees),
-which collects them from the papers: 3DDFA (PAMI), PRNet, 2DASL (IEEE TMM
+Source: the papers' own tables (AFLW2000-3D, 68 points, original
+annotations; NME in percent by absolute yaw bin, and head-pose MAE in degrees):
+3DDFA (PAMI), PRNet, 2DASL (IEEE TMM
 2020), 3DDFA_V2 (ECCV 2020, MobileNet, M+R+S) and SynergyNet.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ AFLW2000_NME = {
     'SynergyNet': (2.65, 3.30, 4.27, 3.41),
 }
 
-# Measured in this project (METHOD.md section 7): 3DDFA_V2's released
+# Measured in this project: 3DDFA_V2's released
 # MobileNet x0.5 on the same 2,000 crops, original ground truth, v2 convention.
 MB05_MEASURED = {'bins': (2.925, 3.667, 4.784), 'mean_of_bins': 3.792, 'mean': 3.350,
                  'mean_of_bins_reannotated': 3.022}

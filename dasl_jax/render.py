@@ -75,6 +75,26 @@ def _shade(colors, normals, light, ambient, diffuse):
 
 
 @_njit
+def _shade_specular(colors, normals, light, ambient, diffuse, specular, shininess):
+  """Blinn-Phong per vertex: ``colour * (ambient + diffuse * max(0, n . l))
+  + specular * max(0, n . h) ** shininess`` (white highlight, ``h`` the unit
+  half-vector of ``l`` and the viewer's +z; colours 0..255): (N, 3) -> (N, 3)."""
+  out = np.empty(colors.shape, np.float32)
+  ln = np.sqrt(light[0] ** 2 + light[1] ** 2 + light[2] ** 2)
+  hx, hy, hz = light[0] / ln, light[1] / ln, light[2] / ln + 1.0
+  hn = np.sqrt(hx * hx + hy * hy + hz * hz)
+  hx, hy, hz = hx / hn, hy / hn, hz / hn
+  for i in range(colors.shape[0]):
+    d = normals[i, 0] * light[0] + normals[i, 1] * light[1] + normals[i, 2] * light[2]
+    f = ambient + diffuse * max(d, 0.0)
+    sp = normals[i, 0] * hx + normals[i, 1] * hy + normals[i, 2] * hz
+    hi = specular * 255.0 * max(sp, 0.0) ** shininess if d > 0 else 0.0
+    for ch in range(3):
+      out[i, ch] = colors[i, ch] * f + hi
+  return out
+
+
+@_njit
 def _rasterize(v, tri, col, image, depth):
   """Z-buffer rasterisation in place.
 
@@ -157,7 +177,8 @@ def rasterize(verts, triangles, values, height, width):
 
 
 def render(verts, triangles, colors, height, width, background=None,
-           light=DEFAULT_LIGHT, ambient=0.45, diffuse=0.65, normals=None):
+           light=DEFAULT_LIGHT, ambient=0.45, diffuse=0.65, normals=None, specular=0.0,
+           shininess=16.0):
   """Shade and rasterise a mesh into a BGR image.
 
   Args:
@@ -173,6 +194,8 @@ def render(verts, triangles, colors, height, width, background=None,
       viewer); its length scales the diffuse term.
     ambient, diffuse: shading ``albedo * (ambient + diffuse * max(0, n . l))``.
     normals: optional (N, 3) vertex normals (computed from the mesh if None).
+    specular, shininess: a white Blinn-Phong highlight ``specular * max(0, n . h)
+      ** shininess`` added (0: none, the default; overlays use it).
   Returns:
     image (H, W, 3) uint8 BGR and depth (H, W) float32 (-inf where empty).
   """
@@ -186,8 +209,12 @@ def render(verts, triangles, colors, height, width, background=None,
   if normals is None:
     normals = _vertex_normals(verts, tri)
   light = np.asarray(light, np.float32)
-  shaded = _shade(colors, np.ascontiguousarray(normals, np.float32), light,
-                  np.float32(ambient), np.float32(diffuse))
+  normals = np.ascontiguousarray(normals, np.float32)
+  if specular:
+    shaded = _shade_specular(colors, normals, light, np.float32(ambient), np.float32(diffuse),
+                             np.float32(specular), np.float32(shininess))
+  else:
+    shaded = _shade(colors, normals, light, np.float32(ambient), np.float32(diffuse))
   fg = np.empty((height, width, 3), np.float32)
   depth = np.full((height, width), -np.inf, np.float32)
   _rasterize(verts, tri, shaded, fg, depth)

@@ -290,12 +290,16 @@ def load(path):
 def load_state_dict(path):
   """Load a checkpoint's state dict as ``{name: np.ndarray}``.
 
-  Unwraps ``{'state_dict': ...}`` (and ``model``/``model_state_dict``) and
-  strips DataParallel's ``module.`` prefixes.
+  Unwraps ``{'state_dict': ...}`` (and ``res_state_dict`` (2DASL),
+  ``model_state_dict``, ``model``) and strips DataParallel's ``module.`` prefixes.
   """
-  obj = load(path)
+  return state_dict_of(load(path), path)
+
+
+def state_dict_of(obj, path):
+  """The state dict in a loaded checkpoint object (see :func:`load_state_dict`)."""
   if isinstance(obj, dict):
-    for k in ('state_dict', 'model_state_dict', 'model'):
+    for k in ('state_dict', 'res_state_dict', 'model_state_dict', 'model'):
       if k in obj and isinstance(obj[k], dict):
         obj = obj[k]
         break

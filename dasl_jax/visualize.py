@@ -14,15 +14,22 @@ from dasl_jax import render as R
 
 MESH_GREY = (0.82, 0.82, 0.86)  # RGB: the light grey of the papers' figures
 
+# Overlay lighting: one directional light from the upper left, in front
+# (pixel axes: y down, z to the viewer; unit length), a low ambient term and a
+# small white highlight, so that the face's relief (nose, eye sockets, cheeks,
+# the turning-away sides) reads through the blend. The dataset renderer keeps
+# its own softer defaults (``render.render``).
+OVERLAY_LIGHT = tuple(np.array([-0.45, -0.55, 0.70]) / np.linalg.norm([-0.45, -0.55, 0.70]))
+OVERLAY_SHADING = dict(light=OVERLAY_LIGHT, ambient=0.18, diffuse=0.95, specular=0.18,
+                       shininess=12.0)
+DEFAULT_ALPHA = 0.75
+
 
 def face_vertices_image(verts_crop, roi_box, size=camera.CROP_SIZE):
   """Crop-pixel vertices (N, 3) -> image pixels with z in image-pixel units
   (not shifted, so several faces share one depth scale). -> (N, 3) float32."""
-  v = np.asarray(verts_crop, np.float64)
-  roi = np.asarray(roi_box, np.float64)
-  xy = np.asarray(camera.crop_to_image(v[:, :2], roi, size))
-  s = ((roi[2] - roi[0]) + (roi[3] - roi[1])) / (2 * size)
-  return np.concatenate([xy, v[:, 2:3] * s], 1).astype(np.float32)
+  return np.asarray(camera.crop_to_image_3d(np.asarray(verts_crop, np.float64),
+                                            np.asarray(roi_box, np.float64), size), np.float32)
 
 
 def _combine(meshes):
@@ -36,7 +43,8 @@ def _combine(meshes):
 
 
 def overlay(image, verts_list: Sequence[np.ndarray], triangles, lms_list=None,
-            colors=None, alpha=0.6, landmark_color=(0, 255, 0), landmark_radius=None):
+            colors=None, alpha=DEFAULT_ALPHA, landmark_color=(0, 255, 0), landmark_radius=None,
+            shading=None):
   """The papers' picture: the shaded mesh blended over the photo, plus landmarks.
 
   Args:
@@ -47,6 +55,8 @@ def overlay(image, verts_list: Sequence[np.ndarray], triangles, lms_list=None,
     lms_list: per face (68, 2) image-pixel landmarks, or None.
     colors: (N, 3) RGB in [0, 1] per vertex, or None for light grey.
     alpha: mesh opacity.
+    shading: keyword arguments of :func:`dasl_jax.render.render` (light,
+      ambient, diffuse, specular, shininess); default :data:`OVERLAY_SHADING`.
   Returns:
     (H, W, 3) uint8 BGR.
   """
@@ -58,7 +68,8 @@ def overlay(image, verts_list: Sequence[np.ndarray], triangles, lms_list=None,
       col = np.asarray(MESH_GREY, np.float32)
     else:
       col = np.concatenate([np.asarray(colors, np.float32)] * len(verts_list))
-    shaded, depth = R.render(v, t, col, h, w)
+    shaded, depth = R.render(v, t, col, h, w, **(OVERLAY_SHADING if shading is None
+                                                  else shading))
     mask = np.isfinite(depth)
     rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
     if rows.size:

@@ -1,7 +1,13 @@
-r"""Export a checkpoint's inference function (jax.export / StableHLO, optionally ONNX).
+r"""Export a checkpoint's inference function (jax.export / StableHLO, or ONNX).
 
   python -m experiments.export --checkpoint WORKDIR --out model.jaxexport
-      [--flm input|bootstrap] [--batch N] [--platforms cpu,cuda] [--onnx model.onnx]
+      [--flm input|bootstrap] [--batch N] [--platforms cpu,cuda]
+  python -m experiments.export --checkpoint WORKDIR --out model.onnx --format onnx
+
+ONNX (``dasl_jax.onnx_export``): symbolic batch, float32, inputs ``crops``
+[+ ``points18`` for 4-channel models], outputs ``whitened``, ``params``,
+``lms68``; run it with onnxruntime (``onnx_export.OnnxPredictor`` or
+``experiments.predict --backend onnxruntime``).
 
 The artefact maps uint8 crops (+ FLM points for 4-channel models) to whitened
 parameters, parameters and 68 crop landmarks; reload it with
@@ -11,9 +17,10 @@ file and checks its outputs against the jitted model on random crops.
 """
 from __future__ import annotations
 
-import sys
 
-from absl import app, flags, logging
+from absl import app, flags
+
+from dasl_jax import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('checkpoint', None, 'model work directory')
@@ -28,18 +35,27 @@ flags.DEFINE_string('bfm', None, 'BFM folder for the landmark basis (default: th
 flags.DEFINE_enum('dot_dtype', 'float32', ['float32', 'bfloat16'], 'MobileNetV1 on CPU: '
                   'operand dtype of the stem and 1x1 products in the exported function '
                   '(bfloat16: float32 sums, ~1.2x batch-128 throughput on AVX512-BF16 CPUs)')
-flags.DEFINE_string('onnx', None, 'also write an ONNX model here (needs jax2onnx)')
+flags.DEFINE_enum('format', 'jaxexport', ['jaxexport', 'onnx'], 'jaxexport: jax.export '
+                  'bytes + OUT.json; onnx: an ONNX model (onnxruntime; --flm input only, '
+                  'float32, symbolic batch)')
 
 
 def run():
   import numpy as np
-  from dasl_jax import checkpoint, export, inference
+  from dasl_jax import checkpoint, export, inference, landmarks
   from dasl_jax.errors import DaslError
-  logging.set_verbosity(logging.WARNING)
+
   if not FLAGS.checkpoint or not FLAGS.out:
     raise DaslError('--checkpoint and --out are required')
+  if FLAGS.format == 'onnx':
+    if FLAGS.dot_dtype != 'float32':
+      raise DaslError('--dot_dtype bfloat16: the ONNX graph is float32 (use --format jaxexport)')
+    if FLAGS.platforms:
+      raise DaslError('--platforms: only for --format jaxexport (ONNX runs where onnxruntime does)')
   restored = checkpoint.with_dot_dtype(checkpoint.restore(FLAGS.checkpoint), FLAGS.dot_dtype)
   models = inference.face_models(restored, FLAGS.bfm)
+  if FLAGS.format == 'onnx':
+    return run_onnx(restored, models)
   exp, meta = export.export_model(restored, models.landmarks, FLAGS.flm, FLAGS.bootstrap_iters,
                                   batch=FLAGS.batch or None, platforms=FLAGS.platforms)
   meta['checkpoint'] = str(FLAGS.checkpoint)
@@ -54,7 +70,7 @@ def run():
   pred = inference.Predictor(restored, models.landmarks, bootstrap_iters=FLAGS.bootstrap_iters)
   if meta['inputs'] == ['crops', 'points18']:
     lms = pred.mean_lms68[None] + rng.normal(0, 2, (b, 68, 2))
-    args.append(np.asarray(inference.L.select18_np(lms), np.float32))
+    args.append(np.asarray(landmarks.select18_np(lms), np.float32))
     ref = pred.predict_crops(crops, lms)
   else:
     ref = pred.predict_crops(crops)
@@ -65,25 +81,46 @@ def run():
   print(f'wrote {path} ({path.stat().st_size / 1e6:.2f} MB, inputs {meta["inputs"]}, '
         f'batch {meta["batch"]}, platforms {meta["platforms"]}); reloaded, max |diff| / '
         f'max |output| vs the jitted model: {diffs}')
-  if FLAGS.onnx:
-    export.export_onnx(restored, models.landmarks, FLAGS.onnx, FLAGS.flm, batch=b)
-    print(f'wrote {FLAGS.onnx}')
   return 0
 
 
-def main(argv):
-  # Before JAX starts its threads: keeps XLA:CPU's per-step temp block in the heap
-  # (otherwise ~40% of CPU time goes to page faults; benchmarks/README.md).
-  from dasl_jax import cpu_runtime
-  cpu_runtime.tune_malloc()
+def _random_inputs(pred, b):
+  import numpy as np
+  from dasl_jax import landmarks
+  rng = np.random.default_rng(0)
+  crops = rng.integers(0, 256, (b, 120, 120, 3), dtype=np.uint8)
+  lms = pred.mean_lms68[None] + rng.normal(0, 2, (b, 68, 2))
+  return crops, lms, np.asarray(landmarks.select18_np(lms), np.float32)
+
+
+def run_onnx(restored, models):
+  """--format onnx: write, reload with onnxruntime, compare with the jitted model."""
+  import numpy as np
+  from dasl_jax import export, inference, onnx_export
+  path = export.export_onnx(restored, models.landmarks, FLAGS.out, FLAGS.flm)
+  sess = onnx_export.session(path)
+  names = [i.name for i in sess.get_inputs()]
+  pred = inference.Predictor(restored, models.landmarks, bootstrap_iters=FLAGS.bootstrap_iters)
+  b = FLAGS.batch or 3
+  crops, lms, pts = _random_inputs(pred, b)
+  feed = {'crops': crops, 'points18': pts}
+  got = sess.run(list(export.OUTPUTS), {n: feed[n] for n in names})
+  ref = pred.predict_crops(crops, lms if 'points18' in names else None)
+  diffs = ', '.join(f'{k} {float(np.max(np.abs(g - ref[k])) / np.max(np.abs(ref[k]))):.1e}'
+                    for g, k in zip(got, export.OUTPUTS))
+  print(f'wrote {path} ({path.stat().st_size / 1e6:.2f} MB, ONNX, inputs {names}, batch '
+        f'symbolic); reloaded with onnxruntime, max |diff| / max |output| vs the jitted '
+        f'model: {diffs}')
+  return 0
+
+
+def _main(argv):
   del argv
-  from dasl_jax.errors import DaslError
-  try:
-    sys.exit(run())
-  except DaslError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+  return run()
+
+
+main = cli.command(_main)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -3,6 +3,7 @@ r"""Predict 3D faces on photos or videos: JSON records, overlays, meshes.
   python -m experiments.predict --checkpoint WORKDIR --input PATH [PATH ...] [--out DIR]
       [--detector faceboxes|haar] [--faceboxes_weights FILE]
       [--boxes FILE] [--landmarks FILE] [--bfm DIR] [--depth] [--every N]
+      [--backend jax|onnxruntime]
 
 PATH is an image, a folder of images/videos, or a video; several may follow
 ``--input`` (a shell glob such as ``images/*.jpg``), be given after the options,
@@ -13,8 +14,10 @@ yaw/pitch/roll, 68 landmarks in image pixels), ``NAME_overlay.png`` (mesh and
 landmarks over the photo), ``NAME_face<k>.obj`` / ``.ply`` (mesh in image
 pixels, per-vertex colour; ``--mesh_axes 3ddfa``, the default, flips y up as
 3DDFA_V2 does, so viewers show the face upright; ``image`` keeps y down) and with ``--depth`` ``NAME_depth.png`` /
-``NAME_normal.png``. A video gives ``NAME.json`` with a record per frame and
-``NAME_overlay.mp4``.
+``NAME_normal.png``. A video gives ``NAME.jsonl`` (one JSON object per frame,
+written as it goes), ``NAME.json`` with a record per frame and
+``NAME_overlay.mp4``; faces are tracked (``--track``) and their parameters
+smoothed over ``--smooth`` frames (``dasl_jax.video_tracking``).
 
 Faces come from ``--boxes`` (JSON or CSV x1,y1,x2,y2[,score] per image; the
 layouts are in the flag's help and ``dasl_jax.detect.load_boxes``), else
@@ -23,6 +26,10 @@ layouts are in the flag's help and ``dasl_jax.detect.load_boxes``), else
 ``--faceboxes_weights``) or OpenCV's Haar cascades (``haar``, no weights). 4-channel
 models take their FLM from ``--landmarks`` or bootstrap it from the mean face
 (``--bootstrap_iters``).
+
+``--backend onnxruntime`` runs the regressor as an ONNX graph built from the
+checkpoint (``dasl_jax.onnx_export.OnnxPredictor``; same outputs within 1e-4 of
+their range, float32 only).
 
 ``--calibrate`` only re-measures the Haar box calibration on the AFLW2000-3D
 originals in ``$DASL_ASSETS`` and prints it (no checkpoint needed).
@@ -35,6 +42,8 @@ import time
 from pathlib import Path
 
 from absl import app, flags, logging
+
+from dasl_jax import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('checkpoint', None, 'model work directory (experiments.train or '
@@ -52,6 +61,12 @@ flags.DEFINE_string('landmarks', None, '68-point detector landmarks in image pix
 flags.DEFINE_string('bfm', None, 'BFM folder (keypoints68/, Model_PAF.pkl, optional '
                     'w_shp_sim.npy); default: the one the checkpoint was trained with')
 flags.DEFINE_integer('every', 1, 'videos: use every N-th frame')
+flags.DEFINE_bool('track', True, 'videos: follow each face from its last landmarks (3DDFA '
+                  'landmark crop) and run the detector only when a face is lost; '
+                  '--notrack detects on every frame')
+flags.DEFINE_integer('smooth', 3, 'videos: average each face\'s 62 parameters over a centred '
+                     'window of this many frames (odd; 0 or 1: off); landmarks and meshes '
+                     'are recomputed from them')
 flags.DEFINE_integer('min_face', 24, 'skip faces whose box is smaller than this (pixels)')
 flags.DEFINE_integer('bootstrap_iters', 2, '4-channel models without --landmarks: forward '
                      'passes of the self-bootstrapped FLM')
@@ -67,10 +82,13 @@ flags.DEFINE_enum('detector', 'faceboxes', ['faceboxes', 'haar'], 'face detector
 flags.DEFINE_string('faceboxes_weights', None, 'FaceBoxesProd.pth (default: '
                     '$DASL_ASSETS/pretrained/FaceBoxesProd.pth)')
 flags.DEFINE_bool('profile', True, 'Haar detector: also run the profile cascade')
-flags.DEFINE_float('alpha', 0.6, 'mesh opacity in overlays')
+flags.DEFINE_float('alpha', 0.75, 'mesh opacity in overlays (0..1)')
 flags.DEFINE_enum('dot_dtype', 'float32', ['float32', 'bfloat16'], 'MobileNetV1 on CPU: operand '
                   'dtype of its stem and 1x1 matrix products (bfloat16: float32 sums; ~1.2x '
                   'batch-128 inference on AVX512-BF16 CPUs, benchmarks/README.md)')
+flags.DEFINE_enum('backend', 'jax', ['jax', 'onnxruntime'], 'regressor runtime: jax (jitted) '
+                  'or onnxruntime (dasl_jax.onnx_export: the same function as an ONNX graph '
+                  'built from the checkpoint; float32)')
 flags.DEFINE_bool('calibrate', False, 'print the Haar box calibration measured on '
                   'AFLW2000-3D originals and exit')
 
@@ -104,26 +122,32 @@ def run(argv):
     raise DaslError('--input is required')
   if FLAGS.every < 1:
     raise DaslError(f'--every must be >= 1, got {FLAGS.every}')
+  from dasl_jax.video_tracking import smooth_window
+  smooth_window(FLAGS.smooth)  # a bad value fails before the model loads
   files = list_inputs(paths)  # before JAX loads: a mistyped argument fails at once
   from dasl_jax import inference
   single = len(paths) == 1 and Path(paths[0]).is_file()
   if single and not inference.is_video(files[0]):
     inference.load_image(files[0])  # an unreadable file fails before the model loads
+  elif single:
+    next(inference.video_frames(files[0]))  # so does a video that cannot be opened
   runner = inference.Runner(FLAGS.checkpoint, FLAGS.out, bfm=FLAGS.bfm, boxes=FLAGS.boxes,
                   landmarks=FLAGS.landmarks, min_face=FLAGS.min_face,
                   bootstrap_iters=FLAGS.bootstrap_iters, batch_size=FLAGS.batch_size,
                   depth=FLAGS.depth, meshes=FLAGS.meshes, overlay=FLAGS.overlay,
                   profile=FLAGS.profile, alpha=FLAGS.alpha, detector=FLAGS.detector,
                   faceboxes_weights=FLAGS.faceboxes_weights, mesh_axes=FLAGS.mesh_axes,
-                  dot_dtype=FLAGS.dot_dtype)
+                  dot_dtype=FLAGS.dot_dtype, backend=FLAGS.backend)
+  print(f'face model: {runner.models.note or runner.models.kind}', file=sys.stderr)
   n_faces, failed = 0, 0
   from tqdm import tqdm
   t0 = time.time()
   for path in tqdm(files, desc='images', unit='file', disable=len(files) < 2):
     try:
       if inference.is_video(path):
-        rec = runner.video(path, FLAGS.every)
+        rec = runner.video(path, FLAGS.every, track=FLAGS.track, smooth=FLAGS.smooth)
         n_faces += sum(len(f['faces']) for f in rec['frames'])
+        failed += 'error' in rec  # printed; the frames before it are written
       else:
         rec = runner.image(path, inference.load_image(path))
         n_faces += len(rec['faces'])
@@ -136,32 +160,13 @@ def run(argv):
       Path(str(stem) + '.json').write_text(json.dumps(
           {'image': str(path), 'faces': [], 'messages': [str(e)], 'error': str(e)},
           indent=1) + '\n')
-  print(f'{len(files)} input(s), {n_faces} face(s), {failed} unreadable, '
+  print(f'{len(files)} input(s), {n_faces} face(s), {failed} unreadable or cut short, '
         f'{time.time() - t0:.1f} s -> {FLAGS.out}')
   return 0
 
 
-def parse_flags(argv):
-  """absl's parser, with a bad or unknown option as one ``error:`` line (exit 2)."""
-  try:
-    return FLAGS(argv)
-  except flags.Error as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
-
-
-def main(argv):
-  # Before JAX starts its threads: keeps XLA:CPU's per-step temp block in the heap
-  # (otherwise ~40% of CPU time goes to page faults; benchmarks/README.md).
-  from dasl_jax import cpu_runtime
-  cpu_runtime.tune_malloc()
-  from dasl_jax.errors import DaslError
-  try:
-    sys.exit(run(argv))
-  except DaslError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+main = cli.command(run)
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)

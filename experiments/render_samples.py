@@ -8,12 +8,13 @@ rendered instead of the procedural model (300W-LP-like examples).
 """
 from __future__ import annotations
 
-import sys
 
 import cv2
 import numpy as np
 from absl import app, flags
 
+
+from dasl_jax import cli
 from dasl_jax import camera, render
 from dasl_jax.data import synthetic
 from dasl_jax.errors import DaslError
@@ -53,24 +54,23 @@ def grid_image(source, indices, scale=2, draw=True):
   return out
 
 
-def main(argv):
+def _main(argv):
   del argv
   F = flags.FLAGS
-  try:
-    n = F.start + F.n
-    sizes = (n, n, n)
-    if F.bfm:
-      parts = synthetic.synthetic_bundle_parts('bfm', sizes, F.seed, bfm_dir=F.bfm)
-    else:
-      parts = synthetic.synthetic_bundle_parts('synthetic', sizes, F.seed, n_stats=1000)
-    img = grid_image(parts[F.kind], range(F.start, n), F.scale, F.landmarks)
-    if not cv2.imwrite(F.out, img):
-      raise DaslError(f'--out {F.out}: cannot write the image there')
-    print(f'wrote {F.out} ({F.n} {F.kind} examples, model {parts["model"].name})')
-  except DaslError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+  n = F.start + F.n
+  sizes = (n, n, n)
+  if F.bfm:
+    parts = synthetic.synthetic_bundle_parts('bfm', sizes, F.seed, bfm_dir=F.bfm)
+  else:
+    parts = synthetic.synthetic_bundle_parts('synthetic', sizes, F.seed, n_stats=1000)
+  img = grid_image(parts[F.kind], range(F.start, n), F.scale, F.landmarks)
+  if not cv2.imwrite(F.out, img):
+    raise DaslError(f'--out {F.out}: cannot write the image there')
+  print(f'wrote {F.out} ({F.n} {F.kind} examples, model {parts["model"].name})')
+
+
+main = cli.command(_main)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

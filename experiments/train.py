@@ -30,6 +30,11 @@ EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 def _flag_error(e):
   """One line for a bad flag or flagfile (no traceback from absl/ml_collections)."""
+  from dasl_jax.config import unknown_field_message
+  unknown = unknown_field_message(sys.argv[1:])
+  if unknown:
+    print(f'error: bad flag: {unknown}', file=sys.stderr)
+    sys.exit(2)
   while e.args and isinstance(e.args[0], BaseException):  # AttributeError(KeyError(...))
     e = e.args[0]
   msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)

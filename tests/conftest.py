@@ -32,3 +32,62 @@ def assets():
 def rng():
   """A fresh seeded numpy generator per test."""
   return np.random.default_rng(0)
+
+
+def _source(obj):
+  import inspect
+  obj = getattr(obj, '__wrapped__', obj)
+  for attr in ('_get_wrapped_function', '_fixture_function'):  # pytest fixture wrappers
+    inner = getattr(obj, attr, None)
+    if inner is not None:
+      obj = inner() if callable(inner) and attr.startswith('_get') else inner
+  try:
+    return inspect.getsource(obj)
+  except (OSError, TypeError):
+    return ''
+
+
+def _starts_processes(module):
+  """Names, in the module's namespace, of functions and fixtures of the test
+  package whose code starts a subprocess, directly or through another of them."""
+  import re
+  srcs = {}
+  for name, obj in vars(module).items():
+    owner = getattr(getattr(obj, '__wrapped__', obj), '__module__', '') or ''
+    if callable(obj) and (owner.startswith('tests') or owner == module.__name__):
+      src = _source(obj)
+      if src:
+        srcs[name] = src
+  names = {n for n, src in srcs.items() if 'subprocess.' in src or 'Popen(' in src}
+  changed = True
+  while changed:  # callers of callers
+    changed = False
+    for n, src in srcs.items():
+      if n not in names and any(re.search(rf'\b{h}\(', src) for h in names):
+        names.add(n)
+        changed = True
+  return names
+
+
+def pytest_collection_modifyitems(config, items):
+  """Mark every test that starts a subprocess (itself or through a helper of its
+  module, e.g. a command runner) ``slow``: ``-m 'not slow'`` runs the in-process
+  tests only. CI runs all of them."""
+  import inspect
+  import re
+  cache = {}
+  for item in items:
+    fn = getattr(item, 'function', None)
+    mod = getattr(item, 'module', None)
+    if fn is None or mod is None:
+      continue
+    if mod not in cache:
+      cache[mod] = _starts_processes(mod)
+    try:
+      src = inspect.getsource(fn)
+    except (OSError, TypeError):
+      continue
+    helpers = cache[mod]
+    if ('subprocess.' in src or any(re.search(rf'\b{h}\(', src) for h in helpers)
+        or helpers & set(getattr(item, 'fixturenames', ()))):
+      item.add_marker(pytest.mark.slow)

@@ -66,48 +66,6 @@ def test_conv3x3_patches_matches_conv(stride):
          lambda x, k: _conv(x, k, stride, layers.PAD1), x, k)
 
 
-def test_layers_mobilenet_is_a_drop_in():
-  """Same parameter tree, outputs and batch statistics (train mode) as the project's
-  MobileNetV1 with the given parameters. (Gradients are checked op by op above: whole-network
-  gradients through batch norm over a few values are too ill-conditioned to compare.)"""
-  from benchmarks.probes.fast_mobilenet import MobileNetV1Fast
-  from dasl_jax.models.mobilenet import MobileNetV1
-  rng = np.random.default_rng(0)
-  x = jnp.asarray(rng.normal(size=(4, 48, 48, 4)), jnp.float32)
-  ref, fast = MobileNetV1(0.25, depthwise='grouped'), MobileNetV1Fast(0.25)
-  shapes = jax.eval_shape(ref.init, jax.random.PRNGKey(0), x)
-  assert (jax.tree_util.tree_map(jnp.shape, jax.eval_shape(fast.init, jax.random.PRNGKey(0), x))
-          == jax.tree_util.tree_map(jnp.shape, shapes))
-  # Random values (positive variances); a jitted init would cost another compile.
-  v = jax.tree_util.tree_map(
-      lambda s: jnp.asarray(0.5 + rng.uniform(size=s.shape) if len(s.shape) == 1
-                            else 0.3 * rng.normal(size=s.shape), jnp.float32), shapes)
-  run = lambda m: jax.jit(lambda v: m.apply(v, x, train=True, mutable=['batch_stats']))(v)
-  got, want = run(fast), run(ref)
-  for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
-    np.testing.assert_allclose(a, b, rtol=0, atol=1e-4 * float(jnp.abs(b).max()))
-
-
-def test_pointwise_resnet_is_a_drop_in():
-  """ResNet-50 with 1x1 convolutions as matrix products (strided ones on the subsampled
-  input) computes the project's ResNet with the same parameters."""
-  from benchmarks.probes.fast_resnet import ResNet50Fast
-  from dasl_jax.models.resnet import ResNet
-  rng = np.random.default_rng(0)
-  x = jnp.asarray(rng.normal(size=(2, 30, 30, 4)), jnp.float32)
-  ref, fast = ResNet(depth=50, base_width=4), ResNet50Fast(base_width=4)
-  shapes = jax.eval_shape(ref.init, jax.random.PRNGKey(0), x)
-  assert (jax.tree_util.tree_map(jnp.shape, jax.eval_shape(fast.init, jax.random.PRNGKey(0), x))
-          == jax.tree_util.tree_map(jnp.shape, shapes))
-  v = jax.tree_util.tree_map(
-      lambda s: jnp.asarray(0.5 + rng.uniform(size=s.shape) if len(s.shape) == 1
-                            else 0.3 * rng.normal(size=s.shape), jnp.float32), shapes)
-  run = lambda m: jax.jit(lambda v: m.apply(v, x, train=True, mutable=['batch_stats']))(v)
-  got, want = run(fast), run(ref)
-  for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
-    np.testing.assert_allclose(a, b, rtol=0, atol=1e-4 * float(jnp.abs(b).max()))
-
-
 @pytest.mark.skipif(not sys.platform.startswith('linux'), reason='mallopt is glibc (Linux) only')
 def test_tune_malloc_applies_on_linux():
   code = ('from dasl_jax import cpu_runtime; a = cpu_runtime.tune_malloc(); '

@@ -177,7 +177,7 @@ def test_loader_errors(tmp_path):
   write_aflw(tmp_path / 'b')
   with open(tmp_path / 'b/detect_testData_1998.txt', 'a') as f:
     f.write('image00001.jpg,1,2,3\n')
-  with pytest.raises(DaslError, match='line 3 has 4 fields'):
+  with pytest.raises(DaslError, match='line 3: 3 numbers after the name'):
     aflw2000.load(tmp_path / 'b')
 
 
@@ -259,10 +259,17 @@ def test_evaluate_reference_params(tmp_path):
 def test_evaluate_bad_input(tmp_path):
   write_aflw(tmp_path / 'a')
   cases = [
-      (np.zeros((3, 5)), [], 'expected shape (N, 62)'),
+      (np.zeros((3, 5)), [], 'expected (N, 62) parameters'),
       (np.zeros((4, 2, 68)), [], '4 rows but the AFLW2000-3D list has 3'),
       (np.zeros((3, 62)), [], 'need --param_stats'),
+      # A NaN row: refused, naming the row (was: a table of nan, exit 0).
+      (np.r_[np.full((1, 2, 68), 60.0), np.full((1, 2, 68), np.nan), np.full((1, 2, 68), 60.0)],
+       [], 'rows [1]'),
+      # Image-pixel landmarks read as crop pixels land far from every face.
+      (np.full((3, 2, 68), 200.0), [], 'implausible landmarks (if they are image pixels'),
+      (np.full((2, 2, 68), 60.0), ['--names', tmp_path / 'names.txt'], 'are not in'),
   ]
+  (tmp_path / 'names.txt').write_text('nope.jpg\nface0.jpg\n')
   for arr, extra, msg in cases:
     np.save(tmp_path / 'p.npy', arr.astype(np.float32))
     r = _evaluate('--predictions', tmp_path / 'p.npy', '--aflw2000_dir', tmp_path / 'a', *extra)
@@ -301,16 +308,15 @@ def test_evaluate_four_channel_model_needs_detections(tmp_path):
   from tests.fake_data import toy_model
   ds = aflw2000.load(tmp_path / 'a')
   module = checkpoint.create_regressor(cfg)
-  fn = predict_batch.make_predict_fn(module, P.ParamStats(np.zeros(62, np.float32),
-                                                          np.ones(62, np.float32)),
-                                     toy_model(), 'v1', 4)
+  fn = predict_batch.make_forward(module, 4, 'v1')
+  unit = P.ParamStats(np.zeros(62, np.float32), np.ones(62, np.float32))
   pts = predict_batch.flm_points(np.nan_to_num(ds.detector68))
-  a = predict_batch.predict_all(fn, variables, ds.load_crops, 3, batch_size=2, points18=pts,
-                                progress=False)
-  b = predict_batch.predict_all(fn, variables, ds.load_crops, 3, batch_size=2,
-                                points18=pts + 7, progress=False)
-  assert a['lms'].shape == (3, 68, 2) and a['params_w'].shape == (3, 62)
-  assert np.abs(a['params_w'] - b['params_w']).max() > 1e-4
+  a = predict_batch.predict_crops(fn, variables, unit, toy_model(), ds.load_crops, 3, pts,
+                                  batch_size=2)
+  b = predict_batch.predict_crops(fn, variables, unit, toy_model(), ds.load_crops, 3, pts + 7,
+                                  batch_size=2)
+  assert a['lms68'].shape == (3, 68, 2) and a['whitened'].shape == (3, 62)
+  assert np.abs(a['whitened'] - b['whitened']).max() > 1e-4
 
 
 @requires_assets('bfm', 'keypoints68')
@@ -343,9 +349,9 @@ def test_evaluate_bootstrap_flm_matches_direct_forward(tmp_path):
   pts = np.repeat(L.select18_np(mean_lms)[None], 3, 0)
   ds = aflw2000.load(tmp_path / 'a')
   restored = checkpoint.restore(tmp_path / 'm')
-  fn = predict_batch.make_predict_fn(restored.module, stats, model, 'v1', 4)
-  want = predict_batch.predict_all(fn, restored.variables, ds.load_crops, 3, batch_size=4,
-                                   points18=pts, progress=False)['lms']
+  fn = predict_batch.make_forward(restored.module, 4, 'v1')
+  want = predict_batch.predict_crops(fn, restored.variables, stats, model.landmark_model(),
+                                     ds.load_crops, 3, pts, batch_size=4)['lms68']
   got = np.swapaxes(np.load(tmp_path / 'lms.npy'), 1, 2)
   np.testing.assert_allclose(got, want, atol=1e-3)
 

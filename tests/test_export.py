@@ -71,19 +71,25 @@ def test_exported_bootstrap_and_load_errors(tiny, tmp_path):
 
 
 def test_onnx_matches_jax(tiny, tmp_path):
-  pytest.importorskip('jax2onnx')
+  """export.export_onnx (dasl_jax/onnx_export.py; more in tests/test_onnx_export.py):
+  one file, two batch sizes, within 1e-4 of the output's range of the JAX function."""
   ort = pytest.importorskip('onnxruntime')
   _, restored, models = tiny
-  f = export.export_onnx(restored, models.landmarks, tmp_path / 'm.onnx', batch=2)
+  f = export.export_onnx(restored, models.landmarks, tmp_path / 'm.onnx')
   sess = ort.InferenceSession(str(f), providers=['CPUExecutionProvider'])
+  assert [o.name for o in sess.get_outputs()] == list(export.OUTPUTS)
+  import jax
+  fn = jax.jit(export.inference_function(restored, models.landmarks)[0])
   rng = np.random.default_rng(2)
-  c = rng.integers(0, 256, (2, 120, 120, 3), dtype=np.uint8)
-  p = rng.uniform(30, 90, (2, 18, 2)).astype(np.float32)
-  got = sess.run(None, {i.name: a for i, a in zip(sess.get_inputs(), (c, p))})
-  fn, _ = export.inference_function(restored, models.landmarks)
-  ref = [np.asarray(a) for a in fn(c, p)]
-  for g, r in zip(got, ref):
-    np.testing.assert_allclose(g / np.abs(r).max(), r / np.abs(r).max(), atol=1e-4)
+  for b in (2, 5):
+    c = rng.integers(0, 256, (b, 120, 120, 3), dtype=np.uint8)
+    p = rng.uniform(30, 90, (b, 18, 2)).astype(np.float32)
+    got = sess.run(None, {i.name: a for i, a in zip(sess.get_inputs(), (c, p))})
+    ref = [np.asarray(a) for a in fn(c, p)]
+    for g, r in zip(got, ref):
+      np.testing.assert_allclose(g / np.abs(r).max(), r / np.abs(r).max(), atol=1e-4)
+  with pytest.raises(DaslError, match='--flm bootstrap'):
+    export.export_onnx(restored, models.landmarks, tmp_path / 'b.onnx', flm='bootstrap')
 
 
 def test_bf16_dots_export_and_option_errors(tiny, tmp_path):

@@ -64,16 +64,16 @@ v = jax.tree_util.tree_map(lambda s: (rng.normal(size=s.shape) * 0.1).astype(np.
                            checkpoint.expected_shapes(cfg, 32))
 v['batch_stats'] = jax.tree_util.tree_map(lambda a: np.abs(a) + 0.5, v['batch_stats'])
 stats = P.ParamStats(rng.normal(size=62).astype(np.float32), np.ones(62, np.float32))
-fn = predict_batch.make_predict_fn(checkpoint.create_regressor(cfg), stats, toy_model(), 'v1', 3)
+fn = predict_batch.make_forward(checkpoint.create_regressor(cfg), 3, 'v1')
 imgs = rng.integers(0, 256, (7, 120, 120, 3), dtype=np.uint8)
-out = predict_batch.predict_all(fn, v, lambda ii: imgs[ii], 7, batch_size=4, progress=False)
-np.save(sys.argv[1], out['lms'])
+out = predict_batch.predict_crops(fn, v, stats, toy_model(), lambda ii: imgs[ii], 7, batch_size=4)
+np.save(sys.argv[1], out['lms68'])
 print(len(jax.devices()))
 '''
 
 
 def test_predict_all_split_over_host_devices_matches_one_device(tmp_path):
-  """predict_all over 2 host devices (batch split, weights replicated) gives the
+  """predict_crops over 2 host devices (batch split, weights replicated) gives the
   landmarks one device gives, partial last batch included."""
   outs = {}
   for n in (1, 2):

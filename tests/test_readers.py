@@ -10,6 +10,7 @@ from tests import fake_data
 from tests.conftest import asset_path, requires_assets
 from dasl_jax.data import readers as R
 from dasl_jax.errors import DaslError
+from dasl_jax.landmark_files import read_landmark_file
 
 # The 18 points written out again from the paper (METHOD.md section 3), 0-based.
 SEL18_SPEC = [17, 19, 21, 22, 24, 26, 36, (37, 40), 39, 42, (43, 46), 45, 31, 30, 35,
@@ -114,10 +115,10 @@ def test_landmark_file_errors(tmp_path):
   f = tmp_path / 'bad.txt'
   f.write_text('a.jpg,' + ','.join(['1'] * 10) + '\n')
   with pytest.raises(DaslError, match=r'bad.txt: line 1: 10 numbers'):
-    R.read_landmark_file(f)
+    read_landmark_file(f)
   f.write_text('a.jpg,' + ','.join(['1'] * 36) + '\nb.jpg,' + ','.join(['1'] * 42) + '\n')
   with pytest.raises(DaslError, match=r'line 2: 21 points, earlier lines have 18'):
-    R.read_landmark_file(f)
+    read_landmark_file(f)
 
 
 @pytest.mark.parametrize('k,size', [(21, 240), (68, 120), (18, 60)])

@@ -76,6 +76,42 @@ def test_render_shading_colour_order_and_background():
   np.testing.assert_allclose(img2[10, 10], np.round(rgb[::-1] * 255 * 0.25), atol=1)
 
 
+def test_specular_highlight_and_overlay_contrast():
+  # Facing square, light head-on: n . l = n . h = 1, so the highlight adds
+  # specular * 255 on top of albedo * (ambient + diffuse).
+  verts = np.array([[2, 2, 5], [17, 2, 5], [2, 17, 5], [17, 17, 5]], np.float32)
+  tri = np.array([[0, 1, 2], [1, 3, 2]])
+  rgb = np.array([0.4, 0.3, 0.2])
+  img, _ = render.render(verts, tri, rgb, 20, 20, light=(0, 0, 1), ambient=0.25, diffuse=0.5,
+                         specular=0.2, shininess=8)
+  np.testing.assert_allclose(img[10, 10], np.round(rgb[::-1] * 255 * 0.75 + 0.2 * 255), atol=1)
+  # Light from the side: no diffuse term and no highlight.
+  img2, _ = render.render(verts, tri, rgb, 20, 20, light=(1, 0, 0), ambient=0.25, diffuse=0.5,
+                          specular=0.2)
+  np.testing.assert_allclose(img2[10, 10], np.round(rgb[::-1] * 255 * 0.25), atol=1)
+  # A shallow dome (relief 1/4 of its half width, normals mostly near +z, as on
+  # a face): to first order a normal tilted by t changes the diffuse term by
+  # diffuse * sin(angle(l, z)) * t, 0.65 * 0.57 with the dataset defaults and
+  # 0.95 * 0.71 with the overlay's light, plus the highlight: the overlay
+  # spreads the grey levels more than twice as wide.
+  from dasl_jax import visualize
+  from dasl_jax.morphable_model import grid_triangles
+  n = 41
+  u, v = np.meshgrid(np.linspace(-1, 1, n), np.linspace(-1, 1, n))
+  z = np.sqrt(np.clip(1.2 - u ** 2 - v ** 2, 0, None))
+  verts = np.stack([50 + 40 * u.ravel(), 50 + 40 * v.ravel(), 10 * z.ravel()], 1)
+  tri = grid_triangles(n, n)
+  grey = visualize.MESH_GREY
+  soft, d = render.render(verts, tri, grey, 100, 100)
+  hard, _ = render.render(verts, tri, grey, 100, 100, **visualize.OVERLAY_SHADING)
+  on = np.isfinite(d)
+
+  def spread(im):
+    g = im[on].mean(1)
+    return np.percentile(g, 95) - np.percentile(g, 5)
+  assert spread(hard) > 2 * spread(soft), (spread(hard), spread(soft))
+
+
 def test_vertex_normals_face_the_viewer():
   # A tilted plane z = 0.5 x: normal proportional to (-0.5, 0, 1), either winding.
   u, v = np.meshgrid(np.arange(5.0), np.arange(5.0))

@@ -5,10 +5,6 @@ import jax.numpy as jnp
 import ml_collections
 
 from dasl_jax.config import default_config
-from dasl_jax.models.critic import SelfCritic
-from dasl_jax.training import optimizers
-from dasl_jax.training import state as state_lib
-from dasl_jax.training import step as step_lib
 
 
 class TinyRegressor(nn.Module):
@@ -35,22 +31,14 @@ def tiny_config(**loss):
 
 
 def build(config, data, num_steps=10, mesh=None):
-  """(CompiledStep, initial state, consts, base key) for the tiny regressor."""
-  module = TinyRegressor()
-  critic = SelfCritic(tuple(config.critic.encoder_widths), config.critic.latent_dim,
-                      tuple(config.critic.hidden))
-  tx, schedule = optimizers.regressor_optimizer(config.optim, num_steps)
-  ctx_tx = optimizers.critic_optimizer(config.optim)
-  ctx = step_lib.StepContext(module, critic, tx, ctx_tx, schedule, 4, data.convention,
-                             bool(config.model.freeze_bn),
-                             ml_collections.FrozenConfigDict(config.loss),
-                             int(config.optim.critic_every),
-                             float(config.train.ema_decay))
-  compiled = step_lib.CompiledStep(ctx, mesh)
-  v = state_lib.init_variables(module, 0, (120, 120), 4)
-  cp = state_lib.init_critic(critic, 1, (120, 120))
-  state = compiled.put_replicated(state_lib.create_train_state(v, cp, tx, ctx_tx))
-  consts = compiled.put_replicated(step_lib.make_consts(
-      data.model, data.param_stats.mean, data.param_stats.std))
-  key = compiled.put_replicated(jax.random.PRNGKey(0))
-  return compiled, state, consts, key
+  """(CompiledStep, initial state, consts, base key) for the tiny regressor, made by
+  the training factories (``loop.build_step``, ``loop.init_state``)."""
+  from dasl_jax.training import loop
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.train.num_steps = num_steps
+  config.model.in_channels = 4
+  config.data.convention = data.convention
+  bundle = loop.build_step(config, data, module=TinyRegressor(), mesh=mesh)
+  state, consts, _ = loop.init_state(config, bundle, data)
+  key = bundle.compiled.put_replicated(jax.random.PRNGKey(0))
+  return bundle.compiled, state, consts, key

@@ -7,7 +7,7 @@ landmarks.
 
 3D-annotated examples also get their parameters changed to match the image:
 the pose follows the pixel warp (through ``camera.to_crop_pixels``'s y-flip,
-derived in ``readers.pixel_affine``), and a flip mirrors the rotation and
+derived in ``camera.pixel_affine_np``), and a flip mirrors the rotation and
 re-fits shape and expression to the mirrored landmark shape by least squares
 (the BFM is not exactly symmetric, so no permutation of coefficients would do).
 
@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from dasl_jax import params as P
+from dasl_jax import camera
 from dasl_jax.data import readers as R
 
 SIZE = R.SIZE
@@ -84,7 +85,7 @@ class ParamWarper:
   def __init__(self, model, convention, stats=None, ridge=1e6):
     self.model_np = model if isinstance(model, R.LandmarkModelNP) else R.LandmarkModelNP(model)
     self.convention = convention
-    self.A, self.b = R.pixel_affine(convention)   # pixels = A @ cam_xy + b
+    self.A, self.b = camera.pixel_affine_np(convention)   # pixels = A @ cam_xy + b
     self.A_inv = np.linalg.inv(self.A)
     # Least squares of [alpha (50), delta (3)] against a 68-point object shape,
     # solved in whitened units z = alpha / std (delta unpenalised).

@@ -30,6 +30,7 @@ from dasl_jax import camera
 from dasl_jax import landmarks as LM
 from dasl_jax import params as P
 from dasl_jax.errors import DaslError
+from dasl_jax.landmark_files import read_landmark_file
 
 SIZE = camera.CROP_SIZE
 # A decode failure is replaced by the next row; give up after this many in a row.
@@ -38,19 +39,6 @@ _MAX_REPLACEMENTS = 64
 
 # ----------------------------------------------------------------------------
 # Geometry helpers in numpy (pipelines run per example, off device).
-
-
-def pixel_affine(convention):
-  """The y-flip of ``camera.to_crop_pixels`` as numpy ``(A (2, 2), b (2,))``.
-
-  Evaluated from the core function on three points, so the convention still
-  lives only in ``camera``: ``to_crop_pixels(x) = x @ A.T + b``.
-  """
-  basis = np.array([[0., 0.], [1., 0.], [0., 1.]], np.float32)
-  out = np.asarray(camera.to_crop_pixels(basis, convention), np.float64)
-  b = out[0]
-  A = np.stack([out[1] - b, out[2] - b], axis=1)
-  return A, b
 
 
 class LandmarkModelNP:
@@ -75,7 +63,7 @@ def lms68_from_params(model_np: LandmarkModelNP, p, convention):
   fR, t, a_shp, a_exp = P.split(p)
   pts = model_np.shape(np.concatenate([a_shp, a_exp], -1))
   cam = np.einsum('...ij,...kj->...ki', fR, pts) + t[..., None, :]
-  A, b = pixel_affine(convention)
+  A, b = camera.pixel_affine_np(convention)
   return (cam[..., :2] @ A.T + b).astype(np.float32)
 
 
@@ -134,56 +122,6 @@ def read_list(path):
   if not names:
     raise DaslError(f'{path}: list file is empty')
   return names
-
-
-def _is_number(s):
-  try:
-    float(s)
-    return True
-  except ValueError:
-    return False
-
-
-def read_landmark_file(path, expected_k=None):
-  """A landmark list: ``name,x1,y1,...,xK,yK`` a line (commas or whitespace).
-
-  3DDFA's ``detect_testData_1998.txt`` style and plain CSV both read; a first
-  line that is not numeric is taken as a header. K (68, 21 or 18) is detected
-  from the first row and must be the same on every row.
-
-  Returns:
-    names (list of str), points float32 (N, K, 2).
-  """
-  path = Path(path)
-  if not path.exists():
-    raise DaslError(f'{path}: landmark file not found')
-  names, rows = [], []
-  k = None
-  with open(path) as f:
-    for lineno, line in enumerate(f, 1):
-      line = line.strip()
-      if not line:
-        continue
-      fields = [s for s in line.replace(',', ' ').split() if s]
-      if len(fields) > 1 and not all(_is_number(s) for s in fields[1:]):
-        if not names and lineno == 1:
-          continue  # header
-        raise DaslError(f'{path}: line {lineno}: non-numeric coordinates')
-      n = len(fields) - 1
-      if n % 2 or n // 2 not in (68, 21, 18):
-        raise DaslError(f'{path}: line {lineno}: {n} numbers after the name; expected '
-                        '2 x 68, 2 x 21 or 2 x 18 (x1,y1,...)')
-      if k is None:
-        k = n // 2
-        if expected_k is not None and k != expected_k:
-          raise DaslError(f'{path}: {k} points per line, expected {expected_k}')
-      elif n // 2 != k:
-        raise DaslError(f'{path}: line {lineno}: {n // 2} points, earlier lines have {k}')
-      names.append(fields[0])
-      rows.append(np.asarray(fields[1:], np.float32).reshape(k, 2))
-  if not names:
-    raise DaslError(f'{path}: no landmark lines')
-  return names, np.stack(rows)
 
 
 def load_labels(path):

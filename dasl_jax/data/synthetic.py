@@ -131,21 +131,8 @@ def rotation(yaw, pitch, roll):
 
 
 @functools.lru_cache(maxsize=8)
-def _pixel_affine(convention, size=CROP):
-  """The camera module's (x, y) -> crop pixel map as ``A (2, 2), b (2,)``.
-
-  Evaluated once through :func:`camera.to_crop_pixels`, so the y-flip
-  convention has a single definition and per-example work stays in numpy.
-  """
-  pts = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]], np.float32)
-  uv = np.asarray(camera.to_crop_pixels(pts, convention, size), np.float64)
-  b = uv[0]
-  return np.stack([uv[1] - b, uv[2] - b], 1), b
-
-
-@functools.lru_cache(maxsize=8)
 def _pixel_affine_inv(convention, size=CROP):
-  return np.linalg.inv(_pixel_affine(convention, size)[0])
+  return np.linalg.inv(camera.pixel_affine_np(convention, size)[0])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -339,7 +326,7 @@ class SyntheticFaces:
     jitter = rng.normal(0, st.centre_std, 2)
     centre_px = BOX_CENTRE + np.clip(jitter, -3 * st.centre_std, 3 * st.centre_std)
     # Camera-space point that lands on the wanted (0-based) pixel.
-    centre_cam = _pixel_affine_inv(RENDER_CONVENTION) @ (centre_px - _pixel_affine(RENDER_CONVENTION)[1])
+    centre_cam = _pixel_affine_inv(RENDER_CONVENTION) @ (centre_px - camera.pixel_affine_np(RENDER_CONVENTION)[1])
     t_xy = centre_cam - s * (lo + hi) / 2
     t_z = -s * lms[:, 2].mean()  # keeps the face's depth centred; no effect on pixels
     fR = s * R
@@ -360,7 +347,7 @@ class SyntheticFaces:
     """(62,) params -> (N, 3) crop pixels x, y (in ``convention``) and camera depth z."""
     pose = p[P.POSE].reshape(3, 4)
     S = _lincomb(u, basis_t, p[P.N_POSE:].astype(np.float32))
-    A, b = _pixel_affine(convention)
+    A, b = camera.pixel_affine_np(convention)
     # Pixel x, y = A @ (fR @ s + t)[:2] + b; depth z = (fR @ s + t)[2].
     M = np.concatenate([A @ pose[:2], pose[2:]], 0)
     M[:2, 3] += b
@@ -472,28 +459,17 @@ def sampling_param_stats(model, prior=None, n=10000, seed=0, convention='v1') ->
 
 
 def load_bfm_render_model(bfm_dir):
-  """The real BFM for synthesis: ``Model_PAF.pkl`` (4,096 vertices, 40 + 10
-  components) with triangles over its grid (off-surface points dropped) and
-  colours from the nearest full-BFM vertex's mean texture.
+  """The real BFM for synthesis: the ``Model_PAF.pkl`` grid (40 + 10 components) as
+  a mesh (``inference.load_paf_dense``: off-surface points dropped, colours from
+  the full BFM's mean texture).
 
   Returns:
     (render model, 68-landmark label model from ``keypoints68/``).
   """
-  from scipy.spatial import cKDTree
+  from dasl_jax.inference import load_paf_dense
   bfm_dir = Path(bfm_dir)
   label = mm.load_keypoints68(bfm_dir / 'keypoints68')
-  full = mm.load_shape_sim_mat(bfm_dir / 'Model_Shape_Sim.mat')
-  paf = mm.load_model_paf(bfm_dir / 'Model_PAF.pkl', reference=label)
-  mean = np.asarray(paf.u).reshape(-1, 3)
-  dist, idx = cKDTree(full['mean']).query(mean)
-  width = np.ptp(full['mean'][:, 0])
-  # The README: ~5% of grid points near corners/edges lie > 1% of the face
-  # width off the surface; triangles touching them are dropped.
-  off = dist > 0.01 * width
-  tri = mm.grid_triangles(64, 64, off)
-  colors = full['tex'][idx] if 'tex' in full else None
-  model = mm.MorphableModel(u=paf.u, w_shp=paf.w_shp, w_exp=paf.w_exp, keypoints=paf.keypoints,
-                            triangles=tri, colors=colors, name=str(bfm_dir / 'Model_PAF.pkl'))
+  model = load_paf_dense(bfm_dir, label).replace(name=str(bfm_dir / 'Model_PAF.pkl'))
   return model, label
 
 

@@ -11,14 +11,15 @@ import json
 
 from dasl_jax.errors import DaslError
 
-ARCHES = ('mobilenet', 'resnet')
+ARCHES = ('mobilenet', 'resnet', 'resnet22')
+RESNET_POOLS = ('mean', 'avg7s2')
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """Everything needed to rebuild a regressor and read its output.
 
-  arch: 'mobilenet' or 'resnet'.
+  arch: 'mobilenet', 'resnet' (18/34/50, 2DASL's) or 'resnet22' (3DDFA_V2's).
   width: MobileNetV1 widen factor (0.5 for 3DDFA_V2's mb05).
   depth: ResNet depth (18, 34 or 50).
   in_channels: 3 (colour) or 4 (colour + FLM).
@@ -28,6 +29,8 @@ class ModelConfig:
     grouped elsewhere), 'shifted' or 'grouped'. Same parameters either way.
   resnet_width: ResNet stem / first-stage channels (64 = the paper's; small
     values give tiny test networks).
+  resnet_pool: 'mean' (global average) or 'avg7s2' (2DASL's AvgPool2d(7,
+    stride=2): the top-left 7x7 window of the 8x8 map; converted 2DASL models).
   """
   arch: str = 'mobilenet'
   width: float = 0.5
@@ -37,9 +40,31 @@ class ModelConfig:
   convention: str = 'v1'
   depthwise: str = 'auto'
   resnet_width: int = 64
+  resnet_pool: str = 'mean'
+
+  # The fields each architecture reads (the others keep their defaults, unused).
+  ARCH_FIELDS = {'mobilenet': ('width', 'depthwise'),
+                 'resnet': ('depth', 'resnet_width', 'resnet_pool'), 'resnet22': ()}
+
+  def __post_init__(self):
+    # Fields only another architecture reads keep their defaults, so two configs
+    # of one network compare equal whatever a flagfile set for the other one.
+    own = set(self.ARCH_FIELDS.get(self.arch, ()))
+    for f in dataclasses.fields(self):
+      if f.name in _ARCH_SPECIFIC and f.name not in own:
+        object.__setattr__(self, f.name, f.default)
+
+  def relevant(self) -> dict:
+    """The fields that mean something for this architecture (what is written and shown)."""
+    own = set(self.ARCH_FIELDS.get(self.arch, ()))
+    return {k: v for k, v in dataclasses.asdict(self).items()
+            if k not in _ARCH_SPECIFIC or k in own}
+
+  def __repr__(self):
+    return 'ModelConfig(' + ', '.join(f'{k}={v!r}' for k, v in self.relevant().items()) + ')'
 
   def to_json(self) -> str:
-    return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+    return json.dumps(self.relevant(), indent=2, sort_keys=True)
 
   @classmethod
   def from_dict(cls, d, source='model config'):
@@ -54,7 +79,13 @@ class ModelConfig:
       raise DaslError(f'{source}: in_channels must be 3 or 4, got {cfg.in_channels}')
     if cfg.convention not in ('v1', 'v2'):
       raise DaslError(f'{source}: convention must be v1 or v2, got {cfg.convention!r}')
+    if cfg.resnet_pool not in RESNET_POOLS:
+      raise DaslError(f'{source}: resnet_pool must be one of {RESNET_POOLS}, '
+                      f'got {cfg.resnet_pool!r}')
     return cfg
+
+
+_ARCH_SPECIFIC = {f for fs in ModelConfig.ARCH_FIELDS.values() for f in fs}
 
 
 def create_regressor(cfg: ModelConfig):
@@ -65,5 +96,9 @@ def create_regressor(cfg: ModelConfig):
                        depthwise=cfg.depthwise)
   if cfg.arch == 'resnet':
     from dasl_jax.models.resnet import ResNet
-    return ResNet(depth=cfg.depth, num_outputs=cfg.num_params, base_width=cfg.resnet_width)
+    return ResNet(depth=cfg.depth, num_outputs=cfg.num_params, base_width=cfg.resnet_width,
+                  pool=cfg.resnet_pool)
+  if cfg.arch == 'resnet22':
+    from dasl_jax.models.resnet import ResNet22
+    return ResNet22(num_outputs=cfg.num_params)
   raise DaslError(f'unknown arch {cfg.arch!r}; use one of {ARCHES}')

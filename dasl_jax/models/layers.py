@@ -116,7 +116,7 @@ def _dw_bwd(stride, res, dy):
     dx = term if dx is None else dx + term
   # Kernel gradient: nine multiply-reductions over (B, Ho, Wo). As einsums XLA:CPU
   # hands them to its library fusion; one stacked (9, ...) reduction was slower
-  # (benchmarks/probes/dw_grad_micro.py, benchmarks/README.md).
+  # (probe dw_grad_micro, benchmarks/README.md).
   xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
   dk = jnp.stack([jnp.einsum('bhwc,bhwc->c', tap, dy) for tap in _taps(xp, ho, wo, stride)])
   dk = dk.reshape(3, 3, 1, c).astype(kernel.dtype)

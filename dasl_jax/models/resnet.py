@@ -1,17 +1,33 @@
-"""ResNet-18/34/50 regressor as in 2DASL: NHWC, 3 or 4 input channels, last stage stride 1.
+"""ResNet regressors: ResNet-18/34/50 as in 2DASL, and 3DDFA_V2's ResNet-22.
 
-2DASL's backbone is a torchvision ResNet-50 with a 4-channel first convolution,
-the final stage's stride set to 1 (so a 120x120 crop keeps an 8x8 map instead
-of 4x4), global average pooling and a linear layer to 62 whitened parameters.
-The number of input channels follows the input (3 = colour, 4 = colour + FLM).
+2DASL's backbone (``test_codes/resnet_xgtu_4chls.py`` of XgTu/2DASL) is a
+torchvision ResNet-50 with a 4-channel first convolution, the final stage's
+stride set to 1 (so a 120x120 crop keeps an 8x8 map instead of 4x4) and a
+linear layer ``fc`` to 62 whitened parameters. Its pooling is
+``AvgPool2d(7, stride=2)``, not a global mean: on the 8x8 map of a 120x120
+crop that is the mean of the top-left 7x7 window (``pool='avg7s2'``; the
+default ``'mean'`` averages the whole map). The number of input channels
+follows the input (3 = colour, 4 = colour + FLM).
+
+:class:`ResNet22` is 3DDFA_V2's ``resnet22`` (``models/resnet.py`` of
+cleardusk/3DDFA_V2): a 5x5 stride-2 stem to 32 channels, a 3x3 conv to 64,
+no max pool, three stages of basic blocks (3, 4, 3 blocks; 128, 256, 512
+channels; each starts with stride 2) and a 1x1 conv with bias
+(``conv_param``) to 62 outputs followed by global average pooling.
+
+``variables_from_torch`` / ``resnet22_variables_from_torch`` convert the
+PyTorch state dicts (key names as in those files) into Flax variables.
 """
 from __future__ import annotations
 
 from typing import Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+import numpy as np
 
+from dasl_jax.errors import DaslError
 from dasl_jax.models import layers
 
 # Blocks per stage; 18/34 use basic blocks, 50 bottlenecks.
@@ -19,6 +35,9 @@ STAGES = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3)}
 # Stage strides: the last is 1 in 2DASL (torchvision's is 2).
 STRIDES = (1, 2, 2, 1)
 BN_EPS = 1e-5  # torchvision's, so converted weights behave the same.
+# 'mean': global average pooling; 'avg7s2': 2DASL's AvgPool2d(7, stride=2), which
+# must give a 1x1 map (the final map is 7x7 or 8x8) since fc takes one vector.
+POOLS = ('mean', 'avg7s2')
 
 
 def _conv1x1(features, strides, name):
@@ -92,6 +111,7 @@ class ResNet(nn.Module):
   strides: Sequence[int] = STRIDES
   # BN (+ ReLU) as layers.BatchNorm (custom VJP: fewer full-size temporaries).
   fused_bn: bool = True
+  pool: str = 'mean'
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -106,5 +126,217 @@ class ResNet(nn.Module):
       for b in range(n):
         x = block(self.base_width * 2 ** s, stride if b == 0 else 1, self.fused_bn,
                   name=f'layer{s + 1}_{b}')(x, train)
-    x = jnp.mean(x, axis=(1, 2))
+    x = pool_features(x, self.pool)
     return nn.Dense(self.num_outputs, name='fc')(x)
+
+
+def pool_features(x, pool):
+  """(B, H, W, C) -> (B, C) by ``pool`` (see POOLS)."""
+  if pool == 'mean':
+    return jnp.mean(x, axis=(1, 2))
+  if pool == 'avg7s2':
+    if x.shape[1] not in (7, 8) or x.shape[2] not in (7, 8):
+      raise DaslError(f"pool 'avg7s2' (2DASL's AvgPool2d(7, stride=2)) needs a 7x7 or 8x8 "
+                      f'final map (a 120x120 input gives 8x8), got {x.shape[1]}x{x.shape[2]}')
+    return jnp.mean(x[:, :7, :7], axis=(1, 2))
+  raise DaslError(f'ResNet pool must be one of {POOLS}, got {pool!r}')
+
+
+# 3DDFA_V2 resnet22: (blocks, channels) per stage; every stage starts with stride 2.
+R22_STAGES = ((3, 128), (4, 256), (3, 512))
+R22_STEM = (32, 64)
+
+
+class ResNet22(nn.Module):
+  """3DDFA_V2's resnet22: (B, H, W, 3 or 4) float -> (B, num_outputs).
+
+  ``conv_param`` (PyTorch: a 1x1 conv with bias before the global average pool)
+  is applied after the pool as a Dense layer: the same function, since both
+  are linear.
+  """
+  num_outputs: int = 62
+  fused_bn: bool = True
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    norm = lambda name: _norm(train, name, self.fused_bn, relu=True)
+    x = nn.Conv(R22_STEM[0], (5, 5), (2, 2), padding=2, use_bias=False, name='conv1')(x)
+    x = norm('bn1')(x)
+    x = nn.Conv(R22_STEM[1], (3, 3), padding=1, use_bias=False, name='conv2')(x)
+    x = norm('bn2')(x)
+    for s, (n, c) in enumerate(R22_STAGES):
+      for b in range(n):
+        x = BasicBlock(c, 2 if b == 0 else 1, self.fused_bn, name=f'layer{s + 1}_{b}')(x, train)
+    x = jnp.mean(x, axis=(1, 2))
+    return nn.Dense(self.num_outputs, name='conv_param')(x)
+
+
+# --------------------------------------------------------------------------
+# PyTorch state dicts -> Flax variables.
+
+_BN_KEYS = ('weight', 'bias', 'running_mean', 'running_var')
+
+
+def _bn_shapes(shapes, prefix, c):
+  for k in _BN_KEYS:
+    shapes[f'{prefix}.{k}'] = (c,)
+
+
+def _block_shapes(shapes, prefix, c_in, planes, stride, bottleneck):
+  """Torch shapes of one block; returns its output channels."""
+  if bottleneck:
+    out = planes * 4
+    shapes[f'{prefix}.conv1.weight'] = (planes, c_in, 1, 1)
+    shapes[f'{prefix}.conv2.weight'] = (planes, planes, 3, 3)
+    shapes[f'{prefix}.conv3.weight'] = (out, planes, 1, 1)
+    convs = (('conv1', 'bn1', planes), ('conv2', 'bn2', planes), ('conv3', 'bn3', out))
+  else:
+    out = planes
+    shapes[f'{prefix}.conv1.weight'] = (planes, c_in, 3, 3)
+    shapes[f'{prefix}.conv2.weight'] = (planes, planes, 3, 3)
+    convs = (('conv1', 'bn1', planes), ('conv2', 'bn2', planes))
+  for _, bn, c in convs:
+    _bn_shapes(shapes, f'{prefix}.{bn}', c)
+  if stride != 1 or c_in != out:
+    shapes[f'{prefix}.downsample.0.weight'] = (out, c_in, 1, 1)
+    _bn_shapes(shapes, f'{prefix}.downsample.1', out)
+  return out
+
+
+def torch_state_dict_shapes(depth=50, in_channels=4, num_outputs=62, base_width=64,
+                            strides=STRIDES):
+  """Shapes of a torchvision-style ResNet state dict (2DASL's ResNet-50 names)."""
+  if depth not in STAGES:
+    raise DaslError(f'ResNet depth must be one of {sorted(STAGES)}, got {depth}')
+  bottleneck = depth == 50
+  shapes = {'conv1.weight': (base_width, in_channels, 7, 7)}
+  _bn_shapes(shapes, 'bn1', base_width)
+  c = base_width
+  for s, (n, stride) in enumerate(zip(STAGES[depth], strides)):
+    for b in range(n):
+      c = _block_shapes(shapes, f'layer{s + 1}.{b}', c, base_width * 2 ** s,
+                        stride if b == 0 else 1, bottleneck)
+  shapes['fc.weight'] = (num_outputs, c)
+  shapes['fc.bias'] = (num_outputs,)
+  return shapes
+
+
+def resnet22_state_dict_shapes(in_channels=3, num_outputs=62):
+  """Shapes of 3DDFA_V2's resnet22 state dict (``conv_lm`` excluded)."""
+  shapes = {'conv1.weight': (R22_STEM[0], in_channels, 5, 5)}
+  _bn_shapes(shapes, 'bn1', R22_STEM[0])
+  shapes['conv2.weight'] = (R22_STEM[1], R22_STEM[0], 3, 3)
+  _bn_shapes(shapes, 'bn2', R22_STEM[1])
+  c = R22_STEM[1]
+  for s, (n, planes) in enumerate(R22_STAGES):
+    for b in range(n):
+      c = _block_shapes(shapes, f'layer{s + 1}.{b}', c, planes, 2 if b == 0 else 1, False)
+  shapes['conv_param.weight'] = (num_outputs, c, 1, 1)
+  shapes['conv_param.bias'] = (num_outputs,)
+  return shapes
+
+
+def check_state_dict(sd, want, what, source):
+  """Raise DaslError (one line, naming the key) unless ``sd`` has exactly ``want``'s
+  keys and shapes. ``what`` names the architecture."""
+  missing = [k for k in want if k not in sd]
+  extra = [k for k in sd if k not in want]
+  if missing:
+    raise DaslError(f'{source}: missing {missing[0]} (and {len(missing) - 1} more): not a '
+                    f'{what} state dict')
+  if extra:
+    raise DaslError(f'{source}: unexpected tensor {extra[0]} (and {len(extra) - 1} more): '
+                    f'not a {what} state dict')
+  for k, shp in want.items():
+    if tuple(sd[k].shape) != tuple(shp):
+      raise DaslError(f'{source}: {k} has shape {tuple(sd[k].shape)}, {what} needs {shp}')
+
+
+def _convert_tree(sd, want, head):
+  """Torch state dict (checked against ``want``) -> Flax ``{'params', 'batch_stats'}``.
+
+  Names: ``layer1.0.conv1`` -> ``layer1_0/conv1``, ``downsample.0`` ->
+  ``downsample_conv``, ``downsample.1`` -> ``downsample_bn``; conv weights OIHW ->
+  HWIO; BN weight/bias -> params scale/bias, running_mean/var -> batch_stats
+  mean/var; the head (``head``: fc or conv_param) -> Dense kernel (in, out).
+  """
+  params, stats = {}, {}
+
+  def node(tree, path):
+    for p in path:
+      tree = tree.setdefault(p, {})
+    return tree
+
+  for key in want:
+    parts = key.split('.')
+    leaf = parts[-1]
+    mod = parts[:-1]
+    if mod[0] == head:
+      w = sd[key]
+      if leaf == 'weight':
+        node(params, [head])['kernel'] = w.reshape(w.shape[0], -1).T
+      else:
+        node(params, [head])['bias'] = w
+      continue
+    if mod[0].startswith('layer'):
+      mod = [f'{mod[0]}_{mod[1]}'] + mod[2:]
+      if mod[1:] == ['downsample', '0']:
+        mod = [mod[0], 'downsample_conv']
+      elif mod[1:] == ['downsample', '1']:
+        mod = [mod[0], 'downsample_bn']
+    w = sd[key]
+    if w.ndim == 4:
+      node(params, mod)['kernel'] = w.transpose(2, 3, 1, 0)
+    elif leaf == 'weight':
+      node(params, mod)['scale'] = w
+    elif leaf == 'bias':
+      node(params, mod)['bias'] = w
+    elif leaf == 'running_mean':
+      node(stats, mod)['mean'] = w
+    else:
+      node(stats, mod)['var'] = w
+  cast = lambda t: jax.tree_util.tree_map(lambda a: np.ascontiguousarray(a, np.float32), t)
+  return {'params': cast(params), 'batch_stats': cast(stats)}
+
+
+def _clean(state_dict, drop=()):
+  return {k: np.asarray(v) for k, v in state_dict.items()
+          if not k.endswith('num_batches_tracked') and not k.startswith(tuple(drop))}
+
+
+def variables_from_torch(state_dict, depth=50, in_channels=4, num_outputs=62, base_width=64,
+                         source='state dict'):
+  """torchvision-style ResNet state dict (2DASL's ResNet-50) -> Flax variables of
+  :class:`ResNet` (same depth / base_width; strides as in 2DASL).
+
+  Raises DaslError naming the key when a tensor is missing, unexpected or of
+  another shape.
+  """
+  sd = _clean(state_dict)
+  want = torch_state_dict_shapes(depth, in_channels, num_outputs, base_width)
+  check_state_dict(sd, want, f'ResNet-{depth} ({in_channels} input channels)', source)
+  return _convert_tree(sd, want, 'fc')
+
+
+def resnet22_variables_from_torch(state_dict, in_channels=3, num_outputs=62,
+                                  source='state dict'):
+  """3DDFA_V2 resnet22 state dict -> Flax variables of :class:`ResNet22`.
+
+  ``conv_lm`` (a landmark head its forward does not use) and
+  ``num_batches_tracked`` are dropped. With ``in_channels=4`` a 3-channel
+  ``conv1`` gets zero weights on the 4th (FLM) channel.
+  """
+  sd = _clean(state_dict, drop=('conv_lm.',))
+  conv1 = sd.get('conv1.weight')
+  stored_in = conv1.shape[1] if conv1 is not None and conv1.ndim == 4 else in_channels
+  if stored_in not in (3, 4) or stored_in > in_channels:
+    raise DaslError(f'{source}: conv1.weight has {stored_in} input channels; cannot build '
+                    f'a {in_channels}-channel model from it')
+  want = resnet22_state_dict_shapes(stored_in, num_outputs)
+  check_state_dict(sd, want, '3DDFA_V2 resnet22', source)
+  v = _convert_tree(sd, want, 'conv_param')
+  k1 = v['params']['conv1']['kernel']
+  if in_channels > stored_in:
+    pad = np.zeros(k1.shape[:2] + (in_channels - stored_in,) + k1.shape[3:], k1.dtype)
+    v['params']['conv1']['kernel'] = np.concatenate([k1, pad], axis=2)
+  return v

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from tqdm import tqdm
@@ -19,9 +18,9 @@ from tqdm import tqdm
 from dasl_jax import assets
 from dasl_jax import camera
 from dasl_jax import checkpoint
-from dasl_jax import inputs
-from dasl_jax import landmarks as lm
-from dasl_jax import losses
+from dasl_jax import params as P
+from dasl_jax import predict_batch as core
+from dasl_jax.config import check_config
 from dasl_jax.errors import DaslError
 from dasl_jax.models import ModelConfig, create_regressor
 from dasl_jax.models.critic import SelfCritic
@@ -70,75 +69,51 @@ def nme_percent(pred68, gt68):
   return float(np.mean(err / norm) * 100.0)
 
 
-def make_predict(module, model68, mean, std, in_channels, convention):
-  """Jitted (variables, image, points18, mask18) -> (B, 68, 2) crop landmarks."""
-  @jax.jit
-  def predict(variables, image, points18, mask18):
-    x = inputs.model_input(image, points18, mask18, in_channels)
-    pw = module.apply(variables, x, train=False)
-    return losses.landmarks_from_whitened(pw, model68, mean, std, convention)[1]
-  return predict
+class Evaluator:
+  """The prediction core (``predict_batch``) bound to a run's network and constants.
 
-
-def make_bootstrap_predict(module, model68, mean, std, in_channels, convention, iters=2):
-  """Jitted (variables, image) -> (B, 68, 2) crop landmarks without detector landmarks.
-
-  4-channel models draw their FLM from the mean face's 18 points first, then from
-  each pass's prediction (``iters`` passes); 3-channel models run once.
+  ``heldout(variables, heldout)`` and ``validation(variables, val)`` give the
+  run's held-out metrics; the FLM of a 4-channel model comes from the held-out
+  set's ``points18`` (synthetic held-out set) or is self-bootstrapped
+  (``bootstrap_iters`` passes; validation crops have no detector landmarks).
   """
-  mean_lms = losses.landmarks_from_whitened(jnp.zeros((1, mean.shape[-1]), jnp.float32),
-                                            model68, mean, std, convention)[1]
-  start18 = lm.select18(mean_lms)
 
-  @jax.jit
-  def predict(variables, image):
-    pts = jnp.broadcast_to(start18, (image.shape[0], 18, 2))
-    lms = None
-    for _ in range(iters if in_channels == 4 else 1):
-      x = inputs.model_input(image, pts, None, in_channels)
-      pw = module.apply(variables, x, train=False)
-      lms = losses.landmarks_from_whitened(pw, model68, mean, std, convention)[1]
-      pts = lm.select18(lms)
-    return lms
-  return predict
+  def __init__(self, module, in_channels, convention, stats, lm_model, batch_size,
+               bootstrap_iters=2):
+    self.consts = (stats, lm_model)
+    self.batch_size = int(batch_size)
+    self.given = core.make_forward(module, in_channels, convention, 0)
+    self.boot = (core.make_forward(module, in_channels, convention, max(int(bootstrap_iters), 1))
+                 if in_channels == 4 else self.given)
 
+  def _lms(self, fn, variables, data, points=True):
+    n = len(data['image'])
+    return core.predict_crops(fn, variables, *self.consts, data['image'], n,
+                              data.get('points18') if points else None,
+                              data.get('mask18') if points else None, self.batch_size)['lms68']
 
-def evaluate_validation(predict, variables, val, batch_size):
-  """Validation metrics on held-out crops (``DataBundle.validation``).
+  def heldout(self, variables, heldout):
+    """Held-out NME (%) of the 68 crop landmarks (image, points18, mask18, lms68)."""
+    return nme_percent(self._lms(self.given, variables, heldout), heldout['lms68'])
 
-  Returns:
-    dict ``val21_nme``: AFLW 21-point NME (%, invisible points masked, normalised by
-    the visible points' box, plain mean over crops) against the hand labels; and
-    with teacher labels ``val_teacher_nme``: 68-point NME (%) against the teacher's
-    landmarks (how far the student left the 3D side's labels).
-  """
-  from dasl_jax import evaluation
-  n = len(val['image'])
-  out = []
-  for i in range(0, n, batch_size):
-    img = val['image'][i:i + batch_size]
-    pad = batch_size - len(img)
-    if pad:  # one compiled shape
-      img = np.concatenate([img, np.repeat(img[-1:], pad, 0)])
-    out.append(np.asarray(predict(variables, img))[:batch_size - pad])
-  lms = np.concatenate(out)
-  summary, _ = evaluation.aflw21_nme(lms, np.where(val['vis21'][..., None] > 0, val['pts21'], -1),
-                                     val['yaws'], val['vis21'] > 0)
-  res = {'val21_nme': summary['mean'], 'val21_mean_of_bins': summary['mean_of_bins']}
-  if 'teacher_lms68' in val:
-    res['val_teacher_nme'] = nme_percent(lms, val['teacher_lms68'])
-  return res
+  def validation(self, variables, val):
+    """Validation metrics on held-out crops (``DataBundle.validation``).
 
-
-def evaluate_heldout(predict, variables, heldout, batch_size):
-  """Held-out NME (%) of the 68 crop landmarks; heldout holds image, points18, mask18, lms68."""
-  n = len(heldout['image'])
-  preds = []
-  for i in range(0, n, batch_size):
-    sl = slice(i, i + batch_size)
-    preds.append(np.asarray(predict(variables, heldout['image'][sl], heldout['points18'][sl],
-                                    heldout['mask18'][sl])))
-  return nme_percent(np.concatenate(preds), heldout['lms68'])
+    Returns:
+      dict ``val21_nme``: AFLW 21-point NME (%, invisible points masked, normalised by
+      the visible points' box, plain mean over crops) against the hand labels; and
+      with teacher labels ``val_teacher_nme``: 68-point NME (%) against the teacher's
+      landmarks (how far the student left the 3D side's labels).
+    """
+    from dasl_jax import evaluation
+    lms = self._lms(self.boot, variables, val, points=False)
+    summary, _ = evaluation.aflw21_nme(
+        lms, np.where(val['vis21'][..., None] > 0, val['pts21'], -1), val['yaws'],
+        val['vis21'] > 0)
+    res = {'val21_nme': summary['mean'], 'val21_mean_of_bins': summary['mean_of_bins']}
+    if 'teacher_lms68' in val:
+      res['val_teacher_nme'] = nme_percent(lms, val['teacher_lms68'])
+    return res
 
 
 def describe_data(data) -> dict:
@@ -196,9 +171,8 @@ class Run:
   state: state_lib.TrainState
   consts: dict
   base_key: Any
-  predict: Any
+  evaluator: Evaluator
   has_wild: bool
-  predict_bootstrap: Any = None
   use_ema: bool = False
 
 
@@ -212,64 +186,147 @@ def _loss_config(config, has_wild):
   return ml_collections.FrozenConfigDict(loss_cfg)
 
 
-def setup(config, workdir, data=None) -> Run:
-  """Data, networks, optimisers, the compiled step and a step-0 state; writes the
-  work directory's flags.json, model_config.json and param_stats.json."""
-  config = assets.expand_config(config)
-  if config.train.distributed:
-    jax.distributed.initialize()
-  workdir = Path(workdir).expanduser().resolve()
-  workdir.mkdir(parents=True, exist_ok=True)
-  data = data if data is not None else build_data(config)
-  if str(data.convention) != str(config.data.convention):
-    raise DaslError(f'data convention {data.convention} differs from '
-                    f'--config.data.convention={config.data.convention}')
+def _flat(d, prefix=''):
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flat(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = v
+  return out
+
+
+def record_flags(workdir, config):
+  """Write ``flags.json``; when it already holds other values (a resumed run with
+  changed flags), warn with what changed and append the old flags to
+  ``flags_history.jsonl`` (with the time and the step reached), so no run's
+  settings are lost."""
+  path = Path(workdir) / checkpoint.FLAGS
+  new_text = config.to_json_best_effort(indent=1) + '\n'
+  if path.exists():
+    try:
+      old = json.loads(path.read_text())
+    except json.JSONDecodeError:
+      old = None
+    new = json.loads(new_text)
+    if old is not None and old != new:
+      a, b = _flat(old), _flat(new)
+      changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+      shown = ', '.join(f'{k}: {a.get(k)!r} -> {b.get(k)!r}' for k in changed[:6])
+      more = f' (+{len(changed) - 6} more)' if len(changed) > 6 else ''
+      print(f'warning: {workdir} was started with other flags; resuming with {shown}{more}. '
+            f'The previous flags are kept in flags_history.jsonl', file=sys.stderr)
+      ckpts = Path(workdir) / checkpoint.CHECKPOINTS
+      steps = sorted(int(p.name) for p in ckpts.iterdir() if p.name.isdigit()) \
+          if ckpts.is_dir() else []
+      with open(Path(workdir) / 'flags_history.jsonl', 'a') as f:
+        f.write(json.dumps({'replaced_at': time.strftime('%Y-%m-%dT%H:%M:%S'),
+                            'latest_step': steps[-1] if steps else None,
+                            'changed': changed, 'flags': old}) + '\n')
+  path.write_text(new_text)
+
+
+@dataclasses.dataclass
+class StepBundle:
+  """What :func:`build_step` makes: the networks, optimisers and the compiled step."""
+  model_cfg: ModelConfig
+  module: Any
+  critic: Any
+  tx: Any
+  critic_tx: Any
+  compiled: step_lib.CompiledStep
+  has_wild: bool
+
+
+def build_step(config, data, module=None, mesh=None) -> StepBundle:
+  """Networks, optimisers and the jitted 2DASL step (no state, no files).
+
+  Args:
+    data: anything with ``convention`` and (optionally) ``train_wild``.
+    module: a regressor to use instead of ``config.model``'s (tests: a tiny one).
+    mesh: device mesh of the step (default: all devices on 'data').
+  """
   model_cfg = model_config_from(config)
-  module = create_regressor(model_cfg)
+  module = module if module is not None else create_regressor(model_cfg)
   critic = SelfCritic(tuple(config.critic.encoder_widths), int(config.critic.latent_dim),
                       tuple(config.critic.hidden))
-  stats = data.param_stats
-  (workdir / checkpoint.FLAGS).write_text(config.to_json_best_effort(indent=1) + '\n')
-  (workdir / 'data.json').write_text(json.dumps(describe_data(data)) + '\n')
-  checkpoint.write_model_files(workdir, model_cfg, stats)
+  tx, schedule = optimizers.regressor_optimizer(config.optim, int(config.train.num_steps))
+  critic_tx = optimizers.critic_optimizer(config.optim)
+  has_wild = getattr(data, 'train_wild', None) is not None
+  ctx = step_lib.StepContext(
+      module=module, critic=critic, tx=tx, critic_tx=critic_tx, schedule=schedule,
+      in_channels=model_cfg.in_channels, convention=str(data.convention),
+      freeze_bn=bool(config.model.freeze_bn), loss=_loss_config(config, has_wild),
+      critic_every=max(int(config.optim.critic_every), 1),
+      ema_decay=float(config.train.ema_decay))
+  return StepBundle(model_cfg, module, critic, tx, critic_tx,
+                    step_lib.CompiledStep(ctx, mesh), has_wild)
 
+
+def init_state(config, bundle: StepBundle, data):
+  """The step-0 train state (from ``config.model.init_checkpoint`` when set), the
+  step's constants and its base key, placed (replicated) for ``bundle.compiled``.
+
+  Returns:
+    (state, consts, base_key).
+  """
   seed = int(config.train.seed)
+  stats = data.param_stats
   image_shape = (camera.CROP_SIZE, camera.CROP_SIZE)
-  variables = state_lib.init_variables(module, 2 * seed, image_shape, model_cfg.in_channels)
+  variables = state_lib.init_variables(bundle.module, 2 * seed, image_shape,
+                                       bundle.model_cfg.in_channels)
   if config.model.init_checkpoint:
     variables, restored = optimizers.load_init_variables(config.model.init_checkpoint, variables)
     if not (np.allclose(restored.param_stats.mean, stats.mean)
             and np.allclose(restored.param_stats.std, stats.std)):
       print(f'warning: {config.model.init_checkpoint} was trained with whitening '
             f'{restored.param_stats.source}, the data uses {stats.source}', file=sys.stderr)
-  critic_params = state_lib.init_critic(critic, 2 * seed + 1, image_shape)
-  tx, schedule = optimizers.regressor_optimizer(config.optim, int(config.train.num_steps))
-  critic_tx = optimizers.critic_optimizer(config.optim)
-  has_wild = getattr(data, 'train_wild', None) is not None
-  ctx = step_lib.StepContext(
-      module=module, critic=critic, tx=tx, critic_tx=critic_tx, schedule=schedule,
-      in_channels=model_cfg.in_channels, convention=model_cfg.convention,
-      freeze_bn=bool(config.model.freeze_bn), loss=_loss_config(config, has_wild),
-      critic_every=max(int(config.optim.critic_every), 1),
-      ema_decay=float(config.train.ema_decay))
-  compiled = step_lib.CompiledStep(ctx)
+  critic_params = state_lib.init_critic(bundle.critic, 2 * seed + 1, image_shape)
+  compiled = bundle.compiled
   state = compiled.put_replicated(
-      state_lib.create_train_state(variables, critic_params, tx, critic_tx))
+      state_lib.create_train_state(variables, critic_params, bundle.tx, bundle.critic_tx))
   consts = compiled.put_replicated(step_lib.make_consts(
       data.model, stats.mean, stats.std, getattr(data, 'dense_model', None)))
   base_key = compiled.put_replicated(jax.random.fold_in(jax.random.PRNGKey(seed), 2))
-  predict = make_predict(module, consts['model68'], consts['mean'], consts['std'],
-                         model_cfg.in_channels, model_cfg.convention)
-  ema = float(config.train.ema_decay)
-  if not 0.0 <= ema < 1.0:
-    raise DaslError(f'--config.train.ema_decay={ema}: must be in [0, 1) (0 = no average)')
-  boot = None
-  if getattr(data, 'validation', None) is not None:
-    boot = make_bootstrap_predict(module, consts['model68'], consts['mean'], consts['std'],
-                                  model_cfg.in_channels, model_cfg.convention,
-                                  max(int(config.train.val_bootstrap_iters), 1))
-  return Run(config, workdir, data, model_cfg, module, compiled, state, consts, base_key,
-             predict, has_wild, boot, ema > 0)
+  return state, consts, base_key
+
+
+def prepare_workdir(config, workdir, data, model_cfg: ModelConfig) -> Path:
+  """Create the work directory and write flags.json (history kept on change),
+  data.json, model_config.json and param_stats.json. Returns its absolute path."""
+  workdir = Path(workdir).expanduser().resolve()
+  workdir.mkdir(parents=True, exist_ok=True)
+  record_flags(workdir, config)
+  (workdir / 'data.json').write_text(json.dumps(describe_data(data)) + '\n')
+  checkpoint.write_model_files(workdir, model_cfg, data.param_stats)
+  return workdir
+
+
+def setup(config, workdir, data=None) -> Run:
+  """A whole run: data, :func:`build_step`, :func:`init_state`,
+  :func:`prepare_workdir` and the held-out evaluator."""
+  config = assets.expand_config(config)
+  if config.train.distributed:
+    jax.distributed.initialize()
+  if data is None:
+    print(f'preparing data (3D: {config.data.source_3d}, wild: {config.data.source_wild}, '
+          f'held-out: {config.data.heldout})...', file=sys.stderr, flush=True)
+    data = build_data(config)
+  if str(data.convention) != str(config.data.convention):
+    raise DaslError(f'data convention {data.convention} differs from '
+                    f'--config.data.convention={config.data.convention}')
+  print(f'building {config.model.arch} and the train step (the first step compiles it)...',
+        file=sys.stderr, flush=True)
+  bundle = build_step(config, data)
+  workdir = prepare_workdir(config, workdir, data, bundle.model_cfg)
+  state, consts, base_key = init_state(config, bundle, data)
+  model_cfg = bundle.model_cfg
+  evaluator = Evaluator(bundle.module, model_cfg.in_channels, model_cfg.convention,
+                        P.ParamStats(consts['mean'], consts['std'], data.param_stats.source),
+                        consts['model68'], config.train.eval_batch,
+                        config.train.val_bootstrap_iters)
+  return Run(config, workdir, data, model_cfg, bundle.module, bundle.compiled, state, consts,
+             base_key, evaluator, bundle.has_wild, float(config.train.ema_decay) > 0)
 
 
 class Terminated(Exception):
@@ -325,6 +382,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, data=None):
 
 def _train_and_evaluate(config, workdir, data, sigterm):
   config = assets.expand_config(config)
+  check_config(config)
   run = setup(config, workdir, data)
   tc, num_steps, data = config.train, int(config.train.num_steps), run.data
   heldout = getattr(data, 'heldout', None)
@@ -358,10 +416,9 @@ def _train_and_evaluate(config, workdir, data, sigterm):
     variables = st.eval_variables(run.use_ema)
     rec = {}
     if heldout is not None:
-      rec['heldout_nme'] = evaluate_heldout(run.predict, variables, heldout, tc.eval_batch)
+      rec['heldout_nme'] = run.evaluator.heldout(variables, heldout)
     if validation is not None:
-      rec.update(evaluate_validation(run.predict_bootstrap, variables, validation,
-                                     tc.eval_batch))
+      rec.update(run.evaluator.validation(variables, validation))
     return rec
 
   if start == 0 and (heldout is not None or validation is not None):
@@ -392,7 +449,7 @@ def _train_and_evaluate(config, workdir, data, sigterm):
           bar.update(1)
         last = done == num_steps
         record = {}
-        if done % tc.log_every == 0 or last:
+        if (tc.log_every and done % tc.log_every == 0) or last:
           m = jax.device_get(metrics)  # the only per-step device -> host transfer
           check_finite()
           now = time.perf_counter()
@@ -413,7 +470,7 @@ def _train_and_evaluate(config, workdir, data, sigterm):
         if record:
           logger.write(done, record)
         # Evaluation steps are saved too, so the best-NME checkpoint can be kept.
-        if done % tc.checkpoint_every == 0 or last or nme is not None:
+        if (tc.checkpoint_every and done % tc.checkpoint_every == 0) or last or nme is not None:
           check_finite()
           ckpt.save(done, state, get_data_state(data), nme,
                     variables=state.eval_variables(run.use_ema))
@@ -464,27 +521,18 @@ def _train_and_evaluate(config, workdir, data, sigterm):
 
 
 def evaluate_aflw2000(folder, module, variables, stats, model_cfg, landmark_model, batch_size=64):
-  """AFLW2000-3D 68-point NME (%) with the evaluation module's protocol.
+  """AFLW2000-3D 68-point NME (%) of the finished run (``protocols``' defaults:
+  1,998 images with the detector FLM for 4-channel models, else all 2,000).
 
-  4-channel models use the 1998-image subset (their FLM needs the detector
-  landmarks of ``detect_testData_1998.txt``); 3-channel ones all 2000.
   Returns:
-    dict ``nme_mean_of_bins``, ``nme_mean``, ``nme_bins`` (original ground truth).
+    dict ``nme_mean_of_bins``, ``nme_mean``, ``nme_bins``, ``n`` (original ground truth).
   """
-  from dasl_jax import aflw2000, evaluation, predict_batch
+  from dasl_jax import aflw2000, inference, protocols
   ds = aflw2000.load(folder)
-  subset = 1998 if model_cfg.in_channels == 4 else 2000
-  idx = ds.subset_indices(subset)
-  points18 = None
-  if model_cfg.in_channels == 4:
-    if ds.detector68 is None:
-      raise DaslError(f'{folder}: no {aflw2000.DETECTIONS}; the 4-channel model needs detector '
-                      'landmarks for its FLM channel')
-    points18 = predict_batch.flm_points(ds.detector68[idx])
-  fn = predict_batch.make_predict_fn(module, stats, landmark_model, model_cfg.convention,
-                                     model_cfg.in_channels)
-  out = predict_batch.predict_all(fn, variables, lambda ii: ds.load_crops(idx[ii]), len(idx),
-                                  batch_size, points18, desc='AFLW2000-3D')
-  res, _ = evaluation.aflw2000_nme(out['lms'], ds.pts68[idx], ds.roi_boxes[idx], ds.yaws[idx])
+  predictor = inference.Predictor.from_parts(module, variables, model_cfg, stats,
+                                             landmark_model, batch_size=batch_size)
+  _, idx = protocols.aflw2000_indices(ds, None, model_cfg.in_channels, 'detector')
+  res = protocols.score_aflw2000(ds, idx, protocols.predict_aflw2000(predictor, ds, idx),
+                                 pose=False)['original']
   return {'nme_mean_of_bins': res['mean_of_bins'], 'nme_mean': res['mean'],
           'nme_bins': res['bins'], 'n': res['n']}
