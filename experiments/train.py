@@ -18,11 +18,10 @@ import sys
 
 from absl import app
 from absl import flags
-from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from dasl_jax import cli
 from dasl_jax.config import default_config
-from dasl_jax.errors import DaslError
 
 FLAGS = flags.FLAGS
 EXIT_TERMINATED = 143  # 128 + SIGTERM
@@ -51,25 +50,18 @@ except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
 flags.DEFINE_string('workdir', 'runs/default', 'Where checkpoints and logs go.')
 
 
-def main(argv):
-  # Before JAX starts its threads: keeps XLA:CPU's per-step temp block in the heap
-  # (otherwise ~40% of CPU time goes to page faults; benchmarks/README.md).
-  from dasl_jax import cpu_runtime
-  cpu_runtime.tune_malloc()
+def _main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  # Orbax logs every file it writes at INFO; keep the console for the progress bar.
-  if not FLAGS['verbosity'].present:
-    absl_logging.set_verbosity(absl_logging.WARNING)
   from dasl_jax.training.loop import Terminated, train_and_evaluate
   try:
     final = train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except DaslError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
   except Terminated:  # the loop printed what was saved
-    sys.exit(EXIT_TERMINATED)
+    return EXIT_TERMINATED
   print(' '.join(f'{k}={v}' for k, v in final.items() if not isinstance(v, dict)))
+
+
+main = cli.command(_main)
 
 
 def parse_flags(argv):
