@@ -12,11 +12,9 @@ landmark file is. For smoke runs of the paper's recipe, not for training.
 """
 from __future__ import annotations
 
-import sys
-
 from absl import app, flags
 
-from dasl_jax import assets
+from dasl_jax import assets, cli
 from dasl_jax.data import synthetic_300wlp
 from dasl_jax.errors import DaslError
 
@@ -28,20 +26,19 @@ flags.DEFINE_enum('convention', 'v1', ['v1', 'v2'], 'Crop pixel convention of th
 FLAGS = flags.FLAGS
 
 
-def main(argv):
+def _main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  try:
-    if not FLAGS.out:
-      raise DaslError('--out is required')
-    paths = synthetic_300wlp.write_300wlp(FLAGS.out, FLAGS.n, FLAGS.bfm_dir or assets.asset('bfm'),
-                                          FLAGS.seed, FLAGS.convention)
-  except DaslError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+  if not FLAGS.out:
+    raise DaslError('--out is required')
+  paths = synthetic_300wlp.write_300wlp(FLAGS.out, FLAGS.n, FLAGS.bfm_dir or assets.asset('bfm'),
+                                        FLAGS.seed, FLAGS.convention)
   print(f'wrote {FLAGS.n} crops: --config.data.dir_300wlp={paths["dir_300wlp"]} '
         f'--config.data.landmarks_300wlp={paths["landmarks"]}')
 
 
+main = cli.command(_main)
+
+
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)
