@@ -6,10 +6,10 @@ One run times, at batch 1 (ms/img) and at a large batch (img/s), the same
 function (uint8 crops -> MobileNetV1 x0.5 -> de-whitened parameters -> 68 crop
 landmarks):
 
-* ``jax_jit``: ``jax.jit`` of ``dasl_jax.export.inference_function``;
+* ``jax_jit``: ``jax.jit`` of ``dasl_jax.inference.export.inference_function``;
 * ``jax_export``: that function serialised with ``jax.export`` (symbolic
   batch), deserialised, and called through ``jax.jit(exported.call)``;
-* ``onnxruntime``: the ONNX graph of ``dasl_jax.onnx_export`` (written from
+* ``onnxruntime``: the ONNX graph of ``dasl_jax.inference.onnx`` (written from
   the same variables; one session, symbolic batch) on onnxruntime's CPU
   provider (default threads), where onnx and onnxruntime are installed;
 * ``torch``: the PyTorch original with the same weights
@@ -30,7 +30,7 @@ from absl import app, flags
 
 from benchmarks import common
 from benchmarks.inference import WIDTH, load_model_inputs, torch_predictor
-from dasl_jax import export
+from dasl_jax.inference import export
 from dasl_jax.models import ModelConfig, create_regressor
 
 # --json, --quick, --large_batch and --repeats are defined by benchmarks.inference
@@ -98,7 +98,7 @@ def run(quick=False, large_batch=128, repeats=20):
     have_onnx = False
     res['results']['onnxruntime'] = None
   if have_onnx:
-    from dasl_jax import onnx_export
+    from dasl_jax.inference import onnx as onnx_export
     with tempfile.TemporaryDirectory() as tmp:
       f = export.export_onnx(model, lm_model, Path(tmp) / 'm.onnx')
       res['onnx_bytes'] = f.stat().st_size

@@ -29,7 +29,7 @@ from benchmarks import common
 
 def agreement(det, ref, root, limit=0):
   """Compare ``det`` with the reference over its images (``limit``: first N only)."""
-  from dasl_jax import faceboxes as F
+  from dasl_jax.inference import faceboxes as F
   names = sorted(ref)
   if limit:
     names = names[:limit]
@@ -75,7 +75,7 @@ def latency(det, frame, repeats):
   """Milliseconds of detect() and of the jitted network alone on one frame,
   timed in alternation (one of each per round) so load on a shared machine
   falls on both alike."""
-  from dasl_jax import faceboxes as F
+  from dasl_jax.inference import faceboxes as F
   x, f = det.prepare(frame)
   t0 = time.perf_counter()
   jax.block_until_ready(F._forward(det.variables, x))
@@ -120,7 +120,7 @@ def main(argv=None):
   args = ap.parse_args(argv)
 
   def measure():
-    from dasl_jax import faceboxes as F
+    from dasl_jax.inference import faceboxes as F
     from dasl_jax.assets import assets_dir
     from dasl_jax.errors import DaslError
     root = assets_dir()

@@ -20,9 +20,10 @@ from absl import app, flags
 
 from benchmarks import common
 from benchmarks import torch_reference
-from dasl_jax import assets, predict_batch
-from dasl_jax import morphable_model as mm
-from dasl_jax import params as P
+from dasl_jax import assets
+from dasl_jax.inference import core as predict_batch
+from dasl_jax.face_model import morphable_model as mm
+from dasl_jax.geometry import params as P
 from dasl_jax.models.mobilenet import BLOCKS, MobileNetV1
 
 flags.DEFINE_string('json', None, 'Write results here as JSON.')
@@ -46,7 +47,7 @@ def load_model_inputs():
   stats_file = assets.asset('pretrained', 'param_mean_std_62d_120x120.pkl')
   bfm_dir = assets.asset('bfm', 'keypoints68')
   if pth.exists() and stats_file.exists() and bfm_dir.exists():
-    from dasl_jax import torch_pickle
+    from dasl_jax.io import torch_pickle
     from dasl_jax.models.mobilenet import variables_from_torch
     variables = variables_from_torch(torch_pickle.load_state_dict(pth), WIDTH)
     return variables, P.load_param_stats(stats_file), mm.load_keypoints68(bfm_dir), str(pth)

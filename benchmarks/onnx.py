@@ -1,4 +1,4 @@
-r"""onnxruntime (dasl_jax.onnx_export) against the jitted JAX function, interleaved.
+r"""onnxruntime (dasl_jax.inference.onnx) against the jitted JAX function, interleaved.
 
   python -m benchmarks.onnx [--json OUT.json] [--quick] [--large_batch 128]
       [--repeats 10] [--interleave_rounds 5] [--ort_threads 0]
@@ -24,7 +24,7 @@ from absl import app, flags
 
 from benchmarks import common
 from benchmarks.inference import WIDTH, load_model_inputs
-from dasl_jax import export
+from dasl_jax.inference import export
 from dasl_jax.models import ModelConfig, create_regressor
 
 # --json, --quick, --large_batch and --repeats come from benchmarks.inference.
@@ -43,7 +43,7 @@ class _Model:
 
 
 def run(quick=False, large_batch=128, repeats=10, rounds=5, ort_threads=0):
-  from dasl_jax import onnx_export
+  from dasl_jax.inference import onnx as onnx_export
   variables, stats, lm_model, weights = load_model_inputs()
   cfg = ModelConfig(arch='mobilenet', width=WIDTH, in_channels=3, convention='v2',
                     depthwise='auto')

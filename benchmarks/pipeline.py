@@ -6,7 +6,7 @@ Measures examples/s of (a) the default synthetic streams (3D + wild, default
 config.data: batches 8 + 8, Grain threads, augmentation on), (b) the aflw-wild
 stream when the assets are present, (c) single-thread per-example costs
 (source read, augmentation), and (d) the examples/s the default train step
-consumes (``dasl_jax.training.step.CompiledStep`` with ``dasl_jax.config``
+consumes (``dasl_jax.training.step.CompiledStep`` with ``dasl_jax.training.config``
 defaults; a jitted MobileNet forward/backward stand-in if that cannot be
 built). The pipeline keeps up when (a) > (d). The machine is shared: the load
 average is recorded with the numbers.
@@ -95,7 +95,7 @@ def bench_train_step(quick):
   import jax
   try:
     import ml_collections
-    from dasl_jax.config import default_config
+    from dasl_jax.training.config import default_config
     from dasl_jax.models import create_regressor
     from dasl_jax.models.critic import SelfCritic
     from dasl_jax.training import loop, optimizers

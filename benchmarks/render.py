@@ -21,7 +21,7 @@ from benchmarks import common
 def dome_mesh(rows=195, cols=195, width=420.0, centre=(640.0, 360.0)):
   """A face-sized dome on a grid: rows*cols vertices (38,025 by default), about
   2*rows*cols triangles, in image pixels with depth; colours vary smoothly."""
-  from dasl_jax.morphable_model import grid_triangles
+  from dasl_jax.face_model.morphable_model import grid_triangles
   v, u = np.meshgrid(np.linspace(-1, 1, rows), np.linspace(-1, 1, cols), indexing='ij')
   r2 = np.clip(u ** 2 + v ** 2, 0, 1)
   z = np.sqrt(1 - 0.9 * r2) + 0.05 * np.sin(8 * u) * np.cos(6 * v)
@@ -44,8 +44,9 @@ def main(argv=None):
   ap.add_argument('--json', default='', help='also write the results here as JSON')
   ap.add_argument('--repeats', type=int, default=50)
   args = ap.parse_args(argv)
-  from dasl_jax import render
-  from dasl_jax.data import synthetic, synthetic_model
+  from dasl_jax.viz import render
+  from dasl_jax.data import synthetic
+  from dasl_jax.face_model import synthetic as synthetic_model
 
   result = common.header(('numpy', 'numba', 'llvmlite', 'opencv-python-headless', 'scipy'))
   result['numba'] = render.HAVE_NUMBA

@@ -16,7 +16,7 @@ Measured in one process, so the ratios are comparable on a shared machine
   ``layers.BatchNorm`` ('jax_flax_bn', the before of that change), and the
   PyTorch version of the same network and step (``benchmarks.torch_reference``);
 * inference: ms at batch 1 and images/s at batch 128 of the jitted inference
-  function (``dasl_jax.export.inference_function``), of the same with bfloat16
+  function (``dasl_jax.inference.export.inference_function``), of the same with bfloat16
   operands in the matrix products (``dot_dtype``, an option), of the exported
   artefact (``export_model`` -> ``save`` -> ``load``), and PyTorch eager;
 * compile times and the peak resident memory (maxrss).
@@ -153,7 +153,7 @@ def full_step(batch: int, l3d_only: bool):
   Returns (call, compile seconds, crops per step).
   """
   import jax
-  from dasl_jax.config import default_config
+  from dasl_jax.training.config import default_config
   from dasl_jax.training import loop
   from dasl_jax.training.fake_data import FakeData
   config = default_config()
@@ -254,7 +254,8 @@ def inference(quick: bool, rounds: int, with_torch: bool, threads: int):
   """Jitted inference function vs the exported artefact vs PyTorch eager (same weights)."""
   import jax
   import numpy as np
-  from dasl_jax import checkpoint, export
+  from dasl_jax.io import checkpoint
+  from dasl_jax.inference import export
   from dasl_jax.models import ModelConfig, create_regressor
   from dasl_jax.training.fake_data import FakeData
   from dasl_jax.training.state import init_variables

@@ -23,7 +23,7 @@ import jax
 import ml_collections
 
 from benchmarks import common
-from dasl_jax.config import default_config
+from dasl_jax.training.config import default_config
 from dasl_jax.models import create_regressor
 from dasl_jax.models.critic import SelfCritic
 from dasl_jax.training import loop, optimizers

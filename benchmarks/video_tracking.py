@@ -38,7 +38,7 @@ SIZE = (480, 360)
 def make_video(root, name, n, path, seed):
   """Write the moved video of one AFLW2000 photo; returns the (n, 68, 2) ground truth."""
   import scipy.io as sio
-  from dasl_jax import video_tracking as V
+  from dasl_jax.inference import video as V
   img = cv2.imread(str(root / f'{name}.jpg'))
   gt = sio.loadmat(str(root / f'{name}.mat'))['pt3d_68'][:2].T
   aff = V.smooth_motion(n, SIZE, gt.mean(0), seed=seed)
@@ -73,7 +73,7 @@ def main():
   ap.add_argument('--json', default='experiments/results/video_tracking.json')
   args = ap.parse_args()
   from dasl_jax import inference
-  from dasl_jax import video_tracking as V
+  from dasl_jax.inference import video as V
   from dasl_jax.assets import asset
   root = asset('aflw2000-3d', 'AFLW2000')
   tmp = Path(tempfile.mkdtemp(prefix='video_tracking_'))

@@ -14,10 +14,10 @@ import math
 import jax
 import jax.numpy as jnp
 
-from dasl_jax import camera
-from dasl_jax import landmarks as lm
-from dasl_jax import morphable_model as mm
-from dasl_jax import params as P
+from dasl_jax.geometry import camera
+from dasl_jax.geometry import landmarks as lm
+from dasl_jax.face_model import morphable_model as mm
+from dasl_jax.geometry import params as P
 
 # 3DDFA's scale on the shape/expression weights (``magic_number`` in its
 # wpdc_loss.py): |d alpha| * ||basis column|| is a displacement in object units,

@@ -8,12 +8,12 @@ Arm (a) is the start model, 3DDFA_V2's MobileNet x0.5 converted into
 trains from it into ``<root>/<arm>_s<seed>`` (a finished run, one with
 ``aflw2000.json``, is kept; an interrupted one resumes), and AFLW2000-3D is
 read once, on the checkpoint the run chose on its validation split
-(``selection.json``). Levers (``dasl_jax.study.LEVERS``) train on seed 0 into
+(``selection.json``). Levers (``dasl_jax.evaluation.study.LEVERS``) train on seed 0 into
 ``<root>/levers/`` and are scored on validation only.
 
 The page ``experiments/results/aflw2000_ablation.md`` (with its JSON, the CED,
 the validation curves and a picture grid) is written from the runs' files by
-``dasl_jax.study.write_page``; the runs are driven by ``dasl_jax.study_runs``.
+``dasl_jax.evaluation.study.write_page``; the runs are driven by ``dasl_jax.evaluation.study_runs``.
 """
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ from absl import flags
 
 
 from dasl_jax import cli
-from dasl_jax import study
-from dasl_jax import study_runs
+from dasl_jax.evaluation import study
+from dasl_jax.evaluation import study_runs
 from dasl_jax.errors import DaslError
 
 flags.DEFINE_list('seeds', ['0', '1', '2'], 'Training seeds of every arm.')

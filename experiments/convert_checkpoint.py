@@ -4,7 +4,7 @@ r"""Convert a peer project's released PyTorch checkpoint into a dasl-jax model d
   python -m experiments.convert_checkpoint \
     --from_3ddfa_v2 ../shared/assets/pretrained/mb05_120x120.pth --out /tmp/mb05
 
-Kinds (dasl_jax/peer_checkpoints.py has the facts behind each): mb05, mb1,
+Kinds (dasl_jax/io/peer_checkpoints.py has the facts behind each): mb05, mb1,
 resnet22 (3DDFA_V2; whitening ``param_mean_std_62d_120x120.pkl``, convention
 v2), 3ddfa_v1 (3DDFA's phase1_wpdc_vdc.pth.tar; ``param_whitening.pkl``, v1),
 2dasl (2DASL's ResNet-50, 4 channels; ``param_whitening.pkl``, v1). ``auto``
@@ -25,7 +25,9 @@ from absl import app, flags
 
 
 from dasl_jax import cli
-from dasl_jax import checkpoint, params, peer_checkpoints
+from dasl_jax.io import checkpoint
+from dasl_jax.geometry import params
+from dasl_jax.io import peer_checkpoints
 from dasl_jax.errors import DaslError
 
 KIND_NAMES = sorted(peer_checkpoints.KINDS)

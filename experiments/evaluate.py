@@ -40,7 +40,8 @@ from pathlib import Path
 
 from absl import app, flags
 
-from dasl_jax import cli, eval_request
+from dasl_jax import cli
+from dasl_jax.evaluation import request as eval_request
 
 flags.DEFINE_string('aflw2000_dir', None, 'AFLW2000-3D folder (default: $DASL_ASSETS/aflw2000-3d).')
 flags.DEFINE_string('predictions', None, '.npy of (N, 62) parameters, (N, 2, 68) landmarks '

@@ -4,14 +4,14 @@ r"""Export a checkpoint's inference function (jax.export / StableHLO, or ONNX).
       [--flm input|bootstrap] [--batch N] [--platforms cpu,cuda]
   python -m experiments.export --checkpoint WORKDIR --out model.onnx --format onnx
 
-ONNX (``dasl_jax.onnx_export``): symbolic batch, float32, inputs ``crops``
+ONNX (``dasl_jax.inference.onnx``): symbolic batch, float32, inputs ``crops``
 [+ ``points18`` for 4-channel models], outputs ``whitened``, ``params``,
 ``lms68``; run it with onnxruntime (``onnx_export.OnnxPredictor`` or
 ``experiments.predict --backend onnxruntime``).
 
 The artefact maps uint8 crops (+ FLM points for 4-channel models) to whitened
 parameters, parameters and 68 crop landmarks; reload it with
-``dasl_jax.export.load(path)`` (no model code needed) and call
+``dasl_jax.inference.export.load(path)`` (no model code needed) and call
 ``exported.call(crops[, points18])``. After writing, the command reloads the
 file and checks its outputs against the jitted model on random crops.
 """
@@ -42,7 +42,10 @@ flags.DEFINE_enum('format', 'jaxexport', ['jaxexport', 'onnx'], 'jaxexport: jax.
 
 def run():
   import numpy as np
-  from dasl_jax import checkpoint, export, inference, landmarks
+  from dasl_jax import inference
+  from dasl_jax.io import checkpoint
+  from dasl_jax.inference import export
+  from dasl_jax.geometry import landmarks
   from dasl_jax.errors import DaslError
 
   if not FLAGS.checkpoint or not FLAGS.out:
@@ -86,7 +89,7 @@ def run():
 
 def _random_inputs(pred, b):
   import numpy as np
-  from dasl_jax import landmarks
+  from dasl_jax.geometry import landmarks
   rng = np.random.default_rng(0)
   crops = rng.integers(0, 256, (b, 120, 120, 3), dtype=np.uint8)
   lms = pred.mean_lms68[None] + rng.normal(0, 2, (b, 68, 2))
@@ -96,7 +99,9 @@ def _random_inputs(pred, b):
 def run_onnx(restored, models):
   """--format onnx: write, reload with onnxruntime, compare with the jitted model."""
   import numpy as np
-  from dasl_jax import export, inference, onnx_export
+  from dasl_jax import inference
+  from dasl_jax.inference import export
+  from dasl_jax.inference import onnx as onnx_export
   path = export.export_onnx(restored, models.landmarks, FLAGS.out, FLAGS.flm)
   sess = onnx_export.session(path)
   names = [i.name for i in sess.get_inputs()]

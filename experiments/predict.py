@@ -17,10 +17,10 @@ pixels, per-vertex colour; ``--mesh_axes 3ddfa``, the default, flips y up as
 ``NAME_normal.png``. A video gives ``NAME.jsonl`` (one JSON object per frame,
 written as it goes), ``NAME.json`` with a record per frame and
 ``NAME_overlay.mp4``; faces are tracked (``--track``) and their parameters
-smoothed over ``--smooth`` frames (``dasl_jax.video_tracking``).
+smoothed over ``--smooth`` frames (``dasl_jax.inference.video``).
 
 Faces come from ``--boxes`` (JSON or CSV x1,y1,x2,y2[,score] per image; the
-layouts are in the flag's help and ``dasl_jax.detect.load_boxes``), else
+layouts are in the flag's help and ``dasl_jax.inference.detect.load_boxes``), else
 ``--landmarks`` (68 points per face), else ``--detector``: FaceBoxes (default;
 3DDFA_V2's detector, weights ``$DASL_ASSETS/pretrained/FaceBoxesProd.pth`` or
 ``--faceboxes_weights``) or OpenCV's Haar cascades (``haar``, no weights). 4-channel
@@ -28,7 +28,7 @@ models take their FLM from ``--landmarks`` or bootstrap it from the mean face
 (``--bootstrap_iters``).
 
 ``--backend onnxruntime`` runs the regressor as an ONNX graph built from the
-checkpoint (``dasl_jax.onnx_export.OnnxPredictor``; same outputs within 1e-4 of
+checkpoint (``dasl_jax.inference.onnx.OnnxPredictor``; same outputs within 1e-4 of
 their range, float32 only).
 
 ``--calibrate`` only re-measures the Haar box calibration on the AFLW2000-3D
@@ -87,7 +87,7 @@ flags.DEFINE_enum('dot_dtype', 'float32', ['float32', 'bfloat16'], 'MobileNetV1 
                   'dtype of its stem and 1x1 matrix products (bfloat16: float32 sums; ~1.2x '
                   'batch-128 inference on AVX512-BF16 CPUs, benchmarks/README.md)')
 flags.DEFINE_enum('backend', 'jax', ['jax', 'onnxruntime'], 'regressor runtime: jax (jitted) '
-                  'or onnxruntime (dasl_jax.onnx_export: the same function as an ONNX graph '
+                  'or onnxruntime (dasl_jax.inference.onnx: the same function as an ONNX graph '
                   'built from the checkpoint; float32)')
 flags.DEFINE_bool('calibrate', False, 'print the Haar box calibration measured on '
                   'AFLW2000-3D originals and exit')
@@ -95,7 +95,7 @@ flags.DEFINE_bool('calibrate', False, 'print the Haar box calibration measured o
 
 def calibrate():
   import numpy as np
-  from dasl_jax import detect
+  from dasl_jax.inference import detect
   from dasl_jax.assets import asset
   root = asset('aflw2000-3d')
   names = (root / 'AFLW2000-3D_crop.list').read_text().split()
@@ -111,7 +111,7 @@ def calibrate():
 def run(argv):
   logging.set_verbosity(logging.WARNING)  # orbax logs every restore step at INFO
   from dasl_jax.errors import DaslError
-  from dasl_jax.input_files import list_inputs
+  from dasl_jax.io.input_files import list_inputs
   if FLAGS.calibrate:
     calibrate()
     return 0
@@ -122,7 +122,7 @@ def run(argv):
     raise DaslError('--input is required')
   if FLAGS.every < 1:
     raise DaslError(f'--every must be >= 1, got {FLAGS.every}')
-  from dasl_jax.video_tracking import smooth_window
+  from dasl_jax.inference.video import smooth_window
   smooth_window(FLAGS.smooth)  # a bad value fails before the model loads
   files = list_inputs(paths)  # before JAX loads: a mistyped argument fails at once
   from dasl_jax import inference

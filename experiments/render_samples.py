@@ -15,7 +15,8 @@ from absl import app, flags
 
 
 from dasl_jax import cli
-from dasl_jax import camera, render
+from dasl_jax.geometry import camera
+from dasl_jax.viz import render
 from dasl_jax.data import synthetic
 from dasl_jax.errors import DaslError
 

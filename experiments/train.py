@@ -3,7 +3,7 @@
   python -m experiments.train --flagfile=experiments/configs/tiny.flags [--workdir DIR]
 
 Every hyper-parameter is a flag ``--config.SECTION.FIELD=VALUE`` (see
-dasl_jax/config.py); a flagfile is a list of such lines. The run resumes from
+dasl_jax/training/config.py); a flagfile is a list of such lines. The run resumes from
 the latest checkpoint in ``--workdir``.
 
 SIGTERM (what cluster schedulers send before a kill) stops the run at the next
@@ -21,7 +21,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from dasl_jax import cli
-from dasl_jax.config import default_config
+from dasl_jax.training.config import default_config
 
 FLAGS = flags.FLAGS
 EXIT_TERMINATED = 143  # 128 + SIGTERM
@@ -29,7 +29,7 @@ EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 def _flag_error(e):
   """One line for a bad flag or flagfile (no traceback from absl/ml_collections)."""
-  from dasl_jax.config import unknown_field_message
+  from dasl_jax.training.config import unknown_field_message
   unknown = unknown_field_message(sys.argv[1:])
   if unknown:
     print(f'error: bad flag: {unknown}', file=sys.stderr)

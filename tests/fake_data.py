@@ -14,8 +14,8 @@ import cv2
 import jax.numpy as jnp
 import numpy as np
 
-from dasl_jax import morphable_model as MM
-from dasl_jax import params as P
+from dasl_jax.face_model import morphable_model as MM
+from dasl_jax.geometry import params as P
 
 
 def toy_model(seed=0):

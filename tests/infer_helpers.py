@@ -10,8 +10,8 @@ import json
 import jax
 import numpy as np
 
-from dasl_jax import checkpoint
-from dasl_jax import params as P
+from dasl_jax.io import checkpoint
+from dasl_jax.geometry import params as P
 from dasl_jax.models import ModelConfig
 
 SCALE = 6e-4  # synthetic face ~150,000 units wide -> about 90 crop pixels

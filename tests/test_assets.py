@@ -1,6 +1,6 @@
 """$DASL_ASSETS in flag values: expanded to the assets folder, set or not."""
 from dasl_jax import assets
-from dasl_jax.config import default_config
+from dasl_jax.training.config import default_config
 
 
 def test_expand_with_and_without_the_variable(monkeypatch, tmp_path):

@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dasl_jax import inputs
-from dasl_jax import landmarks as lm
+from dasl_jax.models import inputs
+from dasl_jax.geometry import landmarks as lm
 from dasl_jax import losses
 from dasl_jax.training.fake_data import random_model, random_stats
 

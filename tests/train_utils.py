@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from dasl_jax.config import default_config
+from dasl_jax.training.config import default_config
 
 
 class TinyRegressor(nn.Module):

@@ -19,8 +19,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from dasl_jax import params as P
-from dasl_jax import camera
+from dasl_jax.geometry import params as P
+from dasl_jax.geometry import camera
 from dasl_jax.data import readers as R
 
 SIZE = R.SIZE

@@ -23,8 +23,8 @@ import grain
 import jax
 import numpy as np
 
-from dasl_jax import morphable_model as MM
-from dasl_jax import params as P
+from dasl_jax.face_model import morphable_model as MM
+from dasl_jax.geometry import params as P
 from dasl_jax.assets import asset
 from dasl_jax.data import augment as AUG
 from dasl_jax.data import readers as R
@@ -363,7 +363,7 @@ def _teacher_labels(cfg, model):
   if not cfg.teacher_checkpoint:
     raise DaslError('source_3d=teacher needs --config.data.teacher_checkpoint (a model work '
                     'directory, e.g. from experiments.convert_checkpoint)')
-  from dasl_jax import checkpoint
+  from dasl_jax.io import checkpoint
   conv = checkpoint.read_model_config(Path(cfg.teacher_checkpoint)).convention
   if conv != cfg.convention:
     raise DaslError(f'--config.data.teacher_checkpoint={cfg.teacher_checkpoint} predicts in '

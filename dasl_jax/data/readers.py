@@ -26,11 +26,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dasl_jax import camera
-from dasl_jax import landmarks as LM
-from dasl_jax import params as P
+from dasl_jax.geometry import camera
+from dasl_jax.geometry import landmarks as LM
+from dasl_jax.geometry import params as P
 from dasl_jax.errors import DaslError
-from dasl_jax.landmark_files import read_landmark_file
+from dasl_jax.io.landmark_files import read_landmark_file
 
 SIZE = camera.CROP_SIZE
 # A decode failure is replaced by the next row; give up after this many in a row.

@@ -36,12 +36,12 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from dasl_jax import camera
-from dasl_jax import landmarks as LM
-from dasl_jax import morphable_model as mm
-from dasl_jax import params as P
-from dasl_jax import render
-from dasl_jax.data import synthetic_model as sm
+from dasl_jax.geometry import camera
+from dasl_jax.geometry import landmarks as LM
+from dasl_jax.face_model import morphable_model as mm
+from dasl_jax.geometry import params as P
+from dasl_jax.viz import render
+from dasl_jax.face_model import synthetic as sm
 from dasl_jax.errors import DaslError
 
 KINDS = ('3d', 'wild', 'heldout')
@@ -460,13 +460,13 @@ def sampling_param_stats(model, prior=None, n=10000, seed=0, convention='v1') ->
 
 def load_bfm_render_model(bfm_dir):
   """The real BFM for synthesis: the ``Model_PAF.pkl`` grid (40 + 10 components) as
-  a mesh (``inference.load_paf_dense``: off-surface points dropped, colours from
+  a mesh (``face_model.bfm.load_paf_dense``: off-surface points dropped, colours from
   the full BFM's mean texture).
 
   Returns:
     (render model, 68-landmark label model from ``keypoints68/``).
   """
-  from dasl_jax.inference import load_paf_dense
+  from dasl_jax.face_model.bfm import load_paf_dense
   bfm_dir = Path(bfm_dir)
   label = mm.load_keypoints68(bfm_dir / 'keypoints68')
   model = load_paf_dense(bfm_dir, label).replace(name=str(bfm_dir / 'Model_PAF.pkl'))

@@ -31,7 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dasl_jax import params as P
+from dasl_jax.geometry import params as P
 from dasl_jax.errors import DaslError
 
 IMAGES = 'train_aug_120x120'

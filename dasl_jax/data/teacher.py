@@ -27,7 +27,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from dasl_jax import params as P
+from dasl_jax.geometry import params as P
 from dasl_jax.data import readers as R
 from dasl_jax.errors import DaslError
 
@@ -84,7 +84,7 @@ def teacher_params(checkpoint_dir, image_dir, names, landmark_model, mirror=True
   Returns:
     (N, 62) float32 in the teacher's pixel convention.
   """
-  from dasl_jax import checkpoint
+  from dasl_jax.io import checkpoint
   from dasl_jax import inference
   from dasl_jax.data import augment as AUG
   restored = checkpoint.restore(checkpoint_dir)

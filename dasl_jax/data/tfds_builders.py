@@ -33,8 +33,8 @@ import cv2
 import numpy as np
 import tensorflow_datasets as tfds
 
-from dasl_jax import morphable_model as MM
-from dasl_jax import params as P
+from dasl_jax.face_model import morphable_model as MM
+from dasl_jax.geometry import params as P
 from dasl_jax.data import readers as R
 from dasl_jax.errors import DaslError
 

@@ -34,7 +34,7 @@ and what each op here changes (benchmarks/README.md has the measurements):
 Backends: these forms are measured wins on XLA:CPU only. The networks pick them
 where :func:`cpu_backend` is true (JAX's default backend is the CPU) and the
 standard Flax/lax ops elsewhere (docs/ARCHITECTURE.md, "Backends"); every form
-also lowers for GPU and TPU (tests/test_lowering.py).
+also lowers for GPU and TPU (tests/training/test_lowering.py).
 
 Every op takes the kernel in ``lax.conv``'s HWIO layout, so checkpoints and the
 PyTorch converter are unchanged. tests/test_benchmarks_run.py checks outputs

@@ -1,7 +1,7 @@
 """Train checkpoints: Orbax CheckpointManager on the model-checkpoint layout.
 
 Items per step (``WORKDIR/checkpoints/<step>/``): ``variables`` (the regressor's
-``{'params', 'batch_stats'}``, what ``dasl_jax.checkpoint.restore`` reads),
+``{'params', 'batch_stats'}``, what ``dasl_jax.io.checkpoint.restore`` reads),
 ``train_state`` (the whole :class:`TrainState`: optimisers, critic, step) and
 ``data`` (the loaders' JSON state, so a resumed run sees the batches an
 uninterrupted one would). Kept: the last ``keep`` steps plus the best by
@@ -18,7 +18,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as cm
 
-from dasl_jax import checkpoint
+from dasl_jax.io import checkpoint
 
 ITEMS = (checkpoint.VARIABLES, 'train_state', 'data')
 METRIC = 'nme'

@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 
 from dasl_jax import assets
-from dasl_jax import landmarks as lm
-from dasl_jax import morphable_model as mm
-from dasl_jax import params as P
+from dasl_jax.geometry import landmarks as lm
+from dasl_jax.face_model import morphable_model as mm
+from dasl_jax.geometry import params as P
 
 
 def random_model(seed=0, n_extra=200) -> mm.MorphableModel:

@@ -16,11 +16,11 @@ import numpy as np
 from tqdm import tqdm
 
 from dasl_jax import assets
-from dasl_jax import camera
-from dasl_jax import checkpoint
-from dasl_jax import params as P
-from dasl_jax import predict_batch as core
-from dasl_jax.config import check_config
+from dasl_jax.geometry import camera
+from dasl_jax.io import checkpoint
+from dasl_jax.geometry import params as P
+from dasl_jax.inference import core
+from dasl_jax.training.config import check_config
 from dasl_jax.errors import DaslError
 from dasl_jax.models import ModelConfig, create_regressor
 from dasl_jax.models.critic import SelfCritic
@@ -527,7 +527,9 @@ def evaluate_aflw2000(folder, module, variables, stats, model_cfg, landmark_mode
   Returns:
     dict ``nme_mean_of_bins``, ``nme_mean``, ``nme_bins``, ``n`` (original ground truth).
   """
-  from dasl_jax import aflw2000, inference, protocols
+  from dasl_jax import inference
+  from dasl_jax.evaluation import aflw2000
+  from dasl_jax.evaluation import protocols
   ds = aflw2000.load(folder)
   predictor = inference.Predictor.from_parts(module, variables, model_cfg, stats,
                                              landmark_model, batch_size=batch_size)

@@ -108,12 +108,12 @@ def adapt_variables(source, target, source_name='init checkpoint'):
 
 
 def load_init_variables(workdir, target):
-  """Variables from a model work dir (``dasl_jax.checkpoint.restore``) adapted to ``target``.
+  """Variables from a model work dir (``dasl_jax.io.checkpoint.restore``) adapted to ``target``.
 
   Returns:
     (variables, Restored) — the caller checks whitening statistics against its data's.
   """
-  from dasl_jax import checkpoint
+  from dasl_jax.io import checkpoint
   restored = checkpoint.restore(workdir)
   return adapt_variables(restored.variables, target, f'--config.model.init_checkpoint={workdir}'), \
       restored

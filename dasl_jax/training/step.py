@@ -29,11 +29,11 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from dasl_jax import inputs
-from dasl_jax import landmarks as lm
+from dasl_jax.models import inputs
+from dasl_jax.geometry import landmarks as lm
 from dasl_jax import losses
 from dasl_jax.errors import DaslError
-from dasl_jax.morphable_model import MorphableModel
+from dasl_jax.face_model.morphable_model import MorphableModel
 from dasl_jax.training.state import TrainState
 
 # Loss terms in a fixed order (bad_term indexes it).

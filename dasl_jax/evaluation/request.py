@@ -1,0 +1,195 @@
+"""One evaluation as ``experiments.evaluate`` describes it: a :class:`Request`
+(checkpoint or saved predictions, benchmark folder, protocol variant) in, a
+JSON-ready results dict out (:func:`run`), and the printed table
+(:func:`format_results`). Notebooks can build a ``Request`` directly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Optional, Tuple
+
+import numpy as np
+
+from dasl_jax import assets, evaluation
+from dasl_jax.evaluation import aflw2000
+from dasl_jax.geometry import camera
+from dasl_jax.evaluation import protocols
+from dasl_jax.face_model import morphable_model as mm
+from dasl_jax.geometry import params as P
+from dasl_jax.errors import DaslError
+
+
+@dataclasses.dataclass
+class Request:
+  """The command's flags (same names, same defaults; see ``experiments/evaluate.py``)."""
+  checkpoint: Optional[str] = None
+  predictions: Optional[str] = None
+  aflw2000_dir: Optional[str] = None
+  aflw_dir: Optional[str] = None
+  names: Optional[str] = None
+  landmark_frame: str = 'auto'
+  param_kind: str = 'whitened'
+  yaw_file: str = 'default'
+  nme: str = '2d'
+  step: Optional[int] = None
+  param_stats: Optional[str] = None
+  bfm: Optional[str] = None
+  convention: str = 'v1'
+  subset: Optional[str] = None
+  batch_size: int = 128
+  predictions_out: Optional[str] = None
+  flm: str = 'detector'
+  flm_given: bool = False  # --flm was set explicitly
+  bootstrap_iters: int = 2
+  dot_dtype: str = 'float32'
+  # flags given that a checkpoint overrides (a note is printed for each)
+  ignored_with_checkpoint: Tuple[str, ...] = ()
+
+
+def _bfm(path):
+  path = Path(path) if path else assets.asset('bfm')
+  if not path.exists():
+    raise DaslError(f'--bfm {path}: not found (a morphable model folder such as 3DDFA\'s '
+                    'bfm/ with keypoints68/, needed to turn parameters into landmarks)')
+  return mm.load(path)
+
+
+def _predictor(req):
+  """--checkpoint/--step with --dot_dtype applied, as an ``inference.Predictor``."""
+  from dasl_jax import inference
+  from dasl_jax.io import checkpoint
+  if req.bootstrap_iters < 1:
+    raise DaslError(f'--bootstrap_iters must be >= 1, got {req.bootstrap_iters}')
+  restored = checkpoint.with_dot_dtype(checkpoint.restore(req.checkpoint, req.step),
+                                       req.dot_dtype)
+  return inference.Predictor(restored, _bfm(req.bfm), batch_size=req.batch_size,
+                             bootstrap_iters=req.bootstrap_iters)
+
+
+def _load_predictions(path):
+  path = Path(path)
+  if not path.exists():
+    raise DaslError(f'--predictions {path}: file not found')
+  try:
+    return np.load(path, allow_pickle=False)
+  except Exception as e:
+    raise DaslError(f'--predictions {path}: cannot read .npy ({type(e).__name__}: {e})') \
+        from None
+
+
+def run_aflw21(req):
+  """The AFLW 21-point benchmark on ``--aflw_dir``; returns the results dict."""
+  ds = aflw2000.load_aflw21(req.aflw_dir)
+  n = len(ds)
+  if req.checkpoint:
+    predictor = _predictor(req)
+    if predictor.in_channels == 4 and req.flm_given and req.flm == 'detector':
+      raise DaslError(f'--aflw_dir {req.aflw_dir} has no detector landmarks for a '
+                      '4-channel model\'s FLM; use --flm bootstrap')
+    out = predictor.predict_many(ds.load_crops, n, desc='AFLW')
+    lms_crop = out['lms68']
+    flm = f'bootstrap x{predictor.bootstrap_iters}' if predictor.in_channels == 4 else None
+    lms = evaluation.crop_to_image_landmarks(lms_crop, ds.roi_boxes)
+    source = str(req.checkpoint)
+  else:
+    pred = _load_predictions(req.predictions)
+    if pred.ndim != 3 or pred.shape[0] != n or pred.shape[1:] not in ((2, 68), (68, 2)):
+      raise DaslError(f'--predictions {req.predictions}: the AFLW 21-point mode needs '
+                      f'({n}, 2, 68) crop landmarks for the {n} images of {req.aflw_dir}, '
+                      f'got {pred.shape}')
+    lms = protocols.landmarks_from_predictions(
+        pred, ds.roi_boxes, 'crop', source=f'--predictions {req.predictions}').lms68
+    flm, source = None, str(req.predictions)
+  res = protocols.score_aflw21(ds, lms, flm)
+  if req.predictions_out:
+    crop = np.asarray(camera.image_to_crop(np.asarray(lms, np.float32), ds.roi_boxes))
+    np.save(req.predictions_out, np.swapaxes(crop, 1, 2).astype(np.float32))
+  res.update({'subset': n, 'source': source, 'flm': flm, 'aflw_dir': str(req.aflw_dir),
+              'benchmark': 'AFLW 21-point'})
+  return res
+
+
+def run(req: Request):
+  """One evaluation as the command's flags describe it; returns the results dict."""
+  if bool(req.predictions) == bool(req.checkpoint):
+    raise DaslError('give exactly one of --predictions FILE.npy or --checkpoint DIR')
+  if req.batch_size < 1:
+    raise DaslError(f'--batch_size must be positive, got {req.batch_size}')
+  if req.names and not req.predictions:
+    raise DaslError('--names goes with --predictions (it names the rows of the file)')
+  if req.aflw_dir:
+    if req.aflw2000_dir:
+      raise DaslError('give --aflw2000_dir (68-point AFLW2000-3D) or --aflw_dir (AFLW '
+                      '21-point), not both')
+    return run_aflw21(req)
+  root = Path(req.aflw2000_dir) if req.aflw2000_dir else assets.asset('aflw2000-3d')
+  ds = aflw2000.load(root)
+  ds.yaws_of(req.yaw_file)  # a missing yaw file fails before the model runs
+  names = protocols.read_names(req.names) if req.names else None
+  if req.checkpoint:
+    for name in req.ignored_with_checkpoint:
+      print(f'note: --{name} is ignored with --checkpoint (the checkpoint stores its own)',
+            file=sys.stderr)
+    predictor = _predictor(req)
+    subset, idx = protocols.aflw2000_indices(ds, req.subset, predictor.in_channels, req.flm)
+    pred = protocols.predict_aflw2000(predictor, ds, idx, req.flm, req.batch_size,
+                                      what=f'--subset {subset}' if req.subset else '')
+    source, convention = str(req.checkpoint), predictor.convention
+  else:
+    subset, idx = protocols.aflw2000_indices(ds, req.subset, names=names,
+                                             names_source=f'--names {req.names}')
+    arr = _load_predictions(req.predictions)
+    src = f'--predictions {req.predictions}'
+    if names is None and arr.ndim and len(arr) == len(ds) and len(idx) != len(ds):
+      arr = arr[idx]
+    elif arr.ndim == 0 or len(arr) != len(idx):
+      n = arr.shape[0] if arr.ndim else 0
+      raise DaslError(f'{src}: {n} rows but ' + (
+          f'--names {req.names} names {len(idx)} images' if names is not None else
+          f'the AFLW2000-3D list has {len(ds)} images' +
+          (f' ({len(idx)} in --subset {subset})' if len(idx) != len(ds) else '')))
+    is_params = arr.ndim == 2 and arr.shape[-1] == 62
+    stats = P.load_param_stats(req.param_stats) if req.param_stats else None
+    if is_params and stats is None:
+      raise DaslError(f'{src}: (N, 62) parameters need --param_stats (the whitening '
+                      'statistics of the model)')
+    frame = req.landmark_frame
+    if frame == 'auto':
+      frame = 'image' if (names is not None or (arr.ndim == 3 and 3 in arr.shape[1:])) else 'crop'
+    pred = protocols.landmarks_from_predictions(
+        arr, ds.roi_boxes[idx], frame, stats, _bfm(req.bfm) if is_params else None,
+        req.convention, req.param_kind, src)
+    source, convention = str(req.predictions), (req.convention if is_params else None)
+  res = protocols.score_aflw2000(ds, idx, pred, req.nme, req.yaw_file)
+  res.update({'subset': int(subset) if subset.isdigit() else subset, 'source': source,
+              'convention': convention, 'aflw2000_dir': str(root)})
+  if pred.flm:
+    res['flm'] = pred.flm
+  if req.predictions_out:
+    crop = np.asarray(camera.image_to_crop(pred.lms68, ds.roi_boxes[idx]))
+    np.save(req.predictions_out, np.swapaxes(crop, 1, 2).astype(np.float32))
+  return res
+
+
+def format_results(res) -> str:
+  """The protocol line, the NME table and the pose lines, as the command prints them."""
+  lines = [protocols.protocol_line(res)]
+  if 'aflw21' in res:
+    lines.append(f'AFLW, {res["subset"]} images, 21-point NME (%) by |yaw| bin '
+                 f'({res["source"]})')
+    lines.append(evaluation.format_table(res, keys=('aflw21',)))
+    return '\n'.join(lines)
+  lines.append(f'AFLW2000-3D, {res["subset"]} images, 68-point NME (%) by |yaw| bin '
+               f'({res["source"]})')
+  lines.append(evaluation.format_table(res))
+  pose = res.get('pose')
+  if pose:
+    lines.append(f'head pose MAE (deg): yaw {pose["yaw_mae_all"]:.3f} over {pose["n_all"]} '
+                 'images')
+    o = pose.get('originals')
+    if o:
+      lines.append(f'  on the {o["n"][0]} images with a fitting .mat: yaw {o["yaw"]:.3f}  '
+                   f'pitch {o["pitch"]:.3f}  roll {o["roll"]:.3f}  mean {o["mean"]:.3f}')
+  return '\n'.join(lines)

@@ -1,0 +1,554 @@
+"""The AFLW2000-3D study of 2DASL's losses: arms, results, statistics, plots, page.
+
+``experiments/ablation_aflw2000.py`` trains and evaluates; this module reads
+what the runs left in their work directories and writes the results page.
+Per run folder ``<root>/<arm>_s<seed>``:
+
+* ``log.jsonl``: training records (losses, critic accuracies, the validation
+  curve ``val21_nme`` / ``val_teacher_nme`` at every evaluation step);
+* ``selection.json``: the checkpoint chosen on the validation split;
+* ``aflw2000.json`` (+ ``aflw2000_lms.npy``): AFLW2000-3D, read once, on that
+  checkpoint; ``aflw2000_bootstrap.json``: the same with the self-bootstrapped FLM;
+* ``run_time.json``: training and evaluation wall time.
+
+Selection never looks at the test set: levers (:data:`LEVERS`) are compared on
+seed 0's validation numbers only.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+
+from dasl_jax.evaluation import aflw2000
+from dasl_jax import evaluation
+from dasl_jax.evaluation import published
+
+START = 'a_start'
+ARMS = {
+    'b_l3d': '(b) 3D side only (L_3d on teacher-labelled crops)',
+    'c_2d_cyc': '(c) + L_2d_con + L_cyc',
+    'd_3d_con': '(d) + L_3d_con',
+    'e_full': '(e) + self-critic (full 2DASL)',
+    'f_wild': '(f) wild side only (no L_3d)',
+}
+LABELS = {START: '(a) start model', **ARMS}
+# Levers tried on seed 0 against the chosen setting of (e), scored on validation only:
+# name -> (what changed, the arm it modifies, extra training flags).
+LEVERS = {
+    'lr_5e-5': ('Adam lr 5e-5 instead of 2e-5', 'e_full', ['--config.optim.lr=0.00005']),
+    'wild_w_0.5': ('wild-side weights 0.5 instead of 0.05', 'e_full',
+                   ['--config.loss.w_2d=0.5', '--config.loss.w_cyc=0.5',
+                    '--config.loss.w_3d_con=0.5']),
+    'no_ema': ('no weight averaging (EMA off)', 'e_full', ['--config.train.ema_decay=0']),
+    'no_mismatch': ('critic without mismatched-pair negatives', 'e_full',
+                    ['--config.loss.critic_mismatch=False']),
+    'no_jitter': ('FLM from clean points (no detector-like jitter)', 'e_full',
+                  ['--config.loss.flm_jitter=0']),
+    'bn_train': ('batch norm trained instead of frozen', 'e_full',
+                 ['--config.model.freeze_bn=False']),
+}
+
+
+# ----------------------------------------------------------------------------
+# Reading runs.
+
+
+def read_log(workdir) -> List[dict]:
+  """The step records of a run's ``log.jsonl`` (config lines dropped)."""
+  path = Path(workdir) / 'log.jsonl'
+  if not path.exists():
+    return []
+  out = []
+  for line in path.read_text().splitlines():
+    if line.strip():
+      r = json.loads(line)
+      if 'step' in r:
+        out.append(r)
+  return out
+
+
+def validation_curve(records, key='val21_nme'):
+  """(steps (K,), values (K,)) of a metric logged at evaluation steps (last record wins)."""
+  by_step = {}
+  for r in records:
+    if key in r and isinstance(r[key], (int, float)):
+      by_step[int(r['step'])] = float(r[key])
+  steps = np.array(sorted(by_step), np.int64)
+  return steps, np.array([by_step[s] for s in steps], np.float64)
+
+
+def critic_accuracies(records) -> dict:
+  """Mean of the logged critic accuracies (and their minimum) over a run."""
+  out = {}
+  for k in ('critic_acc_real', 'critic_acc_fake', 'critic_acc_mismatch'):
+    v = [float(r[k]) for r in records if isinstance(r.get(k), (int, float))]
+    if v:
+      out[k] = float(np.mean(v))
+      out[k + '_min'] = float(np.min(v))
+  return out
+
+
+def selection_numbers(workdir, records) -> dict:
+  """The chosen step and its validation numbers."""
+  sel_path = Path(workdir) / 'selection.json'
+  sel = json.loads(sel_path.read_text()) if sel_path.exists() else {}
+  best = sel.get('best_step')
+  out = {'best_step': best, 'select_metric': sel.get('metric')}
+  for key in ('val21_nme', 'val_teacher_nme'):
+    steps, vals = validation_curve(records, key)
+    if len(steps):
+      out[key + '_start'] = float(vals[0]) if steps[0] == 0 else float('nan')
+      if best is not None and best in steps.tolist():
+        out[key] = float(vals[steps.tolist().index(best)])
+      out[key + '_last'] = float(vals[-1])
+  return out
+
+
+def test_metrics(res: dict) -> dict:
+  """The table's numbers from an ``experiments.evaluate`` JSON."""
+  o, r = res['original'], res.get('reannotated', {})
+  pose = res.get('pose', {})
+  full = pose.get('originals') or {}
+  return {'orig_bins': o['bins'], 'orig_mean_of_bins': o['mean_of_bins'],
+          'orig_mean': o['mean'], 're_bins': r.get('bins', [float('nan')] * 3),
+          're_mean_of_bins': r.get('mean_of_bins', float('nan')),
+          're_mean': r.get('mean', float('nan')),
+          'yaw_mae': full.get('yaw', pose.get('yaw_mae_all', float('nan'))),
+          'pitch_mae': full.get('pitch', float('nan')), 'roll_mae': full.get('roll', float('nan')),
+          'pose_mae_mean': full.get('mean', float('nan')), 'pose_n': (full.get('n') or [0])[0],
+          'n': o['n']}
+
+
+def _run_name(d: Path):
+  m = re.fullmatch(r'(.+)_s(\d+)', d.name)
+  return (m.group(1), int(m.group(2))) if m else (d.name, None)
+
+
+def collect(root) -> Dict[str, list]:
+  """{arm: [entry]} for every finished run folder under ``root`` (``aflw2000.json`` there).
+
+  An entry: seed, dir, metrics (test), validation (selection numbers), critic,
+  time, steps, epochs of the wild set, bootstrap (test metrics with the
+  self-bootstrapped FLM, when evaluated).
+  """
+  out = {}
+  root = Path(root)
+  if not root.is_dir():
+    return out
+  for d in sorted(root.iterdir()):
+    name, seed = _run_name(d)
+    if not (d / 'aflw2000.json').exists() or (name not in ARMS and name != START):
+      continue
+    res = json.loads((d / 'aflw2000.json').read_text())
+    t = json.loads((d / 'run_time.json').read_text()) if (d / 'run_time.json').exists() else {}
+    records = read_log(d)
+    steps = epochs = None
+    if (d / 'flags.json').exists():
+      flags = json.loads((d / 'flags.json').read_text())
+      steps = int(flags['train']['num_steps'])
+      n_wild = _wild_rows(d)
+      if n_wild:
+        epochs = steps * int(flags['data']['batch_size_wild']) / n_wild
+    boot = None
+    if (d / 'aflw2000_bootstrap.json').exists():
+      boot = test_metrics(json.loads((d / 'aflw2000_bootstrap.json').read_text()))
+    out.setdefault(name, []).append({
+        'seed': seed, 'dir': str(d), 'metrics': test_metrics(res),
+        'validation': selection_numbers(d, records), 'critic': critic_accuracies(records),
+        'time': t, 'steps': steps, 'wild_epochs': epochs, 'bootstrap': boot})
+  return out
+
+
+def _wild_rows(workdir):
+  """Training rows of the wild stream, from the run's own data description."""
+  p = Path(workdir) / 'data.json'
+  if p.exists():
+    return json.loads(p.read_text()).get('wild_rows')
+  return None
+
+
+def collect_levers(root) -> Dict[str, dict]:
+  """{lever: selection numbers} of the lever runs in ``<root>/levers/<name>_s0``."""
+  out = {}
+  d = Path(root) / 'levers'
+  for name in LEVERS:
+    w = d / f'{name}_s0'
+    if (w / 'selection.json').exists():
+      rec = read_log(w)
+      out[name] = dict(selection_numbers(w, rec), critic=critic_accuracies(rec))
+  return out
+
+
+# ----------------------------------------------------------------------------
+# Statistics.
+
+
+def mean_range(values):
+  """(mean, max - min) of a list (range NaN for one value)."""
+  v = np.asarray(values, np.float64)
+  return float(np.nanmean(v)), (float(np.nanmax(v) - np.nanmin(v)) if v.size > 1 else float('nan'))
+
+
+TEST_KEYS = ('orig_mean_of_bins', 'orig_mean', 're_mean_of_bins', 're_mean', 'yaw_mae',
+             'pitch_mae', 'roll_mae', 'pose_mae_mean')
+
+
+def summarise(found) -> dict:
+  """Per arm: mean and range over seeds of each number; per-seed values."""
+  rows = {}
+  for name in [START] + list(ARMS):
+    if name not in found:
+      continue
+    entries = sorted(found[name], key=lambda e: -1 if e['seed'] is None else e['seed'])
+    row = {'seeds': [e['seed'] for e in entries], 'n_runs': len(entries),
+           'steps': entries[0]['steps'], 'wild_epochs': entries[0]['wild_epochs'],
+           'train_s': float(np.mean([e['time'].get('train_s', np.nan) for e in entries]))}
+    for k in TEST_KEYS:
+      row[k], row[k + '_range'] = mean_range([e['metrics'][k] for e in entries])
+    row['orig_bins'] = np.mean([e['metrics']['orig_bins'] for e in entries], 0).tolist()
+    row['re_bins'] = np.mean([e['metrics']['re_bins'] for e in entries], 0).tolist()
+    for k in ('val21_nme', 'val_teacher_nme', 'val21_nme_start', 'best_step'):
+      v = [e['validation'].get(k) for e in entries]
+      v = [x for x in v if x is not None]
+      if v:
+        row[k], row[k + '_range'] = mean_range(v)
+    for k in ('critic_acc_real', 'critic_acc_fake', 'critic_acc_mismatch'):
+      v = [e['critic'][k] for e in entries if k in e['critic']]
+      if v:
+        row[k] = float(np.mean(v))
+    boots = [e['bootstrap'] for e in entries if e['bootstrap']]
+    if boots:
+      row['bootstrap_orig_mean_of_bins'], row['bootstrap_orig_mean_of_bins_range'] = mean_range(
+          [b['orig_mean_of_bins'] for b in boots])
+      row['bootstrap_re_mean_of_bins'] = float(np.mean([b['re_mean_of_bins'] for b in boots]))
+    row['per_seed'] = {str(e['seed']): dict(e['metrics'], validation=e['validation'],
+                                            critic=e['critic'], time=e['time'])
+                       for e in entries}
+    rows[name] = row
+  return rows
+
+
+def compare(rows, a, b, key='orig_mean_of_bins'):
+  """Difference ``a - b`` of a test number with a verdict against the seed ranges.
+
+  A difference counts only when it exceeds the larger of the two arms' ranges
+  (max - min over seeds).
+  """
+  d = rows[a][key] - rows[b][key]
+  r = [rows[n].get(key + '_range', float('nan')) for n in (a, b)]
+  r = [x for x in r if np.isfinite(x)]
+  spread = max(r) if r else float('nan')
+  if not np.isfinite(spread):
+    verdict = 'one seed only: no spread to compare with'
+  elif abs(d) > spread:
+    verdict = f"{'better' if d < 0 else 'worse'}, beyond the seed range ({spread:.3f})"
+  else:
+    verdict = f'within the seed range ({spread:.3f}): not a difference'
+  return {'a': a, 'b': b, 'key': key, 'diff': float(d), 'spread': spread, 'verdict': verdict,
+          'real': bool(np.isfinite(spread) and abs(d) > spread)}
+
+
+def comparisons(rows) -> List[dict]:
+  out = []
+  for n in ARMS:
+    if n not in rows:
+      continue
+    for ref in (START, 'b_l3d'):
+      if ref in rows and ref != n:
+        for key in ('orig_mean_of_bins', 're_mean_of_bins'):
+          out.append(compare(rows, n, ref, key))
+  return out
+
+
+def floor_target(rows) -> dict:
+  """Issue 12's floor: (e) beats (a) and (b) beyond the seed range on the original
+  ground truth without losing on the re-annotated one."""
+  if not all(k in rows for k in ('e_full', START, 'b_l3d')):
+    return {'met': None, 'why': 'not every arm has run'}
+  parts = {ref: (compare(rows, 'e_full', ref), compare(rows, 'e_full', ref, 're_mean_of_bins'))
+           for ref in (START, 'b_l3d')}
+  met = all(o['real'] and o['diff'] < 0 and not (r['real'] and r['diff'] > 0)
+            for o, r in parts.values())
+  return {'met': bool(met), 'parts': {k: [o, r] for k, (o, r) in parts.items()}}
+
+
+# ----------------------------------------------------------------------------
+# Pictures.
+
+
+def _plt():
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  return plt
+
+
+def _test_set(aflw_dir):
+  ds = aflw2000.load(aflw_dir)
+  return ds, ds.subset_indices(1998)
+
+
+def per_image_nme(entry_dir, ds, idx, gt='original'):
+  """(M,) per-image NME (%) of a run's saved AFLW2000-3D landmarks."""
+  lms = np.swapaxes(np.load(Path(entry_dir) / 'aflw2000_lms.npy'), 1, 2)
+  ref = ds.pts68[idx] if gt == 'original' else ds.reannotated[idx]
+  _, per = evaluation.aflw2000_nme(lms, ref, ds.roi_boxes[idx], ds.yaws[idx])
+  return per * 100.0
+
+
+def plot_ced(found, path, aflw_dir):
+  plt = _plt()
+  ds, idx = _test_set(aflw_dir)
+  fig, ax = plt.subplots(figsize=(6.4, 4.4))
+  for name in [START] + list(ARMS):
+    if name not in found:
+      continue
+    per = np.mean([per_image_nme(e['dir'], ds, idx) for e in found[name]], 0)
+    t, frac, _ = evaluation.ced_curve(per, 10.0)
+    n = len(found[name])
+    ax.plot(t, frac * 100, label=f'{LABELS[name]}: {per.mean():.3f}'
+            + (f' ({n} seeds, per-image mean)' if n > 1 else ''))
+  ax.set_xlabel('NME (%), 68 points, original ground truth')
+  ax.set_ylabel('images (%)')
+  ax.set_title('AFLW2000-3D, 1,998 images: cumulative error distribution')
+  ax.set_xlim(0, 10)
+  ax.set_ylim(0, 100)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7, loc='lower right')
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def plot_validation(found, path, levers_root=None):
+  """Validation curves (21-point NME on the held-out aflw-wild crops, and the
+  distance to the teacher) per arm, mean over seeds with the seed range shaded."""
+  plt = _plt()
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+  for name in ARMS:
+    if name not in found:
+      continue
+    for ax, key in zip(axes, ('val21_nme', 'val_teacher_nme')):
+      curves = [validation_curve(read_log(e['dir']), key) for e in found[name]]
+      curves = [c for c in curves if len(c[0])]
+      if not curves:
+        continue
+      steps = curves[0][0]
+      vals = np.array([c[1] for c in curves if len(c[1]) == len(steps)])
+      line, = ax.plot(steps, vals.mean(0), label=LABELS[name])
+      if len(vals) > 1:
+        ax.fill_between(steps, vals.min(0), vals.max(0), color=line.get_color(), alpha=0.15)
+  axes[0].set_title('validation: AFLW 21-point NME (%), 1,000 held-out crops')
+  axes[1].set_title('validation: 68-point NME (%) to the teacher\'s landmarks')
+  for ax in axes:
+    ax.set_xlabel('training step')
+    ax.grid(alpha=0.3)
+  axes[0].legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def picture_grid(found, path, aflw_dir, arm='e_full', k=6):
+  """The ``k`` AFLW2000-3D images that ``arm`` (mean over seeds) improves most and
+  the ``k`` it worsens most against the start: crop, ground truth (green), start
+  (blue), ``arm`` seed 0 (red), with both NMEs."""
+  import cv2
+  if arm not in found or START not in found:
+    return None
+  ds, idx = _test_set(aflw_dir)
+  start = found[START][0]
+  per_a = per_image_nme(start['dir'], ds, idx)
+  per_e = np.mean([per_image_nme(e['dir'], ds, idx) for e in found[arm]], 0)
+  delta = per_e - per_a
+  order = np.argsort(delta)
+  picks = list(order[:k]) + list(order[::-1][:k])
+  lms_a = np.swapaxes(np.load(Path(start['dir']) / 'aflw2000_lms.npy'), 1, 2)
+  e0 = sorted(found[arm], key=lambda e: e['seed'])[0]
+  lms_e = np.swapaxes(np.load(Path(e0['dir']) / 'aflw2000_lms.npy'), 1, 2)
+  gt = np.asarray(evaluation.crop_to_image_landmarks(ds.pts68[idx], ds.roi_boxes[idx]))
+  tiles = []
+  scale = 2
+  for j, i in enumerate(picks):
+    img = ds.load_crops(idx[[i]])[0]
+    img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+    # ground truth: image pixels -> crop pixels of this model's convention is what
+    # the predictions use; map GT into the crop frame with the ROI box.
+    box = ds.roi_boxes[idx[i]]
+    g = (ds.pts68[idx[i]] - box[:2]) * 120.0 / (box[2:] - box[:2])
+    for pts, col in ((g, (0, 200, 0)), (lms_a[i], (255, 120, 0)), (lms_e[i], (0, 0, 255))):
+      for x, y in pts:
+        cv2.circle(img, (int(round(x * scale)), int(round(y * scale))), 2, col, -1)
+    tag = 'better' if j < k else 'worse'
+    cv2.putText(img, f'{tag} {ds.names[idx[i]][5:10]}', (3, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.42,
+                (255, 255, 255), 1, cv2.LINE_AA)
+    cv2.putText(img, f'a {per_a[i]:.2f} e {per_e[i]:.2f}', (3, 232),
+                cv2.FONT_HERSHEY_SIMPLEX, 0.42, (255, 255, 255), 1, cv2.LINE_AA)
+    tiles.append(img)
+  del gt
+  rows = [np.concatenate(tiles[r * k:(r + 1) * k], axis=1) for r in range(2)]
+  grid = np.concatenate(rows, axis=0)
+  cv2.imwrite(str(path), grid, [cv2.IMWRITE_JPEG_QUALITY, 88])
+  return path
+
+
+# ----------------------------------------------------------------------------
+# The page.
+
+
+def _fmt(v, r=None, nd=3):
+  if v is None or not np.isfinite(v):
+    return '-'
+  if r is None or not np.isfinite(r):
+    return f'{v:.{nd}f}'
+  return f'{v:.{nd}f} ± {r / 2:.{nd}f}'
+
+
+def _pct(v):
+  return '-' if v is None or not np.isfinite(v) else f'{v:.2f}'
+
+
+def write_page(found, results_dir, root, aflw_dir, commands: dict, levers=None,
+               study_seconds=None):
+  """Write ``aflw2000_ablation.{md,json}``, the CED, validation-curve and
+  picture-grid images; return the page path."""
+  results_dir = Path(results_dir)
+  results_dir.mkdir(parents=True, exist_ok=True)
+  rows = summarise(found)
+  ced_png = results_dir / 'aflw2000_ablation_ced.png'
+  val_png = results_dir / 'aflw2000_ablation_validation.png'
+  grid_jpg = results_dir / 'aflw2000_ablation_examples.jpg'
+  plot_ced(found, ced_png, aflw_dir)
+  plot_validation(found, val_png)
+  grid = picture_grid(found, grid_jpg, aflw_dir)
+  cmp_ = comparisons(rows)
+  floor = floor_target(rows)
+  levers = levers or {}
+  L = [
+      '# AFLW2000-3D study: do 2D in-the-wild landmarks improve a released 3D regressor?',
+      '',
+      "_Written by `python -m experiments.ablation_aflw2000` from the runs' JSON; do not edit._",
+      '',
+      "Start: 3DDFA_V2's MobileNet x0.5 (trained on 300W-LP), converted, widened to 4 input "
+      'channels with zero FLM weights. 3D side: the aflw-wild training crops labelled once by '
+      'the frozen start model (mean of its prediction and the mirrored one on the flipped crop). '
+      'Wild side: the same crops with their hand-labelled AFLW points (21 mapped to the 18). '
+      'The critic\'s real pairs are (crop, teacher label), its fakes (crop, prediction) and '
+      '(crop, another crop\'s label): one image distribution on both sides. '
+      '1,000 aflw-wild crops are held out of both sides; checkpoints are chosen on their '
+      '21-point NME (self-bootstrapped FLM). AFLW2000-3D (1,998 images, FLM from '
+      '`detect_testData_1998.txt`) is read once per finished run, on that checkpoint. '
+      'Settings: `experiments/configs/aflw2000/base.flags`.',
+      '',
+      'The aflw-wild crops are part of 3DDFA\'s AFLW 21-point test set, so these models have '
+      'no valid AFLW-21 benchmark number; none is reported.',
+      '',
+      'Values: mean over seeds ± half the range (max - min). A difference counts only beyond '
+      'the larger seed range of the two arms.',
+      '',
+      '## AFLW2000-3D (test set), 68 points, NME %',
+      '',
+      '| arm | seeds | steps (wild epochs) | <30° | 30-60° | >60° | mean of bins | plain mean | '
+      're-annotated: mean of bins | re-annotated plain | train time |',
+      '|---|---|---|---|---|---|---|---|---|---|---|',
+  ]
+  for name, r in rows.items():
+    b = r['orig_bins']
+    seeds = ','.join('-' if s is None else str(s) for s in r['seeds'])
+    ep = f" ({r['wild_epochs']:.1f})" if r.get('wild_epochs') else ''
+    L.append(f"| {LABELS[name]} | {seeds} | {r['steps'] or 0}{ep} | {b[0]:.3f} | {b[1]:.3f} | "
+             f"{b[2]:.3f} | **{_fmt(r['orig_mean_of_bins'], r['orig_mean_of_bins_range'])}** | "
+             f"{_fmt(r['orig_mean'], r['orig_mean_range'])} | "
+             f"{_fmt(r['re_mean_of_bins'], r['re_mean_of_bins_range'])} | "
+             f"{_fmt(r['re_mean'], r['re_mean_range'])} | {r['train_s'] / 60:.1f} min |")
+  L += ['', 'Published (original ground truth, mean of bins): '
+        + '; '.join(f'{k} {v[3]:.2f}' for k, v in published.AFLW2000_NME.items() if len(v) > 3)
+        + '.', '', '## Pose, critic, validation', '',
+        '| arm | yaw MAE (°) | pitch | roll | mean | critic acc. real / fake / mismatched '
+        '(mean over logged steps) | chosen step | val 21-pt NME at start → chosen | '
+        'val NME to teacher |', '|---|---|---|---|---|---|---|---|---|']
+  for name, r in rows.items():
+    crit = ' / '.join(_pct(r.get(k)) for k in ('critic_acc_real', 'critic_acc_fake',
+                                                'critic_acc_mismatch'))
+    crit = crit if 'critic_acc_real' in r else '-'
+    L.append(f"| {LABELS[name]} | {_fmt(r['yaw_mae'], r['yaw_mae_range'])} | "
+             f"{_fmt(r['pitch_mae'], r['pitch_mae_range'])} | "
+             f"{_fmt(r['roll_mae'], r['roll_mae_range'])} | {_fmt(r['pose_mae_mean'])} | {crit} | "
+             f"{_fmt(r.get('best_step'), None, 0)} | {_fmt(r.get('val21_nme_start'))} → "
+             f"{_fmt(r.get('val21_nme'), r.get('val21_nme_range'))} | "
+             f"{_fmt(r.get('val_teacher_nme'), r.get('val_teacher_nme_range'))} |")
+  pose_n = next(iter(rows.values()))['per_seed'] if rows else {}
+  n_pose = next(iter(pose_n.values()))['pose_n'] if pose_n else 0
+  L += ['', f'Pitch and roll against the fitted `Pose_Para` of the {n_pose} test images that '
+        'have a `.mat` file; yaw likewise.', '']
+  boots = [(n, r) for n, r in rows.items() if 'bootstrap_orig_mean_of_bins' in r]
+  if boots:
+    L += ['## Detector FLM against the self-bootstrapped FLM (same checkpoints)', '',
+          '| arm | detector FLM: mean of bins | bootstrapped FLM (2 passes) | re-annotated, '
+          'detector | re-annotated, bootstrapped |', '|---|---|---|---|---|']
+    for n, r in boots:
+      L.append(f"| {LABELS[n]} | {_fmt(r['orig_mean_of_bins'], r['orig_mean_of_bins_range'])} | "
+               f"{_fmt(r['bootstrap_orig_mean_of_bins'], r['bootstrap_orig_mean_of_bins_range'])}"
+               f" | {_fmt(r['re_mean_of_bins'])} | {_fmt(r['bootstrap_re_mean_of_bins'])} |")
+    L.append('')
+  L += ['## Differences against the seed spread', '']
+  for c in cmp_:
+    gt = 'original' if c['key'].startswith('orig') else 're-annotated'
+    L.append(f"- {LABELS[c['a']]} vs {LABELS[c['b']]}, {gt}: {c['diff']:+.3f} NME, "
+             f"{c['verdict']}.")
+  if floor['met'] is not None:
+    L += ['', f"**Floor target ((e) beats (a) and (b) beyond the seed range on the original "
+          f"ground truth without losing on the re-annotated one): "
+          f"{'met' if floor['met'] else 'not met'}.**"]
+  if levers:
+    L += ['', '## Levers tried on seed 0 (validation only; the test set was not read)', '',
+          '| lever | chosen step | val 21-pt NME | val NME to teacher | critic real / fake / '
+          'mismatched | kept? |', '|---|---|---|---|---|---|']
+    ref = found.get('e_full', [])
+    ref0 = next((e for e in ref if e['seed'] == 0), None)
+    if ref0 is not None:
+      v = ref0['validation']
+      L.append(f"| (e) as chosen (base.flags) | {v.get('best_step')} | {_fmt(v.get('val21_nme'))}"
+               f" | {_fmt(v.get('val_teacher_nme'))} | "
+               + ' / '.join(_pct(ref0['critic'].get(k)) for k in (
+                   'critic_acc_real', 'critic_acc_fake', 'critic_acc_mismatch')) + ' | yes |')
+    for name, v in levers.items():
+      c = v.get('critic', {})
+      L.append(f"| {LEVERS[name][0]} | {v.get('best_step')} | {_fmt(v.get('val21_nme'))} | "
+               f"{_fmt(v.get('val_teacher_nme'))} | "
+               + ' / '.join(_pct(c.get(k)) for k in ('critic_acc_real', 'critic_acc_fake',
+                                                     'critic_acc_mismatch')) + ' | no |')
+  L += ['', '## Per seed', '', '| arm | seed | chosen step | val 21-pt | mean of bins | plain | '
+        're-annotated | yaw MAE | train (s) | eval (s) |', '|---|---|---|---|---|---|---|---|---|---|']
+  for name in rows:
+    for e in sorted(found[name], key=lambda e: -1 if e['seed'] is None else e['seed']):
+      m, t, v = e['metrics'], e['time'], e['validation']
+      L.append(f"| {LABELS[name]} | {'-' if e['seed'] is None else e['seed']} | "
+               f"{v.get('best_step', '-')} | {_fmt(v.get('val21_nme'))} | "
+               f"{m['orig_mean_of_bins']:.3f} | {m['orig_mean']:.3f} | {m['re_mean_of_bins']:.3f} | "
+               f"{m['yaw_mae']:.3f} | {t.get('train_s', float('nan')):.0f} | "
+               f"{t.get('eval_s', float('nan')):.0f} |")
+  L += ['', f'![CED]({ced_png.name})', '', f'![validation curves]({val_png.name})', '']
+  if grid is not None:
+    L += ['Largest improvements (top row) and regressions (bottom row) of (e) against the '
+          'start, per image (NME of the seed mean); green ground truth, blue start, red (e) '
+          'seed 0:', '', f'![examples]({grid_jpg.name})', '']
+  L += ['## Commands', '', '```', *commands.get('study', []), '```', '',
+        'Per run (the study command runs these):', '', '```', *commands.get('runs', []), '```', '']
+  if study_seconds:
+    L.append(f'Wall time of the runs on this page: {study_seconds / 60:.0f} min of training and '
+             'evaluation.')
+  L += ['', f'Machine: {platform.node()}, {platform.processor() or platform.machine()}, '
+        f'{os.cpu_count()} CPUs; written {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}.', '']
+  (results_dir / 'aflw2000_ablation.md').write_text('\n'.join(L))
+  (results_dir / 'aflw2000_ablation.json').write_text(json.dumps(
+      {'rows': rows, 'comparisons': cmp_, 'floor_target': floor, 'levers': levers,
+       'commands': commands}, indent=1, default=float) + '\n')
+  return results_dir / 'aflw2000_ablation.md'

@@ -1,0 +1,156 @@
+"""Running the AFLW2000-3D study (issue 12): each arm and seed trained from the
+converted start model, evaluated once on the checkpoint its validation split chose,
+levers on validation only, then the page (:mod:`dasl_jax.evaluation.study`).
+
+Every step is a subprocess of a project command (``experiments.train``,
+``experiments.evaluate``, ``experiments.convert_checkpoint``), logged to a file
+under ``root``, so a finished run is kept and an interrupted one resumes.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from dasl_jax import assets
+from dasl_jax.evaluation import study
+from dasl_jax.errors import DaslError
+
+CONFIGS = Path('experiments/configs/aflw2000')
+
+
+def _python(*args):
+  return [sys.executable, '-m', *args]
+
+
+def _call(cmd, log):
+  """Run a command, its output to ``log``; a failure names the command and the log."""
+  with open(log, 'w') as f:
+    f.write(' '.join(cmd) + '\n')
+    f.flush()
+    r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
+  if r.returncode:
+    tail = Path(log).read_text().strip().splitlines()[-3:]
+    raise DaslError(f"{' '.join(cmd[2:4])} failed (exit {r.returncode}); see {log}: "
+                    + ' | '.join(tail))
+
+
+def train_command(arm, seed, workdir, root, extra=()):
+  return _python('experiments.train', f'--flagfile={CONFIGS / arm}.flags',
+                 f'--workdir={workdir}', f'--config.train.seed={seed}',
+                 f'--config.model.init_checkpoint={root}/mb05',
+                 f'--config.data.teacher_checkpoint={root}/mb05',
+                 f'--config.data.teacher_cache={root}/cache',
+                 '--config.train.progress=False', *extra)
+
+
+def eval_command(checkpoint, out_json, step=None, flm=None, lms_out=None, aflw2000_dir=None):
+  cmd = _python('experiments.evaluate', f'--checkpoint={checkpoint}', '--subset=1998',
+                f'--json={out_json}')
+  cmd += [f'--step={step}'] if step is not None else []
+  cmd += [f'--flm={flm}'] if flm else []
+  cmd += [f'--predictions_out={lms_out}'] if lms_out else []
+  return cmd + ([f'--aflw2000_dir={aflw2000_dir}'] if aflw2000_dir else [])
+
+
+def ensure_start(root, pretrained=None, aflw2000_dir=None):
+  """The converted start model in ``<root>/mb05`` and its evaluation in ``<root>/a_start``."""
+  mb05 = root / 'mb05'
+  if not (mb05 / 'model_config.json').exists():
+    pth = Path(pretrained) if pretrained else assets.asset('pretrained', 'mb05_120x120.pth')
+    print(f'converting {pth} -> {mb05}', flush=True)
+    _call(_python('experiments.convert_checkpoint', f'--from_3ddfa_v2={pth}', f'--out={mb05}'),
+          root / 'mb05.convert.log')
+  out = root / study.START
+  if not (out / 'aflw2000.json').exists():
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    _call(eval_command(mb05, out / 'aflw2000.json', lms_out=out / 'aflw2000_lms.npy',
+                       aflw2000_dir=aflw2000_dir),
+          root / f'{study.START}.eval.log')
+    (out / 'run_time.json').write_text(json.dumps(
+        {'train_s': 0.0, 'eval_s': time.perf_counter() - t0}) + '\n')
+
+
+def run_one(root, arm, seed, extra=(), aflw2000_dir=None):
+  """Train one arm and seed, then read the test set once on its chosen checkpoint."""
+  workdir = root / f'{arm}_s{seed}'
+  if (workdir / 'aflw2000.json').exists():
+    print(f'{workdir}: done, kept', flush=True)
+    return
+  print(f'{workdir}: training', flush=True)
+  t0 = time.perf_counter()
+  _call(train_command(arm, seed, workdir, root, extra), root / f'{arm}_s{seed}.train.log')
+  t1 = time.perf_counter()
+  best = json.loads((workdir / 'selection.json').read_text())['best_step']
+  if arm == 'e_full':
+    _call(eval_command(workdir, workdir / 'aflw2000_bootstrap.json', best, 'bootstrap',
+                       aflw2000_dir=aflw2000_dir),
+          root / f'{arm}_s{seed}.eval_bootstrap.log')
+  _call(eval_command(workdir, workdir / 'aflw2000.json', best,
+                     lms_out=workdir / 'aflw2000_lms.npy', aflw2000_dir=aflw2000_dir),
+        root / f'{arm}_s{seed}.eval.log')
+  t2 = time.perf_counter()
+  (workdir / 'run_time.json').write_text(json.dumps({'train_s': t1 - t0, 'eval_s': t2 - t1})
+                                         + '\n')
+  print(f'{workdir}: trained in {t1 - t0:.0f} s, evaluated (step {best}) in {t2 - t1:.0f} s',
+        flush=True)
+
+
+def run_lever(root, name, extra=()):
+  """One lever on seed 0, validation only (no test-set evaluation)."""
+  _, arm, lever_extra = study.LEVERS[name]
+  workdir = root / 'levers' / f'{name}_s0'
+  if (workdir / 'selection.json').exists():
+    print(f'{workdir}: done, kept', flush=True)
+    return
+  workdir.parent.mkdir(parents=True, exist_ok=True)
+  print(f'{workdir}: training (validation only)', flush=True)
+  _call(train_command(arm, 0, workdir, root, [*lever_extra, *extra]),
+        workdir.parent / f'{name}_s0.train.log')
+
+
+def commands(root, seeds):
+  runs = []
+  for arm in study.ARMS:
+    w = f'{root}/{arm}_s<seed>'
+    runs.append('python ' + ' '.join(train_command(arm, '<seed>', w, root)[1:]))
+    runs.append('python ' + ' '.join(eval_command(w, f'{w}/aflw2000.json', '<chosen step>',
+                                                  lms_out=f'{w}/aflw2000_lms.npy')[1:]))
+  return {'study': [f"python -m experiments.ablation_aflw2000 --seeds {','.join(seeds)} "
+                    f"--levers {','.join(study.LEVERS)}"], 'runs': runs}
+
+
+def run_study(root, seeds, runs, levers, page_only=False, results_dir='experiments/results',
+              pretrained=None, aflw2000_dir=None, extra=()):
+  """Train and evaluate what is missing, then write the page; returns its path.
+
+  Args:
+    seeds: ints; runs: arm names (``study.ARMS``); levers: names (``study.LEVERS``).
+  """
+  unknown = [r for r in runs if r not in study.ARMS]
+  if unknown:
+    raise DaslError(f'--runs: unknown {unknown}; use some of {list(study.ARMS)}')
+  bad = [x for x in levers if x not in study.LEVERS]
+  if bad:
+    raise DaslError(f'--levers: unknown {bad}; use some of {list(study.LEVERS)} or all')
+  root = Path(root)
+  root.mkdir(parents=True, exist_ok=True)
+  if not page_only:
+    ensure_start(root, pretrained, aflw2000_dir)
+    for seed in seeds:
+      for arm in runs:
+        run_one(root, arm, seed, extra, aflw2000_dir)
+    for name in levers:
+      run_lever(root, name, extra)
+  found = study.collect(root)
+  if not found:
+    raise DaslError(f'{root}: no finished runs (no */aflw2000.json) to write a page from')
+  aflw_dir = Path(aflw2000_dir) if aflw2000_dir else assets.asset('aflw2000-3d')
+  spent = sum(e['time'].get('train_s', 0) + e['time'].get('eval_s', 0)
+              for v in found.values() for e in v)
+  return study.write_page(found, results_dir, root, aflw_dir,
+                          commands(root, [str(s) for s in seeds]),
+                          study.collect_levers(root), spent)

@@ -1,0 +1,168 @@
+"""The morphable models a checkpoint is read with: a 68-landmark model and a
+dense one with triangles (full BFM or the Model_PAF grid)."""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+from typing import Optional
+
+import jax
+import numpy as np
+
+from dasl_jax.face_model import morphable_model as mm
+from dasl_jax.assets import asset
+from dasl_jax.errors import DaslError
+
+from dasl_jax.errors import warn
+
+
+# ----------------------------------------------------------------------------
+# Morphable models of a checkpoint.
+
+
+@dataclasses.dataclass
+class FaceModels:
+  """``landmarks``: a 68-row model for the landmarks (exact basis rows);
+  ``dense``: a model with triangles and colours for meshes, or None;
+  ``kind``: 'bfm' or 'synthetic'; ``note``: how they were chosen."""
+  landmarks: mm.MorphableModel
+  dense: Optional[mm.MorphableModel]
+  kind: str
+  note: str = ''
+
+
+def checkpoint_face_model(flags) -> str:
+  """'synthetic' or 'bfm': which model a training run's flags say it learnt.
+
+  Converted checkpoints (no flags) are 3DDFA / 3DDFA_V2 models, trained on the BFM.
+  """
+  if not flags:
+    return 'bfm'
+  data = flags.get('data', {}) if isinstance(flags.get('data'), dict) else {}
+  src = data.get('source_3d', flags.get('data.source_3d', flags.get('source_3d', '')))
+  return 'synthetic' if src == 'synthetic' else 'bfm'
+
+
+def _flag(flags, name):
+  if not flags:
+    return ''
+  data = flags.get('data', {}) if isinstance(flags.get('data'), dict) else {}
+  return data.get(name, flags.get(f'data.{name}', '')) or ''
+
+
+def bfm_off_surface(paf_mean, bfm_mean, tol=0.01):
+  """Grid vertices of Model_PAF farther than ``tol`` x face width from the BFM mesh.
+
+  Args:
+    paf_mean: (N, 3) Model_PAF mean; bfm_mean: (M, 3) BFM mean vertices.
+  Returns:
+    (N,) bool.
+  """
+  from scipy.spatial import cKDTree
+  d, _ = cKDTree(bfm_mean).query(paf_mean)
+  width = np.ptp(bfm_mean[:, 0])
+  return d > tol * width
+
+
+def _nearest_colors(points, ref_points, ref_colors):
+  from scipy.spatial import cKDTree
+  _, idx = cKDTree(ref_points).query(points)
+  return ref_colors[idx]
+
+
+def load_paf_dense(bfm_dir, landmark_model=None, shape_sim=None) -> mm.MorphableModel:
+  """The 4,096-vertex ``Model_PAF.pkl`` grid as a mesh: triangles over the grid
+  without the points that lie off the face surface, colours from the nearest
+  full-BFM vertex's mean texture (``Model_Shape_Sim.mat``, when present). The
+  one assembly of this mesh: overlays and the synthetic-BFM renderer use it.
+
+  Args:
+    landmark_model: the keypoints68 model (picks the grid's 68 landmark rows).
+    shape_sim: ``mm.load_shape_sim_mat`` output if already loaded.
+  """
+  d = Path(bfm_dir)
+  raw = mm._load_pickle(d / 'Model_PAF.pkl')
+  paf_mean = np.asarray(raw['mu_filter'], np.float32).reshape(-1, 3)
+  # The BFM mean face is u_shp + u_exp (Model_Shape_Sim's mu_shape lacks the
+  # expression mean, and would flag half the grid as off the surface).
+  bfm_mean = None
+  if (d / 'u_shp.npy').exists() and (d / 'u_exp.npy').exists():
+    bfm_mean = (mm._load_npy(d / 'u_shp.npy', 'mean shape') +
+                mm._load_npy(d / 'u_exp.npy', 'mean expression')).reshape(-1, 3)
+  off = bfm_off_surface(paf_mean, bfm_mean) if bfm_mean is not None else None
+  dense = mm.load_model_paf(d / 'Model_PAF.pkl', reference=landmark_model, off_surface=off)
+  if shape_sim is None and (d / 'Model_Shape_Sim.mat').exists():
+    shape_sim = mm.load_shape_sim_mat(d / 'Model_Shape_Sim.mat')
+  if (shape_sim is not None and 'tex' in shape_sim and bfm_mean is not None
+      and len(bfm_mean) == len(shape_sim['tex'])):
+    dense = dense.replace(colors=_nearest_colors(paf_mean, bfm_mean, shape_sim['tex']))
+  return dense
+
+
+@functools.lru_cache(maxsize=4)
+def load_bfm_models(bfm_dir: str) -> FaceModels:
+  """BFM models from a folder laid out like ``assets/bfm``.
+
+  Landmarks: ``keypoints68/`` (the exact 68 basis rows). Dense: the full BFM
+  when ``w_shp_sim.npy`` is there (triangles and colours from
+  ``Model_Shape_Sim.mat``), else the 4,096-vertex ``Model_PAF.pkl`` grid with
+  its off-surface grid points dropped and colours from the nearest BFM vertex.
+  """
+  d = Path(bfm_dir)
+  if not d.is_dir():
+    raise DaslError(f'--bfm {d}: folder not found')
+  if (d / 'keypoints68' / 'u_base.txt').exists():
+    lms = mm.load_keypoints68(d / 'keypoints68')
+  elif (d / 'u_base.txt').exists():
+    lms = mm.load_keypoints68(d)
+  else:
+    lms = None
+  sim = d / 'Model_Shape_Sim.mat'
+  simd = mm.load_shape_sim_mat(sim) if sim.exists() else None
+  dense, note = None, ''
+  if (d / 'w_shp_sim.npy').exists():
+    dense = mm.load_3ddfa_configs(d)
+    if simd is not None and len(simd['mean']) == dense.n_vertices:
+      dense = dense.replace(triangles=simd['triangles'], colors=simd.get('tex'))
+      note = f'dense: full BFM {d} ({dense.n_vertices} vertices)'
+    else:
+      note = f'dense: full BFM {d} without triangles (no matching Model_Shape_Sim.mat)'
+  elif (d / 'Model_PAF.pkl').exists():
+    dense = load_paf_dense(d, lms, simd)
+    note = f'dense: Model_PAF.pkl ({dense.n_vertices} vertices, {len(dense.triangles)} triangles)'
+  if lms is None:
+    if dense is None:
+      raise DaslError(f'--bfm {d}: no morphable model here (need keypoints68/, '
+                      'w_shp_sim.npy or Model_PAF.pkl)')
+    lms = dense.landmark_model()
+  return FaceModels(lms, dense, 'bfm', note)
+
+
+def face_models(restored, bfm_dir=None) -> FaceModels:
+  """The models to read a checkpoint's parameters with.
+
+  ``--bfm DIR`` wins. Otherwise a synthetic-data run uses the built-in
+  synthetic model, and a BFM-trained checkpoint uses ``<assets>/bfm`` (or its
+  run's ``data.bfm_dir``) when present; else it warns and falls back to the
+  synthetic model, whose coefficients mean something else.
+  """
+  kind = checkpoint_face_model(restored.flags)
+  if bfm_dir:
+    m = load_bfm_models(str(Path(bfm_dir).expanduser().resolve()))
+    if kind == 'synthetic':
+      warn(f'--bfm {bfm_dir}: this checkpoint was trained on the synthetic face model; '
+           'its shape coefficients mean something else in the BFM')
+    return m
+  if kind == 'bfm':
+    cand = _flag(restored.flags, 'bfm_dir') or str(asset('bfm'))
+    if Path(cand).is_dir():
+      return load_bfm_models(str(Path(cand).resolve()))
+    warn('this checkpoint was trained on the BFM but no BFM folder was found '
+         f'(looked at {cand}); pass --bfm DIR. Using the synthetic face model: '
+         'landmarks and meshes will be wrong')
+  from dasl_jax.face_model.synthetic import build_synthetic_model
+  syn = build_synthetic_model()
+  return FaceModels(syn.landmark_model(), syn, 'synthetic', 'built-in synthetic face model')
+
+

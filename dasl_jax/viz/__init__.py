@@ -1,0 +1,3 @@
+"""Pictures: the z-buffer rasteriser (render) and overlays, depth and normal maps
+(visualize).
+"""
