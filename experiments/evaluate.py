@@ -26,6 +26,12 @@ Protocol variants: --yaw_file default|new bins by AFLW2000-3D.pose.npy
 2DASL's 3D 68-point NME (z shifted to a minimum of 0 per face, normalised by the
 2D ground-truth box). The first output line says which protocol ran.
 
+From the full images, a detector choosing the crop (detection rate, NME on the
+found faces, and the same model on the ground-truth crops of those images):
+
+  python -m experiments.evaluate --checkpoint /tmp/mb05 \
+    --aflw2000_images ../shared/assets/aflw2000-3d/AFLW2000 --detector faceboxes|haar
+
 The AFLW 21-point benchmark (68 predicted points mapped to AFLW's 21, invisible
 points masked, NME normalised by the visible ground truth's box), on a folder
 with the aflw-wild layout:
@@ -46,6 +52,14 @@ from dasl_jax.evaluation import request as eval_request
 flags.DEFINE_string('aflw2000_dir', None, 'AFLW2000-3D folder (default: $DASL_ASSETS/aflw2000-3d).')
 flags.DEFINE_string('predictions', None, '.npy of (N, 62) parameters, (N, 2, 68) landmarks '
                     '(crop pixels; image pixels with --names) or (N, 3, 68) image-pixel landmarks.')
+flags.DEFINE_string('aflw2000_images', None, 'End to end from the full images (e.g. '
+                    '$DASL_ASSETS/aflw2000-3d/AFLW2000): --detector finds the faces, 3DDFA_V2\'s '
+                    'box rule crops them; detection rate and NME on the found faces, and the '
+                    'same model on the ground-truth ROI crops of those images.')
+flags.DEFINE_enum('detector', 'faceboxes', ['faceboxes', 'haar'], 'Face detector for '
+                  '--aflw2000_images.')
+flags.DEFINE_string('faceboxes_weights', None, 'FaceBoxesProd.pth (default: '
+                    '$DASL_ASSETS/pretrained/FaceBoxesProd.pth).')
 flags.DEFINE_string('names', None, 'With --predictions: a text file naming the N evaluated '
                     'AFLW2000-3D images (one file name a line); landmarks are then in '
                     'original-image pixels.')

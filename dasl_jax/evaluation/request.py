@@ -28,6 +28,9 @@ class Request:
   predictions: Optional[str] = None
   aflw2000_dir: Optional[str] = None
   aflw_dir: Optional[str] = None
+  aflw2000_images: Optional[str] = None
+  detector: str = 'faceboxes'
+  faceboxes_weights: Optional[str] = None
   names: Optional[str] = None
   landmark_frame: str = 'auto'
   param_kind: str = 'whitened'
@@ -111,6 +114,23 @@ def run_aflw21(req):
   return res
 
 
+def run_full_images(req: Request):
+  """AFLW2000-3D from the full images with a detector (``evaluation.full_images``)."""
+  from dasl_jax.evaluation import full_images
+  from dasl_jax.inference import make_detector
+  if not req.checkpoint:
+    raise DaslError('--aflw2000_images needs --checkpoint (the model runs on the detected faces)')
+  detector = make_detector(req.detector, req.faceboxes_weights)  # before the model loads
+  root = Path(req.aflw2000_dir) if req.aflw2000_dir else assets.asset('aflw2000-3d')
+  ds = aflw2000.load(root)
+  predictor = _predictor(req)
+  res = full_images.evaluate_full_images(predictor, detector, ds, req.aflw2000_images,
+                                         req.detector, req.batch_size, req.yaw_file)
+  res.update({'benchmark': 'AFLW2000-3D full images', 'source': str(req.checkpoint),
+              'aflw2000_dir': str(root), 'aflw2000_images': str(req.aflw2000_images)})
+  return res
+
+
 def run(req: Request):
   """One evaluation as the command's flags describe it; returns the results dict."""
   if bool(req.predictions) == bool(req.checkpoint):
@@ -119,6 +139,8 @@ def run(req: Request):
     raise DaslError(f'--batch_size must be positive, got {req.batch_size}')
   if req.names and not req.predictions:
     raise DaslError('--names goes with --predictions (it names the rows of the file)')
+  if req.aflw2000_images:
+    return run_full_images(req)
   if req.aflw_dir:
     if req.aflw2000_dir:
       raise DaslError('give --aflw2000_dir (68-point AFLW2000-3D) or --aflw_dir (AFLW '
@@ -175,6 +197,9 @@ def run(req: Request):
 
 def format_results(res) -> str:
   """The protocol line, the NME table and the pose lines, as the command prints them."""
+  if res.get('benchmark') == 'AFLW2000-3D full images':
+    from dasl_jax.evaluation.full_images import format_full_images
+    return format_full_images(res)
   lines = [protocols.protocol_line(res)]
   if 'aflw21' in res:
     lines.append(f'AFLW, {res["subset"]} images, 21-point NME (%) by |yaw| bin '
