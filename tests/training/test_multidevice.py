@@ -33,7 +33,7 @@ def test_one_vs_eight_devices(tmp_path):
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
              PYTHONPATH=str(REPO))
   # The two runs overlap: the 8-device one in a subprocess, the 1-device one here.
-  proc = subprocess.Popen([sys.executable, '-m', 'tests.test_multidevice',
+  proc = subprocess.Popen([sys.executable, '-m', 'tests.training.test_multidevice',
                            str(tmp_path / 'eight.npz')], cwd=REPO, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   run_steps(tmp_path / 'one.npz')
