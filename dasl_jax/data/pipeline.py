@@ -1,10 +1,14 @@
 """The Grain input pipeline: two streams (3D-annotated and in-the-wild) side by side.
 
 Per stream (Grain 0.2.18 dataset API):
-``MapDataset.source(src)[host::hosts].shuffle(seed).repeat()`` then a per-example
+``MapDataset.source(src).shuffle(seed).repeat()`` then a per-example
 augmentation seeded from ``(seed, position)``, read by ``num_threads`` threads
 with a read-ahead buffer, batched (drop remainder), optionally spread over
-``num_workers`` processes (``mp_prefetch``). The position of a stream is Grain's
+``num_workers`` processes (``mp_prefetch``). With several JAX processes
+(``jax.distributed``) the batch size is global: the whole source is shuffled
+alike everywhere and process ``k`` of ``n`` reads rows ``k*B/n .. (k+1)*B/n``
+of each global batch, so the global batches are those of one process (same
+order, same augmentation). The position of a stream is Grain's
 iterator state, a small JSON-able dict: ``TrainStreams.get_state()`` /
 ``set_state()`` let a resumed run see the same batches bit for bit.
 
@@ -45,9 +49,9 @@ class ExampleMap:
 
   A picklable callable ``(position, example) -> example`` (worker processes
   need to pickle it). The augmentation generator is seeded from the seed and
-  the example's position in this host's stream (interleaved with the host
-  index), so an augmentation depends only on where the example is in the
-  stream, never on threads or workers.
+  the example's position in the (global) stream, so an augmentation depends
+  only on where the example is in the stream, never on threads, workers or
+  the number of processes.
   """
 
   def __init__(self, keys, seed, augment_cfg=None, warper=None, stats=None):
@@ -56,7 +60,6 @@ class ExampleMap:
     self.cfg = augment_cfg
     self.warper = warper
     self.stats = stats
-    self.host = (0, 1)  # (index, count): set by Stream so hosts draw different augmentations
 
   def __call__(self, position, example):
     missing = [k for k in self.keys if k not in example]
@@ -64,7 +67,7 @@ class ExampleMap:
       raise DaslError(f'data source gives {sorted(example)}; this stream needs {missing}')
     ex = {k: example[k] for k in self.keys}
     if self.cfg is not None:
-      rng = np.random.default_rng([self.seed, int(position) * self.host[1] + self.host[0]])
+      rng = np.random.default_rng([self.seed, int(position)])
       ex = AUG.augment(ex, rng, self.cfg, self.warper, self.stats)
     out = {'image': np.ascontiguousarray(ex['image'], np.uint8)}
     for k in self.keys[1:]:
@@ -77,7 +80,8 @@ class Stream:
 
   Args:
     source: random-access source (``__len__``, ``__getitem__`` -> example dict).
-    batch_size: examples per batch on this host.
+    batch_size: examples per global batch (all processes together); each of ``count``
+      processes yields ``batch_size / count`` of them.
     seed: shuffling and augmentation seed.
     example_map: an :class:`ExampleMap` (keys, augmentation).
     shuffle: shuffle (reshuffled every epoch) or read in order.
@@ -89,23 +93,26 @@ class Stream:
   def __init__(self, source, batch_size, seed, example_map, shuffle=True, num_threads=4,
                prefetch=64, num_workers=0, worker_buffer=2, shard=None):
     index, count = shard if shard is not None else (jax.process_index(), jax.process_count())
-    if len(source) < count:
-      raise DaslError(f'a data source of {len(source)} rows cannot feed {count} hosts')
+    if batch_size % count:
+      raise DaslError(f'batch size {batch_size} is not a multiple of the {count} processes; '
+                      'change --config.data.batch_size_3d / batch_size_wild')
     ds = grain.MapDataset.source(source)
-    if count > 1:
-      ds = ds[index::count]
-    self.examples_per_epoch = len(ds)
+    self.examples_per_epoch = len(ds) // count
     if len(ds) < batch_size:
-      raise DaslError(f'a data source of {len(ds)} rows (this host) is smaller than '
+      raise DaslError(f'a data source of {len(ds)} rows is smaller than '
                       f'one batch of {batch_size}')
     if shuffle:
       ds = ds.shuffle(seed=seed)
-    example_map = copy.copy(example_map)
-    example_map.host = (int(index), int(count))
-    ds = ds.repeat(None).map_with_index(example_map)
-    it = ds.to_iter_dataset(grain.ReadOptions(num_threads=max(1, num_threads),
-                                              prefetch_buffer_size=max(1, prefetch)))
-    it = it.batch(batch_size, drop_remainder=True)
+    ds = ds.repeat(None).map_with_index(copy.copy(example_map))
+    read = grain.ReadOptions(num_threads=max(1, num_threads),
+                             prefetch_buffer_size=max(1, prefetch))
+    if count > 1:
+      # This process's contiguous rows of each global batch (lazy: only those are read).
+      local = batch_size // count
+      it = ds.batch(local, drop_remainder=True)[index::count].to_iter_dataset(read)
+      batch_size = local
+    else:
+      it = ds.to_iter_dataset(read).batch(batch_size, drop_remainder=True)
     if num_workers > 0:
       # Grain's worker processes read absl flags; outside an absl app (tests,
       # notebooks) nobody parsed them, so take the defaults.

@@ -161,6 +161,20 @@ def _shape_items(tree):
     yield '/'.join(str(getattr(k, 'key', k)) for k in path), tuple(np.shape(leaf))
 
 
+def _on_one_device(path):
+  """The saved tree's shapes and dtypes on this process's first device: a step written
+  by several devices or processes reads on one (None: as saved, when there is no
+  metadata to say)."""
+  try:
+    from etils import epath
+    tree = ocp.StandardCheckpointHandler().metadata(epath.Path(path))
+    one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree_util.tree_map(
+        lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=one), tree)
+  except Exception:  # no or unreadable metadata: the restore below reports it
+    return None
+
+
 def restore(workdir, step: Optional[int] = None) -> Restored:
   """Restore a model work directory.
 
@@ -207,7 +221,8 @@ def restore(workdir, step: Optional[int] = None) -> Restored:
       try:
         # Restore as saved (numpy leaves), then check names and shapes
         # ourselves so a wrong architecture gets a clear message.
-        out = mngr.restore(s, args=ocp.args.Composite(**{VARIABLES: ocp.args.StandardRestore()}))
+        out = mngr.restore(s, args=ocp.args.Composite(**{VARIABLES: ocp.args.StandardRestore(
+            _on_one_device(workdir / CHECKPOINTS / str(s) / VARIABLES))}))
         variables = out[VARIABLES]
       except DaslError:
         raise

@@ -99,7 +99,12 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.eval_batch = 64
   c.train.fake_data = False         # tiny in-memory random data (tests, no data package)
   c.train.fake_nan_batch = -1       # fake data only: a NaN label in this 3D batch (tests the NaN stop)
-  c.train.distributed = False       # call jax.distributed.initialize() (multi-host)
+  c.train.distributed = False       # call jax.distributed.initialize() (multi-process / multi-host)
+  # Several processes (training/distributed.py): unset ('' / -1) = $JAX_COORDINATOR_ADDRESS,
+  # $JAX_NUM_PROCESSES, $JAX_PROCESS_ID, else JAX's cluster detection (SLURM, MPI, TPU).
+  c.train.coordinator_address = ''  # host:port of process 0
+  c.train.num_processes = -1
+  c.train.process_id = -1
   c.train.progress = True           # tqdm bar
   # > 0: exponential moving average of the weights (decay per step); evaluation and the
   # checkpoints' `variables` use the average.

@@ -5,13 +5,16 @@ package: random images, parameters drawn around the whitening mean, and
 landmarks that are the parameters' own projections (so every loss is
 consistent with its labels). Batch ``i`` of a stream depends only on
 ``(seed, stream, i)``, so ``get_state``/``set_state`` (the batch index) resume
-exactly.
+exactly. Batch sizes are global: with several JAX processes each one yields its
+own contiguous slice (process ``k`` of ``n``: rows ``k*B/n .. (k+1)*B/n``) of the
+batch one process would yield, so the global batch is the same for any count.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from dasl_jax import assets
+from dasl_jax.errors import DaslError
 from dasl_jax.geometry import landmarks as lm
 from dasl_jax.face_model import morphable_model as mm
 from dasl_jax.geometry import params as P
@@ -57,6 +60,10 @@ class FakeStream:
   def __next__(self):
     b = self.data.make_batch(self.stream, self.index, self.batch_size, self.with_labels)
     self.index += 1
+    k, n = self.data.shard
+    if n > 1:
+      m = self.batch_size // n
+      b = {key: v[k * m:(k + 1) * m] for key, v in b.items()}
     return b
 
   def get_state(self):
@@ -71,7 +78,7 @@ class FakeData:
   ``.convention``, ``.train_3d``, ``.train_wild``, ``.heldout``."""
 
   def __init__(self, seed=0, batch_3d=4, batch_wild=4, image_size=120, n_heldout=8,
-               convention='v1', use_assets=True, nan_batch=-1):
+               convention='v1', use_assets=True, nan_batch=-1, shard=None):
     kp = assets.asset('bfm', 'keypoints68')
     if use_assets and (kp / 'u_base.txt').exists():
       self.model = mm.load_keypoints68(kp)
@@ -80,6 +87,15 @@ class FakeData:
       self.model, self.param_stats = random_model(seed), random_stats(seed)
     self.seed, self.image_size, self.convention = seed, image_size, convention
     self.nan_batch = nan_batch  # 3D batch whose first label is NaN (tests the NaN stop)
+    # (index, count) of this process; batches are global, each process takes its rows.
+    if shard is None:
+      import jax
+      shard = (jax.process_index(), jax.process_count())
+    self.shard = (int(shard[0]), int(shard[1]))
+    for name, b in (('batch_size_3d', batch_3d), ('batch_size_wild', batch_wild)):
+      if b % self.shard[1]:
+        raise DaslError(f'--config.data.{name}={b} is not a multiple of the '
+                        f'{self.shard[1]} processes')
     self.train_3d = FakeStream(self, 0, batch_3d, True)
     self.train_wild = FakeStream(self, 1, batch_wild, False)
     self.heldout = self.make_batch(2, 0, n_heldout, True)

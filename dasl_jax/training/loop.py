@@ -296,9 +296,10 @@ def prepare_workdir(config, workdir, data, model_cfg: ModelConfig) -> Path:
   data.json, model_config.json and param_stats.json. Returns its absolute path."""
   workdir = Path(workdir).expanduser().resolve()
   workdir.mkdir(parents=True, exist_ok=True)
-  record_flags(workdir, config)
-  (workdir / 'data.json').write_text(json.dumps(describe_data(data)) + '\n')
-  checkpoint.write_model_files(workdir, model_cfg, data.param_stats)
+  if jax.process_index() == 0:  # several processes share one work directory
+    record_flags(workdir, config)
+    (workdir / 'data.json').write_text(json.dumps(describe_data(data)) + '\n')
+    checkpoint.write_model_files(workdir, model_cfg, data.param_stats)
   return workdir
 
 
@@ -307,7 +308,8 @@ def setup(config, workdir, data=None) -> Run:
   :func:`prepare_workdir` and the held-out evaluator."""
   config = assets.expand_config(config)
   if config.train.distributed:
-    jax.distributed.initialize()
+    from dasl_jax.training import distributed
+    distributed.initialize(config.train)
   if data is None:
     print(f'preparing data (3D: {config.data.source_3d}, wild: {config.data.source_wild}, '
           f'held-out: {config.data.heldout})...', file=sys.stderr, flush=True)
@@ -321,12 +323,24 @@ def setup(config, workdir, data=None) -> Run:
   workdir = prepare_workdir(config, workdir, data, bundle.model_cfg)
   state, consts, base_key = init_state(config, bundle, data)
   model_cfg = bundle.model_cfg
+  # Several processes: each evaluates on its own devices, with host copies of the constants.
+  ec = jax.device_get(consts) if jax.process_count() > 1 else consts
   evaluator = Evaluator(bundle.module, model_cfg.in_channels, model_cfg.convention,
-                        P.ParamStats(consts['mean'], consts['std'], data.param_stats.source),
-                        consts['model68'], config.train.eval_batch,
+                        P.ParamStats(ec['mean'], ec['std'], data.param_stats.source),
+                        ec['model68'], config.train.eval_batch,
                         config.train.val_bootstrap_iters)
   return Run(config, workdir, data, model_cfg, bundle.module, bundle.compiled, state, consts,
              base_key, evaluator, bundle.has_wild, float(config.train.ema_decay) > 0)
+
+
+class _NoLogger:
+  """Processes other than 0 log nothing (process 0 writes log.jsonl)."""
+
+  def write(self, step, scalars):
+    pass
+
+  def close(self):
+    pass
 
 
 class Terminated(Exception):
@@ -393,7 +407,8 @@ def _train_and_evaluate(config, workdir, data, sigterm):
     state, saved_data_state, start = restored
     set_data_state(data, saved_data_state)
     print(f'resumed from {run.workdir / checkpoint.CHECKPOINTS / str(start)}', file=sys.stderr)
-  logger = MetricLogger(run.workdir, config.to_dict())
+  logger = MetricLogger(run.workdir, config.to_dict()) if jax.process_index() == 0 \
+      else _NoLogger()
   n_img = int(config.data.batch_size_3d) + int(config.data.batch_size_wild)
 
   def check_finite():
@@ -414,6 +429,8 @@ def _train_and_evaluate(config, workdir, data, sigterm):
 
   def evaluate(st):
     variables = st.eval_variables(run.use_ema)
+    if jax.process_count() > 1:  # replicated: every process evaluates its own copy
+      variables = jax.device_get(variables)
     rec = {}
     if heldout is not None:
       rec['heldout_nme'] = run.evaluator.heldout(variables, heldout)
@@ -502,7 +519,8 @@ def _train_and_evaluate(config, workdir, data, sigterm):
                 variables=state.eval_variables(run.use_ema))
     ckpt.wait()
     final['selection'] = {'metric': select, 'best_step': ckpt.best_step()}
-    (run.workdir / 'selection.json').write_text(json.dumps(final['selection']) + '\n')
+    if jax.process_index() == 0:
+      (run.workdir / 'selection.json').write_text(json.dumps(final['selection']) + '\n')
     if config.eval.aflw2000_dir:
       final['aflw2000'] = evaluate_aflw2000(
           config.eval.aflw2000_dir, run.module,

@@ -86,9 +86,35 @@ def test_sharding_splits_hosts():
   got = []
   for host in (0, 1):
     s = _streams(augment=False, shard=(host, 2))
-    got.append({i for _ in range(3) for i in _ids(s.next()[0])})  # 3 x 8 >= 12 per host
+    got.append({i for _ in range(3) for i in _ids(s.next()[0])})  # 3 x 4 = 12 per host
     s.close()
   assert got[0].isdisjoint(got[1]) and got[0] | got[1] == set(range(N))
+
+
+def test_hosts_rows_make_the_one_host_global_batch():
+  """Batch sizes are global: host k of 2 yields rows k*B/2 .. (k+1)*B/2 of the batch one
+  host yields (augmentation included), across epoch boundaries and after a resume."""
+  one = _streams(seed=4, shard=(0, 1))
+  two = [_streams(seed=4, shard=(k, 2)) for k in (0, 1)]
+  for step in range(5):
+    if step == 3:  # resume both hosts from their saved positions
+      states = [json.loads(json.dumps(s.get_state())) for s in two]
+      for s in two:
+        s.close()
+      two = [_streams(seed=4, shard=(k, 2)) for k in (0, 1)]
+      for s, st in zip(two, states):
+        s.set_state(st)
+    whole = one.next()
+    parts = [s.next() for s in two]
+    for j in range(2):  # the 3D and the wild stream
+      assert parts[0][j]['image'].shape[0] * 2 == whole[j]['image'].shape[0]
+      for k in whole[j]:
+        np.testing.assert_array_equal(
+            np.concatenate([parts[0][j][k], parts[1][j][k]]), whole[j][k])
+  for s in (one, *two):
+    s.close()
+  with pytest.raises(Exception, match='not a multiple of the 3 processes'):
+    _streams(shard=(0, 3))  # wild batch 6 splits, 3D batch 8 does not
 
 
 def _same(bs1, bs2):
