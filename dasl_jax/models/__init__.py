@@ -13,6 +13,7 @@ from dasl_jax.errors import DaslError
 
 ARCHES = ('mobilenet', 'resnet', 'resnet22')
 RESNET_POOLS = ('mean', 'avg7s2')
+COMPUTE_DTYPES = ('float32', 'bfloat16')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +32,10 @@ class ModelConfig:
     values give tiny test networks).
   resnet_pool: 'mean' (global average) or 'avg7s2' (2DASL's AvgPool2d(7,
     stride=2): the top-left 7x7 window of the 8x8 map; converted 2DASL models).
+  compute_dtype: activation dtype, 'float32' or 'bfloat16' (mixed precision for
+    accelerators: parameters, batch-norm statistics and the output stay float32,
+    so the same variables run in either). Written to model_config.json only
+    when not float32, so files without it (all older ones) read as float32.
   """
   arch: str = 'mobilenet'
   width: float = 0.5
@@ -41,6 +46,7 @@ class ModelConfig:
   depthwise: str = 'auto'
   resnet_width: int = 64
   resnet_pool: str = 'mean'
+  compute_dtype: str = 'float32'
 
   # The fields each architecture reads (the others keep their defaults, unused).
   ARCH_FIELDS = {'mobilenet': ('width', 'depthwise'),
@@ -58,7 +64,8 @@ class ModelConfig:
     """The fields that mean something for this architecture (what is written and shown)."""
     own = set(self.ARCH_FIELDS.get(self.arch, ()))
     return {k: v for k, v in dataclasses.asdict(self).items()
-            if k not in _ARCH_SPECIFIC or k in own}
+            if (k not in _ARCH_SPECIFIC or k in own)
+            and not (k == 'compute_dtype' and v == 'float32')}
 
   def __repr__(self):
     return 'ModelConfig(' + ', '.join(f'{k}={v!r}' for k, v in self.relevant().items()) + ')'
@@ -79,6 +86,9 @@ class ModelConfig:
       raise DaslError(f'{source}: in_channels must be 3 or 4, got {cfg.in_channels}')
     if cfg.convention not in ('v1', 'v2'):
       raise DaslError(f'{source}: convention must be v1 or v2, got {cfg.convention!r}')
+    if cfg.compute_dtype not in COMPUTE_DTYPES:
+      raise DaslError(f'{source}: compute_dtype must be one of {COMPUTE_DTYPES}, '
+                      f'got {cfg.compute_dtype!r}')
     if cfg.resnet_pool not in RESNET_POOLS:
       raise DaslError(f'{source}: resnet_pool must be one of {RESNET_POOLS}, '
                       f'got {cfg.resnet_pool!r}')
@@ -89,16 +99,18 @@ _ARCH_SPECIFIC = {f for fs in ModelConfig.ARCH_FIELDS.values() for f in fs}
 
 
 def create_regressor(cfg: ModelConfig):
-  """ModelConfig -> Flax module mapping (B, 120, 120, C) -> (B, num_params)."""
+  """ModelConfig -> Flax module mapping (B, 120, 120, C) -> (B, num_params) float32."""
+  import jax.numpy as jnp
+  dtype = jnp.dtype(cfg.compute_dtype)
   if cfg.arch == 'mobilenet':
     from dasl_jax.models.mobilenet import MobileNetV1
     return MobileNetV1(width=cfg.width, num_outputs=cfg.num_params,
-                       depthwise=cfg.depthwise)
+                       depthwise=cfg.depthwise, dtype=dtype)
   if cfg.arch == 'resnet':
     from dasl_jax.models.resnet import ResNet
     return ResNet(depth=cfg.depth, num_outputs=cfg.num_params, base_width=cfg.resnet_width,
-                  pool=cfg.resnet_pool)
+                  pool=cfg.resnet_pool, dtype=dtype)
   if cfg.arch == 'resnet22':
     from dasl_jax.models.resnet import ResNet22
-    return ResNet22(num_outputs=cfg.num_params)
+    return ResNet22(num_outputs=cfg.num_params, dtype=dtype)
   raise DaslError(f'unknown arch {cfg.arch!r}; use one of {ARCHES}')

@@ -118,7 +118,9 @@ def _dw_bwd(stride, res, dy):
   # hands them to its library fusion; one stacked (9, ...) reduction was slower
   # (probe dw_grad_micro, benchmarks/README.md).
   xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  dk = jnp.stack([jnp.einsum('bhwc,bhwc->c', tap, dy) for tap in _taps(xp, ho, wo, stride)])
+  # float32 sums also for bfloat16 activations (a sum over B*H*W terms).
+  dk = jnp.stack([jnp.einsum('bhwc,bhwc->c', tap, dy, preferred_element_type=jnp.float32)
+                  for tap in _taps(xp, ho, wo, stride)])
   dk = dk.reshape(3, 3, 1, c).astype(kernel.dtype)
   return dx.astype(x.dtype), dk
 
@@ -353,13 +355,17 @@ def stem_max_pool(x, stride):
   return nn.max_pool(x, (3, 3), strides=(stride, stride), padding=PAD1)
 
 
-def batch_norm(train, name, fused=True, relu=False, momentum=0.9, epsilon=1e-5):
+def batch_norm(train, name, fused=True, relu=False, momentum=0.9, epsilon=1e-5,
+               dtype=jnp.float32):
   """The networks' BN (+ ReLU) callable: ``BatchNorm`` above if ``fused`` and the
   backend is the CPU, else ``nn.BatchNorm`` (then ``nn.relu``). Same variables
-  either way; ``momentum`` is Flax's (0.9 = PyTorch's 0.1)."""
+  either way; ``momentum`` is Flax's (0.9 = PyTorch's 0.1). ``dtype``: the output
+  (activation) dtype; statistics, scale and bias are float32 in both forms."""
   if fused and cpu_backend():
+    # Follows its input's dtype; statistics in float32 (_bn_stats).
     return BatchNorm(use_running_average=not train, momentum=momentum, epsilon=epsilon,
                      relu=relu, name=name)
+  # Flax computes the batch statistics in float32 for a bfloat16 dtype.
   bn = nn.BatchNorm(use_running_average=not train, momentum=momentum, epsilon=epsilon,
-                    name=name)
+                    dtype=dtype, param_dtype=jnp.float32, name=name)
   return (lambda x: nn.relu(bn(x))) if relu else bn

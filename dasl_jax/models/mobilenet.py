@@ -112,9 +112,9 @@ class DepthwiseConv3x3(nn.Module):
     return depthwise_grouped(x, kernel, self.stride)
 
 
-def _bn_relu(train, name, fused):
+def _bn_relu(train, name, fused, dtype=jnp.float32):
   return layers.batch_norm(train, name, fused, relu=True, momentum=BN_MOMENTUM,
-                           epsilon=BN_EPS)
+                           epsilon=BN_EPS, dtype=dtype)
 
 
 class DepthWiseBlock(nn.Module):
@@ -124,18 +124,19 @@ class DepthWiseBlock(nn.Module):
   depthwise: str = 'auto'
   fused_bn: bool = True
   dot_dtype: object = None
+  dtype: object = jnp.float32  # activations (parameters stay float32)
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     cpu = resolve_depthwise(self.depthwise) == 'shifted'
     x = DepthwiseConv3x3(self.stride, self.depthwise, name='conv_dw')(x)
-    x = _bn_relu(train, 'bn_dw', self.fused_bn)(x)
+    x = _bn_relu(train, 'bn_dw', self.fused_bn, self.dtype)(x)
     if cpu:  # a plain matrix product
       x = layers.PointwiseConv(self.features, _conv_init, self.dot_dtype, name='conv_sep')(x)
     else:
       x = nn.Conv(self.features, (1, 1), use_bias=False, kernel_init=_conv_init,
-                  name='conv_sep')(x)
-    return _bn_relu(train, 'bn_sep', self.fused_bn)(x)
+                  dtype=self.dtype, name='conv_sep')(x)
+    return _bn_relu(train, 'bn_sep', self.fused_bn, self.dtype)(x)
 
 
 def channels(width: float) -> Sequence[int]:
@@ -159,6 +160,9 @@ class MobileNetV1(nn.Module):
   # CPU ('shifted') path: operand dtype of the stem and 1x1 matrix products
   # (None: float32; 'bfloat16': bf16 operands, float32 sums, see layers._matmul).
   dot_dtype: object = None
+  # Activation (compute) dtype: float32 or bfloat16 (mixed precision for accelerators).
+  # Parameters and batch-norm statistics stay float32; the output is always float32.
+  dtype: object = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -166,17 +170,19 @@ class MobileNetV1(nn.Module):
       raise DaslError(f'MobileNetV1 expects (B, H, W, 3 or 4) input, got {x.shape}')
     chans = channels(self.width)
     cpu = resolve_depthwise(self.depthwise) == 'shifted'
+    x = x.astype(self.dtype)
     if cpu:  # patches times a matrix
       x = layers.Conv3x3(chans[0], 2, _conv_init, self.dot_dtype, name='conv1')(x)
     else:
       x = nn.Conv(chans[0], (3, 3), strides=(2, 2), padding=PAD1, use_bias=False,
-                  kernel_init=_conv_init, name='conv1')(x)
-    x = _bn_relu(train, 'bn1', self.fused_bn)(x)
+                  kernel_init=_conv_init, dtype=self.dtype, name='conv1')(x)
+    x = _bn_relu(train, 'bn1', self.fused_bn, self.dtype)(x)
     for (name, _, stride), c in zip(BLOCKS, chans[1:]):
       x = DepthWiseBlock(c, stride, self.depthwise, self.fused_bn, self.dot_dtype,
-                         name=name)(x, train)
-    x = jnp.mean(x, axis=(1, 2))
-    return nn.Dense(self.num_outputs, name='fc_param')(x)
+                         self.dtype, name=name)(x, train)
+    x = jnp.mean(x, axis=(1, 2), dtype=jnp.float32).astype(self.dtype)
+    # The losses see float32 whatever the compute dtype.
+    return nn.Dense(self.num_outputs, dtype=self.dtype, name='fc_param')(x).astype(jnp.float32)
 
 
 def torch_state_dict_shapes(width: float, in_channels: int = 3, num_outputs: int = 62):

@@ -40,38 +40,40 @@ BN_EPS = 1e-5  # torchvision's, so converted weights behave the same.
 POOLS = ('mean', 'avg7s2')
 
 
-def _conv1x1(features, strides, name):
+def _conv1x1(features, strides, name, dtype=jnp.float32):
   """1x1 convolution (no bias) as a matrix product on the subsampled input: the same
   function and 'kernel' (1, 1, Cin, Cout) as nn.Conv, but XLA:CPU's kernel gradient
   needs no activation transposes (benchmarks/README.md: ResNet-50 training ~1.7x faster).
   That form on the CPU backend only; ``nn.Conv`` elsewhere (same variables)."""
   if not layers.cpu_backend():  # accelerators: the ordinary convolution
     return nn.Conv(features, (1, 1), (strides, strides), padding='VALID', use_bias=False,
-                   kernel_init=nn.initializers.lecun_normal(), name=name)
+                   kernel_init=nn.initializers.lecun_normal(), dtype=dtype, name=name)
   conv = layers.PointwiseConv(features, nn.initializers.lecun_normal(), name=name)
   return lambda x: conv(x[:, ::strides, ::strides] if strides != 1 else x)
 
 
-def _norm(train, name, fused, relu=False):
-  return layers.batch_norm(train, name, fused, relu, momentum=0.9, epsilon=BN_EPS)
+def _norm(train, name, fused, relu=False, dtype=jnp.float32):
+  return layers.batch_norm(train, name, fused, relu, momentum=0.9, epsilon=BN_EPS, dtype=dtype)
 
 
 class BasicBlock(nn.Module):
   features: int
   strides: int = 1
   fused_bn: bool = True
+  dtype: object = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool):
-    norm = lambda name, relu=False: _norm(train, name, self.fused_bn, relu)
+    norm = lambda name, relu=False: _norm(train, name, self.fused_bn, relu, self.dtype)
     y = nn.Conv(self.features, (3, 3), (self.strides,) * 2, padding=1, use_bias=False,
-                name='conv1')(x)
+                dtype=self.dtype, name='conv1')(x)
     y = norm('bn1', relu=True)(y)
-    y = nn.Conv(self.features, (3, 3), padding=1, use_bias=False, name='conv2')(y)
+    y = nn.Conv(self.features, (3, 3), padding=1, use_bias=False, dtype=self.dtype,
+                name='conv2')(y)
     # Zero-init of the last BN scale is a common trick; torchvision's default is 1.
     y = norm('bn2')(y)
     if x.shape[-1] != self.features or self.strides != 1:
-      x = _conv1x1(self.features, self.strides, 'downsample_conv')(x)
+      x = _conv1x1(self.features, self.strides, 'downsample_conv', self.dtype)(x)
       x = norm('downsample_bn')(x)
     return nn.relu(x + y)
 
@@ -80,21 +82,22 @@ class Bottleneck(nn.Module):
   features: int  # inner width; output is 4x
   strides: int = 1
   fused_bn: bool = True
+  dtype: object = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool):
-    norm = lambda name, relu=False: _norm(train, name, self.fused_bn, relu)
+    norm = lambda name, relu=False: _norm(train, name, self.fused_bn, relu, self.dtype)
     out = self.features * 4
-    y = _conv1x1(self.features, 1, 'conv1')(x)
+    y = _conv1x1(self.features, 1, 'conv1', self.dtype)(x)
     y = norm('bn1', relu=True)(y)
     # torchvision v1.5: the stride sits on the 3x3 convolution.
     y = nn.Conv(self.features, (3, 3), (self.strides,) * 2, padding=1, use_bias=False,
-                name='conv2')(y)
+                dtype=self.dtype, name='conv2')(y)
     y = norm('bn2', relu=True)(y)
-    y = _conv1x1(out, 1, 'conv3')(y)
+    y = _conv1x1(out, 1, 'conv3', self.dtype)(y)
     y = norm('bn3')(y)
     if x.shape[-1] != out or self.strides != 1:
-      x = _conv1x1(out, self.strides, 'downsample_conv')(x)
+      x = _conv1x1(out, self.strides, 'downsample_conv', self.dtype)(x)
       x = norm('downsample_bn')(x)
     return nn.relu(x + y)
 
@@ -112,33 +115,37 @@ class ResNet(nn.Module):
   # BN (+ ReLU) as layers.BatchNorm (custom VJP: fewer full-size temporaries).
   fused_bn: bool = True
   pool: str = 'mean'
+  # Activation dtype (float32 or bfloat16); parameters, BN statistics and output float32.
+  dtype: object = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     if self.depth not in STAGES:
       raise ValueError(f'ResNet depth must be one of {sorted(STAGES)}, got {self.depth}')
     block = Bottleneck if self.depth == 50 else BasicBlock
-    x = nn.Conv(self.base_width, (7, 7), (2, 2), padding=3, use_bias=False, name='conv1')(x)
-    x = _norm(train, 'bn1', self.fused_bn, relu=True)(x)
+    x = x.astype(self.dtype)
+    x = nn.Conv(self.base_width, (7, 7), (2, 2), padding=3, use_bias=False, dtype=self.dtype,
+                name='conv1')(x)
+    x = _norm(train, 'bn1', self.fused_bn, relu=True, dtype=self.dtype)(x)
     # nn.max_pool's function; its XLA:CPU backward (select-and-scatter) is slower.
     x = layers.stem_max_pool(x, 2)
     for s, (n, stride) in enumerate(zip(STAGES[self.depth], self.strides)):
       for b in range(n):
         x = block(self.base_width * 2 ** s, stride if b == 0 else 1, self.fused_bn,
-                  name=f'layer{s + 1}_{b}')(x, train)
+                  self.dtype, name=f'layer{s + 1}_{b}')(x, train)
     x = pool_features(x, self.pool)
-    return nn.Dense(self.num_outputs, name='fc')(x)
+    return nn.Dense(self.num_outputs, dtype=self.dtype, name='fc')(x).astype(jnp.float32)
 
 
 def pool_features(x, pool):
   """(B, H, W, C) -> (B, C) by ``pool`` (see POOLS)."""
   if pool == 'mean':
-    return jnp.mean(x, axis=(1, 2))
+    return jnp.mean(x, axis=(1, 2), dtype=jnp.float32).astype(x.dtype)
   if pool == 'avg7s2':
     if x.shape[1] not in (7, 8) or x.shape[2] not in (7, 8):
       raise DaslError(f"pool 'avg7s2' (2DASL's AvgPool2d(7, stride=2)) needs a 7x7 or 8x8 "
                       f'final map (a 120x120 input gives 8x8), got {x.shape[1]}x{x.shape[2]}')
-    return jnp.mean(x[:, :7, :7], axis=(1, 2))
+    return jnp.mean(x[:, :7, :7], axis=(1, 2), dtype=jnp.float32).astype(x.dtype)
   raise DaslError(f'ResNet pool must be one of {POOLS}, got {pool!r}')
 
 
@@ -156,19 +163,24 @@ class ResNet22(nn.Module):
   """
   num_outputs: int = 62
   fused_bn: bool = True
+  dtype: object = jnp.float32  # activations; parameters, BN statistics and output float32
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    norm = lambda name: _norm(train, name, self.fused_bn, relu=True)
-    x = nn.Conv(R22_STEM[0], (5, 5), (2, 2), padding=2, use_bias=False, name='conv1')(x)
+    norm = lambda name: _norm(train, name, self.fused_bn, relu=True, dtype=self.dtype)
+    x = x.astype(self.dtype)
+    x = nn.Conv(R22_STEM[0], (5, 5), (2, 2), padding=2, use_bias=False, dtype=self.dtype,
+                name='conv1')(x)
     x = norm('bn1')(x)
-    x = nn.Conv(R22_STEM[1], (3, 3), padding=1, use_bias=False, name='conv2')(x)
+    x = nn.Conv(R22_STEM[1], (3, 3), padding=1, use_bias=False, dtype=self.dtype,
+                name='conv2')(x)
     x = norm('bn2')(x)
     for s, (n, c) in enumerate(R22_STAGES):
       for b in range(n):
-        x = BasicBlock(c, 2 if b == 0 else 1, self.fused_bn, name=f'layer{s + 1}_{b}')(x, train)
-    x = jnp.mean(x, axis=(1, 2))
-    return nn.Dense(self.num_outputs, name='conv_param')(x)
+        x = BasicBlock(c, 2 if b == 0 else 1, self.fused_bn, self.dtype,
+                       name=f'layer{s + 1}_{b}')(x, train)
+    x = jnp.mean(x, axis=(1, 2), dtype=jnp.float32).astype(self.dtype)
+    return nn.Dense(self.num_outputs, dtype=self.dtype, name='conv_param')(x).astype(jnp.float32)
 
 
 # --------------------------------------------------------------------------

@@ -35,6 +35,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.resnet_width = 64         # ResNet stem width (64 = paper)
   c.model.in_channels = 4           # 3 colour, 4 colour + FLM
   c.model.depthwise = 'auto'        # MobileNet depthwise: auto | shifted | grouped
+  # Activations: float32 | bfloat16 (mixed precision for GPUs/TPUs: parameters, batch-norm
+  # statistics and the losses stay float32; on XLA:CPU bfloat16 is slower, a correctness check).
+  c.model.compute_dtype = 'float32'
   c.model.freeze_bn = False         # True: batch norm in inference mode, statistics frozen
   c.model.init_checkpoint = ''      # model work dir (experiments.convert_checkpoint) to start from
 
@@ -136,6 +139,7 @@ RULES = {
     'model.depth': (lambda v: v in (18, 34, 50), '18, 34 or 50'),
     'model.resnet_width': (lambda v: v >= 1, 'a positive integer'),
     'model.depthwise': (lambda v: v in ('auto', 'shifted', 'grouped'), 'auto, shifted or grouped'),
+    'model.compute_dtype': (lambda v: v in ('float32', 'bfloat16'), 'float32 or bfloat16'),
     'critic.latent_dim': (lambda v: v >= 1, 'a positive integer'),
     'loss.w_3d': (lambda v: v >= 0, _NONNEG), 'loss.w_2d': (lambda v: v >= 0, _NONNEG),
     'loss.w_3d_con': (lambda v: v >= 0, _NONNEG), 'loss.w_cyc': (lambda v: v >= 0, _NONNEG),

@@ -36,7 +36,8 @@ def model_config_from(config) -> ModelConfig:
   return ModelConfig.from_dict(dict(
       arch=m.arch, width=float(m.width), depth=int(m.depth), in_channels=int(m.in_channels),
       num_params=62, convention=str(config.data.convention), depthwise=m.depthwise,
-      resnet_width=int(m.resnet_width)), 'config.model')
+      resnet_width=int(m.resnet_width), compute_dtype=str(m.get('compute_dtype', 'float32'))),
+      'config.model')
 
 
 def build_data(config):

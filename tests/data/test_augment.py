@@ -174,3 +174,21 @@ def test_params_follow_landmarks(flip):
     assert errs.mean() < 0.8 and errs.max() < 1.5, errs
   else:     # scale and shift are exact
     assert errs.max() < 0.02, errs
+
+
+def test_colour_jitter_one_pass_matches_step_by_step():
+  """The addWeighted form against the float32 steps (saturation, contrast about the
+  mean, brightness; round and clip): at most 1 apart, and rarely (ties at .5)."""
+  rng = np.random.default_rng(5)
+  diffs = []
+  for k in range(200):
+    img = rng.integers(0, 256, (120, 120, 3), dtype=np.uint8)
+    if k % 2:  # smooth, face-like content too
+      img = np.clip(img // 4 + 100, 0, 255).astype(np.uint8)
+    b, c, s = rng.uniform(-0.3, 0.3), rng.uniform(0.0, 1.5), rng.uniform(0.0, 1.5)
+    got = A.color_jitter(img, b, c, s)
+    assert got.dtype == np.uint8 and got.shape == img.shape
+    diffs.append(np.abs(got.astype(int) - A.color_jitter_reference(img, b, c, s).astype(int)))
+  diffs = np.array(diffs)
+  assert diffs.max() <= 1
+  assert (diffs > 0).mean() < 1e-4

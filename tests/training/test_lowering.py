@@ -66,6 +66,25 @@ def test_train_step_lowers_for_cuda_and_tpu(forms, arch, tmp_path):
     assert any(g > 1 for g in groups) == (forms == 'accelerator_forms'), groups
 
 
+@pytest.mark.parametrize('arch', ['mobilenet', 'resnet'])
+def test_bf16_train_step_lowers_for_cuda_and_tpu(arch, tmp_path, monkeypatch):
+  """--config.model.compute_dtype=bfloat16 in the accelerator forms: the regressor's
+  convolutions in bf16, float32 parameters (the step's arguments)."""
+  monkeypatch.setattr(layers, 'cpu_backend', lambda: False)
+  c = _tiny_config(arch)
+  c.model.compute_dtype = 'bfloat16'
+  exp = _lower_step(c, tmp_path)
+  assert exp.platforms == PLATFORMS
+  text = exp.mlir_module()
+  convs = re.findall(r'stablehlo\.convolution.*', text)
+  bf16 = [line for line in convs if 'bf16' in line]
+  # The regressor's stem on the 4-channel crops in bf16; the self-critic stays float32,
+  # and it has far fewer convolutions than the regressor.
+  assert any(re.search(r'tensor<\d+x120x120x4xbf16>', line) for line in bf16), convs[:2]
+  assert len(bf16) > len(convs) - len(bf16) > 0, (len(bf16), len(convs))
+  assert all(a.dtype != jnp.bfloat16 for a in exp.in_avals)  # state, batches: no bf16
+
+
 def test_cpu_ops_lower_for_cuda_and_tpu():
   """Each custom-VJP op of models/layers.py, forward and gradient, bf16 operands too."""
   x = jax.ShapeDtypeStruct((2, 8, 8, 4), jnp.float32)
