@@ -24,7 +24,7 @@ REL_TOL = 0.05
 CONFIGS = {
     'mobilenet': dict(arch='mobilenet', width=0.25),
     # ResNet-50 shares its blocks' dtype handling with ResNet-18 (bottleneck aside);
-    # it is left out for CI time (its bf16 step lowers in tests/training/test_lowering.py).
+    # it is left out for CI time.
     'resnet18': dict(arch='resnet', depth=18, resnet_width=8),
 }
 
