@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from dasl_jax.errors import DaslError
-from dasl_jax.io.landmark_files import read_landmark_file
+from dasl_jax.io.landmark_files import is_number, read_landmark_file
 
 # Haar box -> FaceBoxes-like box: side * scale, centre + (dx, dy) * side. The
 # profile cascade's dx is for faces turned like its training faces; mirrored
@@ -324,7 +324,7 @@ def load_boxes(path) -> Dict[str, np.ndarray]:
       r = [c.strip() for c in r if c.strip() != '']
       if not r or r[0].startswith('#'):
         continue
-      if i == 0 and not _is_number(r[1] if len(r) > 1 else 'x'):
+      if i == 0 and not is_number(r[1] if len(r) > 1 else 'x'):
         continue  # header
       rows.append((r[0], r[1:], f'{path} row {i + 1}'))
   out: Dict[str, list] = {_key(n): [] for n in names}
@@ -375,14 +375,6 @@ def load_landmarks(path) -> Dict[str, np.ndarray]:
     for name, a in zip(names, pts):
       out.setdefault(_key(name), []).append(a)
   return {k: np.stack(v) for k, v in out.items()}
-
-
-def _is_number(s):
-  try:
-    float(s)
-    return True
-  except ValueError:
-    return False
 
 
 def calibrate(image_paths, target_rois, detector=None):

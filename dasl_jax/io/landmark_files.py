@@ -8,7 +8,7 @@ import numpy as np
 from dasl_jax.errors import DaslError
 
 
-def _is_number(s):
+def is_number(s):
   try:
     float(s)
     return True
@@ -42,7 +42,7 @@ def read_landmark_file(path, expected_k=None, what=''):
       if not line or line.startswith('#'):
         continue
       fields = [s for s in line.replace(',', ' ').replace(';', ' ').split() if s]
-      if len(fields) > 1 and not all(_is_number(s) for s in fields[1:]):
+      if len(fields) > 1 and not all(is_number(s) for s in fields[1:]):
         if not names and lineno == 1:
           continue  # header
         raise DaslError(f'{where}: line {lineno}: non-numeric coordinates')
