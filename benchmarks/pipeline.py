@@ -1,6 +1,6 @@
 """Input pipeline speed against the train step's consumption, on this machine.
 
-  python -m benchmarks.pipeline [--json OUT] [--quick]
+  python -m benchmarks.pipeline [--json OUT] [--quick] [--opencv_ab_rounds N [--only_opencv_ab]]
 
 Measures examples/s of (a) the default synthetic streams (3D + wild, default
 config.data: batches 8 + 8, Grain threads, augmentation on), (b) the aflw-wild
@@ -8,8 +8,10 @@ stream when the assets are present, (c) single-thread per-example costs
 (source read, augmentation), and (d) the examples/s the default train step
 consumes (``dasl_jax.training.step.CompiledStep`` with ``dasl_jax.training.config``
 defaults; a jitted MobileNet forward/backward stand-in if that cannot be
-built). The pipeline keeps up when (a) > (d). The machine is shared: the load
-average is recorded with the numbers.
+built). The pipeline keeps up when (a) > (d). ``--opencv_ab_rounds N``: the aflw-wild
+stream with OpenCV at one thread (the training default, ``data.opencv_threads``) vs
+OpenCV's own pool, interleaved. The machine is shared: the load average is recorded
+with the numbers.
 """
 from __future__ import annotations
 
@@ -88,6 +90,39 @@ def bench_aflw_wild(quick):
   s.close()
   return {'stream_wild': rate, 'read_ms': _per_example_ms(lambda i: src[i], 50 if quick else 200),
           'rows': len(src), 'skipped_rows': sorted(src.skipped)}
+
+
+def bench_opencv_threads(rounds, batches):
+  """The aflw-wild stream (decode + augmentation, Grain threads) with OpenCV's pool
+  at one thread (``data.opencv_threads=1``, the training default) vs OpenCV's default
+  pool, interleaved A B A B in this process, a fresh stream per window: crops/s."""
+  import cv2
+  from dasl_jax.assets import asset
+  from dasl_jax.data import pipeline as PL
+  from dasl_jax.data import readers as R
+  from dasl_jax.data.config import data_config
+  root = asset('aflw-wild')
+  if not (root / 'pts21.npy').exists():
+    return {'skipped': f'{root} not found'}
+  c = data_config()
+  src = R.AflwWildSource(root, skip_bad_rows=True)
+  default_threads = cv2.getNumThreads()
+  rates = {'one_thread': [], 'opencv_default': []}
+  for r in range(rounds):
+    for name, n in (('one_thread', 1), ('opencv_default', default_threads)):
+      cv2.setNumThreads(n)
+      # opencv_threads=-1: the map leaves the setting made here alone.
+      s = PL.Stream(src, c.batch_size_wild, 1 + r, PL.ExampleMap(
+          PL.KEYS_WILD, 1 + r, c.augment, opencv_threads=-1), num_threads=c.num_threads,
+          prefetch=c.prefetch)
+      rates[name].append(_rate(s.next, batches, c.batch_size_wild, warmup=4)['examples_per_s'])
+      s.close()
+  cv2.setNumThreads(default_threads)
+  med = {k: float(np.median(v)) for k, v in rates.items()}
+  return {'crops_per_s': rates, 'median': med, 'ratio_one_over_default':
+          med['one_thread'] / med['opencv_default'], 'opencv_default_threads': default_threads,
+          'grain_threads': c.num_threads, 'rounds': rounds, 'batches': batches,
+          'batch': c.batch_size_wild}
 
 
 def bench_train_step(quick):
@@ -175,8 +210,21 @@ def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument('--json', default='', help='write the results here as JSON')
   ap.add_argument('--quick', action='store_true', help='small sizes, few batches (CI smoke)')
+  ap.add_argument('--opencv_ab_rounds', type=int, default=0,
+                  help='>0: also time the aflw-wild stream with OpenCV at one thread vs its '
+                  'default pool, this many interleaved rounds (needs the assets)')
+  ap.add_argument('--only_opencv_ab', action='store_true', help='run only that comparison')
   args = ap.parse_args(argv)
   result = {'load_average_before': os.getloadavg()}
+  if args.opencv_ab_rounds > 0:
+    result['opencv_threads'] = bench_opencv_threads(args.opencv_ab_rounds, 40 if args.quick
+                                                    else 120)
+    print(json.dumps(result['opencv_threads'], indent=1))
+  if args.only_opencv_ab:
+    result['load_average_after'] = os.getloadavg()
+    if args.json:
+      common.write_json(result, args.json)
+    return
   result['synthetic'] = bench_synthetic(args.quick)
   result['aflw_wild'] = bench_aflw_wild(args.quick)
   result['train_step'] = bench_train_step(args.quick)

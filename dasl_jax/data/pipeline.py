@@ -20,9 +20,11 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Any, Optional
 
+import cv2
 import grain
 import jax
 import numpy as np
@@ -54,14 +56,28 @@ class ExampleMap:
   the number of processes.
   """
 
-  def __init__(self, keys, seed, augment_cfg=None, warper=None, stats=None):
+  def __init__(self, keys, seed, augment_cfg=None, warper=None, stats=None, opencv_threads=1):
     self.keys = tuple(keys)
     self.seed = int(seed)
     self.cfg = augment_cfg
     self.warper = warper
     self.stats = stats
+    self.opencv_threads = int(opencv_threads)
+    self._threads_set_in = None  # the process id where cv2.setNumThreads was called
+
+  def _set_opencv_threads(self):
+    # Grain's read threads (and worker processes) already run examples in parallel;
+    # OpenCV's own pool on top only adds hand-offs on 120x120 crops (measured in
+    # benchmarks/README.md "Input pipeline per core"). The setting is per process, so
+    # it is made in whichever process runs the map (the trainer, or each worker).
+    pid = os.getpid()
+    if self._threads_set_in != pid:
+      self._threads_set_in = pid
+      if self.opencv_threads >= 0:
+        cv2.setNumThreads(self.opencv_threads)
 
   def __call__(self, position, example):
+    self._set_opencv_threads()
     missing = [k for k in self.keys if k not in example]
     if missing:
       raise DaslError(f'data source gives {sorted(example)}; this stream needs {missing}')
@@ -489,11 +505,12 @@ def make_streams(cfg, seed, source_3d, source_wild, model, stats, shard=None) ->
                 num_workers=cfg.num_workers, worker_buffer=cfg.worker_buffer, shard=shard)
   s3 = stream_seed(seed, 0)
   stream_3d = Stream(source_3d, cfg.batch_size_3d, s3,
-                     ExampleMap(KEYS_3D, s3, aug, warper, stats), **common)
+                     ExampleMap(KEYS_3D, s3, aug, warper, stats, cfg.opencv_threads), **common)
   stream_wild = None
   if source_wild is not None:
     sw = stream_seed(seed, 1)
     wild_aug = aug if (aug is not None and cfg.augment.wild) else None
     stream_wild = Stream(source_wild, cfg.batch_size_wild, sw,
-                         ExampleMap(KEYS_WILD, sw, wild_aug), **common)
+                         ExampleMap(KEYS_WILD, sw, wild_aug, opencv_threads=cfg.opencv_threads),
+                         **common)
   return TrainStreams(stream_3d, stream_wild)

@@ -28,6 +28,7 @@ import orbax.checkpoint as ocp
 
 from dasl_jax.geometry import params as P
 from dasl_jax.errors import DaslError
+from dasl_jax.io.files import write_text_atomic
 from dasl_jax.models import ModelConfig, create_regressor
 
 VARIABLES = 'variables'
@@ -68,11 +69,11 @@ def write_model_files(workdir, model_config: ModelConfig, param_stats: P.ParamSt
   """Write model_config.json and param_stats.json into ``workdir``."""
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  (workdir / MODEL_CONFIG).write_text(model_config.to_json() + '\n')
+  write_text_atomic(workdir / MODEL_CONFIG, model_config.to_json() + '\n')
   stats = {'mean': np.asarray(param_stats.mean, np.float64).tolist(),
            'std': np.asarray(param_stats.std, np.float64).tolist(),
            'source': str(param_stats.source)}
-  (workdir / PARAM_STATS).write_text(json.dumps(stats, indent=1) + '\n')
+  write_text_atomic(workdir / PARAM_STATS, json.dumps(stats, indent=1) + '\n')
 
 
 def save_model(workdir, model_config: ModelConfig, variables, param_stats: P.ParamStats,

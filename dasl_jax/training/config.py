@@ -171,6 +171,7 @@ RULES = {
     'data.num_threads': (lambda v: v >= 1, 'an integer >= 1'),
     'data.prefetch': (lambda v: v >= 1, 'an integer >= 1'),
     'data.num_workers': (lambda v: v >= 0, 'an integer >= 0'),
+    'data.opencv_threads': (lambda v: v >= -1, 'an integer >= -1 (-1: OpenCV\'s default pool)'),
     'data.worker_buffer': (lambda v: v >= 1, 'an integer >= 1'),
     'data.val_size': (lambda v: v >= 0, 'an integer >= 0'),
     'data.synthetic_size_3d': (lambda v: v >= 1, 'an integer >= 1'),

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from dasl_jax import assets
 from dasl_jax.geometry import camera
 from dasl_jax.io import checkpoint
+from dasl_jax.io.files import write_text_atomic
 from dasl_jax.geometry import params as P
 from dasl_jax.inference import core
 from dasl_jax.training.config import check_config
@@ -224,7 +225,7 @@ def record_flags(workdir, config):
         f.write(json.dumps({'replaced_at': time.strftime('%Y-%m-%dT%H:%M:%S'),
                             'latest_step': steps[-1] if steps else None,
                             'changed': changed, 'flags': old}) + '\n')
-  path.write_text(new_text)
+  write_text_atomic(path, new_text)
 
 
 @dataclasses.dataclass
@@ -284,8 +285,11 @@ def init_state(config, bundle: StepBundle, data):
             f'{restored.param_stats.source}, the data uses {stats.source}', file=sys.stderr)
   critic_params = state_lib.init_critic(bundle.critic, 2 * seed + 1, image_shape)
   compiled = bundle.compiled
-  state = compiled.put_replicated(
-      state_lib.create_train_state(variables, critic_params, bundle.tx, bundle.critic_tx))
+  # One compiled function (found in the persistent compilation cache on a restart)
+  # instead of one small eager computation per optimiser leaf: ~1 s less per start.
+  state = compiled.put_replicated(jax.jit(
+      lambda v, c: state_lib.create_train_state(v, c, bundle.tx, bundle.critic_tx))(
+          variables, critic_params))
   consts = compiled.put_replicated(step_lib.make_consts(
       data.model, stats.mean, stats.std, getattr(data, 'dense_model', None)))
   base_key = compiled.put_replicated(jax.random.fold_in(jax.random.PRNGKey(seed), 2))
@@ -299,7 +303,7 @@ def prepare_workdir(config, workdir, data, model_cfg: ModelConfig) -> Path:
   workdir.mkdir(parents=True, exist_ok=True)
   if jax.process_index() == 0:  # several processes share one work directory
     record_flags(workdir, config)
-    (workdir / 'data.json').write_text(json.dumps(describe_data(data)) + '\n')
+    write_text_atomic(workdir / 'data.json', json.dumps(describe_data(data)) + '\n')
     checkpoint.write_model_files(workdir, model_cfg, data.param_stats)
   return workdir
 
@@ -521,7 +525,8 @@ def _train_and_evaluate(config, workdir, data, sigterm):
     ckpt.wait()
     final['selection'] = {'metric': select, 'best_step': ckpt.best_step()}
     if jax.process_index() == 0:
-      (run.workdir / 'selection.json').write_text(json.dumps(final['selection']) + '\n')
+      write_text_atomic(run.workdir / 'selection.json',
+                        json.dumps(final['selection']) + '\n')
     if config.eval.aflw2000_dir:
       final['aflw2000'] = evaluate_aflw2000(
           config.eval.aflw2000_dir, run.module,

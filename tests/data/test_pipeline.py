@@ -228,3 +228,30 @@ def test_build_data_synthetic_cache(tmp_path):
   for k in a[0]:
     assert a[0][k].tobytes() == b[0][k].tobytes()
   assert first.heldout['image'].tobytes() == second.heldout['image'].tobytes()
+
+
+def test_example_map_sets_opencv_threads_once_per_process(monkeypatch):
+  """The map sets OpenCV's pool size where it runs (``data.opencv_threads``; -1 leaves it)."""
+  import cv2
+  calls = []
+  monkeypatch.setattr(cv2, 'setNumThreads', lambda n: calls.append(n))
+  ex = {'image': np.zeros((8, 8, 3), np.uint8), 'points18': np.zeros((18, 2)),
+        'mask18': np.ones(18)}
+  m = PL.ExampleMap(PL.KEYS_WILD, 5, None, opencv_threads=1)
+  for i in range(3):
+    m(i, ex)
+  assert calls == [1]  # once in this process, not per example
+  m._threads_set_in = -1  # as if unpickled in a worker process
+  m(3, ex)
+  assert calls == [1, 1]
+  PL.ExampleMap(PL.KEYS_WILD, 5, None, opencv_threads=-1)(0, ex)
+  assert calls == [1, 1]
+
+
+def test_opencv_threads_flag_is_checked():
+  from dasl_jax.errors import DaslError
+  from dasl_jax.training.config import check_config, default_config
+  cfg = default_config()
+  cfg.data.opencv_threads = -2
+  with pytest.raises(DaslError, match='opencv_threads=-2'):
+    check_config(cfg)

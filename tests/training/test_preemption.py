@@ -120,57 +120,100 @@ class _ConventionOnly:
     self.convention = convention
 
 
-N_KILLS = 4
+N_KILLS = 10
+STEPS = 6  # the reference run's length (tests/train_command.py, tiny.flags)
+
+
+def _kill_moment(proc, wd, mode, resumed_at, rng, startup_s):
+  """Wait for the moment ``mode`` names, then SIGKILL. Returns where it landed.
+
+  'startup': a uniformly random time in [0, startup_s) after launch (imports,
+  restoring, compiling, the first step), cut short if the first write begins;
+  'write': as soon as Orbax starts writing step ``resumed_at + 1``;
+  'after': a random moment after step ``resumed_at + 1`` is complete, before the
+  next write begins.
+  """
+  t0 = time.time()
+  deadline = t0 + 240
+  first, second = resumed_at + 1, resumed_at + 2
+  # A killed write leaves its temporary folder behind: only folders this run
+  # created count as its writes.
+  stale = set(_writing(wd))
+
+  def alive():
+    return proc.poll() is None and time.time() < deadline
+
+  def new_writes():
+    return [n for n in _writing(wd) if n not in stale]
+
+  def writing(step):
+    return any(n.startswith(f'{step}.') for n in new_writes())
+
+  if mode == 'startup':
+    until = t0 + float(rng.uniform(0.0, startup_s))
+    while alive() and time.time() < until and not writing(first) and \
+        max(_steps(wd), default=0) < first:
+      time.sleep(0.002)
+  elif mode == 'write':
+    while alive() and not writing(first) and max(_steps(wd), default=0) < first:
+      time.sleep(0.0005)
+  else:  # 'after'
+    while alive() and max(_steps(wd), default=0) < first:
+      time.sleep(0.002)
+    until = time.time() + float(rng.uniform(0.0, 0.4))
+    while alive() and time.time() < until and not writing(second):
+      time.sleep(0.001)
+  during_write = bool(new_writes())
+  os.kill(proc.pid, signal.SIGKILL)
+  proc.wait()
+  assert proc.returncode == -signal.SIGKILL, f'the run ended before it was killed ({mode})'
+  if during_write:
+    return 'write', time.time() - t0
+  return ('startup' if max(_steps(wd), default=0) == resumed_at else 'after'), time.time() - t0
 
 
 @pytest.mark.slow
 def test_repeated_sigkill_then_resume_is_bit_identical(tmp_path):
-  """SIGKILL at 4 seeded moments, restarting after each, then a run to the end.
+  """SIGKILL at 10 seeded random moments, restarting after each, then a run to the end.
 
-  Two kills land while Orbax is writing a checkpoint (its
-  ``<step>.orbax-checkpoint-tmp`` folder exists), two at a random time after a
-  checkpoint is complete (during the next step, before its write). Every run gets
-  exactly one step past where it resumed before it is killed (else the test could
-  loop forever). Why 4 and not the issue's 10: each restart costs imports plus
-  loading the step from the persistent compilation cache, measured 10-12 s on the
-  shared 2-core machine at low load and ~20 s at load average 6 (5 kills + the
-  final run took 138 s there; this test with 4 kills: 46 s at load ~5, 94 s at ~7). Ten kills need an 11-step reference (the 6-step
-  one allows at most 5), a different compiled step (the learning-rate schedule
-  depends on num_steps), so another uncached compile (~35 s) on top of 11
-  restarts: 150-250 s against the ~90 s budget. The persistent compilation cache
-  (tests/train_command.py: a temporary folder shared by the command tests) is what
-  makes restarts affordable: a whole 6-step tiny run took 34.5 s uncached and 11.6 s
-  with the cache filled (same machine, low load).
+  The moments: 3 at a random time during a run's start (imports, restore,
+  compilation, the first step: where a random moment in a restarted run mostly
+  falls), 4 just after Orbax has begun writing a checkpoint (its
+  ``<step>.orbax-checkpoint-tmp`` folder exists), 3 at a random time after a
+  checkpoint is complete, before the next write. Kills of the first two kinds
+  leave no new step; the third kind leaves one, so the 6-step reference run
+  (tests/train_command.py, uninterrupted, an independent reference) has room for
+  10 kills and the last run still trains. Where each kill landed is printed
+  (``pytest -s``): a planned moment can land in the next one on a slow machine
+  (an 'after' kill inside the next write), which the counts below allow.
+  Cost: each restart imports JAX and loads the compiled step from the persistent
+  compilation cache the command tests share: 6 to 22 s per kill, 185 s for the
+  10 kills and the last run on the shared 2-core machine at load ~3.5 (240 s with
+  the reference run, which the other command tests share).
   """
   reference_run()  # fills the shared persistent compilation cache
   rng = np.random.default_rng(15)
   wd = tmp_path / 'killed'
   flags = ('--config.train.checkpoint_every=1',)
-  modes = rng.permutation(['write', 'after'] * (N_KILLS // 2))
-  during_write = 0
-  for mode in modes:
+  plan = rng.permutation(['startup'] * 3 + ['write'] * 4 + ['after'] * 3)
+  landed, startup_s = [], 8.0
+  for mode in plan:
     resumed_at = max(_steps(wd), default=0)
+    if mode == 'after' and resumed_at >= STEPS - 1:
+      mode = 'write'  # no step left to complete: the final run must still train
     proc = subprocess.Popen(command(wd, *flags), cwd=REPO, env=env(cache_dir()),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    target = resumed_at + 1
-    while (max(_steps(wd), default=0) < target and proc.poll() is None
-           and time.time() < deadline):
-      time.sleep(0.002)
-    # 'write': as soon as the next step's write has begun; 'after': a random moment
-    # after step `target` is complete, before the next write begins (so every run
-    # gets exactly one step further and the 6 steps allow 5 kills).
-    until = time.time() + (float(rng.uniform(0.0, 0.4)) if mode == 'after' else 240)
-    while (not any(n.startswith(f'{target + 1}.') for n in _writing(wd))
-           and proc.poll() is None and time.time() < min(deadline, until)):
-      time.sleep(0.001)
-    writing = _writing(wd)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, f'the run ended before it was killed ({mode})'
-    during_write += bool(writing)
-    assert max(_steps(wd)) >= target
-  assert during_write >= 2, 'no kill landed during a checkpoint write'
+    where, seconds = _kill_moment(proc, wd, mode, resumed_at, rng, startup_s)
+    if mode == 'write':  # the start-up of a run, measured, scales the next startup kill
+      startup_s = seconds
+    landed.append(where)
+    print(f'kill {len(landed)}: planned {mode}, landed {where} after {seconds:.1f} s '
+          f'(resumed at step {resumed_at})')
+    assert max(_steps(wd), default=0) >= resumed_at, 'a kill lost a completed checkpoint'
+  assert len(landed) == N_KILLS
+  assert landed.count('write') >= 3, landed
+  assert landed.count('startup') >= 2, landed
   r = run(wd, *flags, cache_dir=cache_dir())
   assert r.returncode == 0, r.stderr[-3000:]
+  assert 'resumed from' in r.stderr
   _assert_same_as_reference(wd)
