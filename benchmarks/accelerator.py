@@ -2,12 +2,13 @@ r"""The full 2DASL training step on an accelerator: sample pairs per second over
 
   python -m benchmarks.accelerator [--json OUT.json] [--budget_s 420]
       [--cases resnet50_f32,resnet50_bf16,mobilenet_f32]
-      [--batches 256,512,1024,...] [--noinference] [--smoke]
+      [--batches B1,B2,...] [--noinference] [--smoke]
 
 Prepared for a GPU machine lent for a few minutes (issue 15); the exact device
 command is ``benchmarks/accelerator.sh`` (benchmarks/README.md, "On an
-accelerator"). It runs on CPU too (``--smoke``: the tiny network, batches 2
-and 4, seconds), which is how it is tested.
+accelerator"). It runs on a CPU too: ``--smoke`` (the tiny ResNet-18 at batches
+2 and 4, about 3.5 minutes on the shared 2-core machine, mostly compiling), and
+the tests run it on an even smaller network.
 
 What it measures, per case (network x activation dtype) and per batch:
 
@@ -191,7 +192,9 @@ def device_info():
   info = {'backend': jax.default_backend(), 'devices': [str(d) for d in devs],
           'device_count': len(devs), 'platform': devs[0].platform,
           'device_kind': devs[0].device_kind,
-          'default_matmul_precision': str(jax.config.jax_default_matmul_precision),
+          # float32 matrix products may run as TF32 on NVIDIA GPUs unless this says otherwise
+          'default_matmul_precision': str(getattr(jax.config, 'jax_default_matmul_precision',
+                                                  'unknown')),
           'env': {k: os.environ[k] for k in (
               'XLA_FLAGS', 'XLA_PYTHON_CLIENT_MEM_FRACTION', 'XLA_PYTHON_CLIENT_PREALLOCATE',
               'XLA_PYTHON_CLIENT_ALLOCATOR', 'JAX_PLATFORMS', 'DASL_ASSETS') if k in os.environ}}
