@@ -578,6 +578,19 @@ def run(cases, budget_s, time_per_point_s, batches=None, json_path=None, inferen
   finally:
     watchdog.cancel()
   print(f"total {rec.result.get('elapsed_s', time.perf_counter() - t_start):.0f} s", flush=True)
+  # Every point again as one short table last: the device tool returns the output's end.
+  print(f"{'case':15s} {'batch':>6s} {'pairs/s':>9s} {'on-dev':>9s} {'ms/step':>8s} "
+        f"{'compile':>7s} {'TFLOP/s':>7s} {'x aim':>6s}")
+  for k, c in rec.result['cases'].items():
+    for p in c.get('points', []):
+      if 'pairs_per_s' in p:
+        print(f"{k:15s} {p['batch_per_path']:6d} {p['pairs_per_s']:9.1f} "
+              f"{p['pairs_per_s_device_batches']:9.1f} {p['step_ms']:8.2f} "
+              f"{p['compile_s']:7.1f} {p.get('tflop_per_s') or 0:7.1f} "
+              f"{p['pairs_per_s'] / AIM_PAIRS_PER_S:6.3f}")
+      else:
+        what = 'out_of_memory' if 'out_of_memory' in p else 'error'
+        print(f"{k:15s} {p['batch_per_path']:6d} {what}")
   for k, v in rec.result['summary'].items():
     if 'best_pairs_per_s' in v:
       print(f"{k}: best {v['best_pairs_per_s']:.1f} pairs/s at batch {v['best_batch_per_path']}"
