@@ -439,11 +439,15 @@ def start_watchdog(recorder, at_s, t_start):
   """End the process at ``t_start + at_s`` even inside a compile (XLA holds the main
   thread; a signal handler would wait for it)."""
   def fire():
+    # The main thread changes the result only under the lock, so this write sees a
+    # whole one; whatever happens here, the process ends.
     got = recorder.lock.acquire(timeout=5)
     try:
       recorder.result['stopped_by_watchdog'] = True
       recorder.result['elapsed_s'] = time.perf_counter() - t_start
       recorder._write()
+    except Exception as e:  # noqa: BLE001
+      print(f'watchdog: could not write the JSON: {e!r}', flush=True)
     finally:
       if got:
         recorder.lock.release()
@@ -537,18 +541,16 @@ def run(cases, budget_s, time_per_point_s, batches=None, json_path=None, inferen
                'points': []}
       rec.update(lambda r: r['cases'].__setitem__(name, entry))
       if time.perf_counter() >= deadline:
-        entry['skipped'] = 'no budget left'
-        rec.update()
+        rec.update(lambda r: entry.__setitem__('skipped', 'no budget left'))
         continue
       if measure is None:
         try:
           case = Case(name, config, module)
         except Exception as e:  # noqa: BLE001 -- recorded; the other cases still run
-          entry['error'] = ' '.join(str(e).split())[:500]
           traceback.print_exc()
-          rec.update()
+          rec.update(lambda r: entry.__setitem__('error', ' '.join(str(e).split())[:500]))
           continue
-        entry['init_s'], entry['model_source'] = case.init_s, case.model_source
+        rec.update(lambda r: entry.update(init_s=case.init_s, model_source=case.model_source))
         measure_fn = lambda b, case=case: measure_point(case, b, time_per_point_s)
       else:
         measure_fn = lambda b, name=name: measure(name, b)
