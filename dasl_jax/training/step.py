@@ -294,6 +294,14 @@ class CompiledStep:
     return jax.export.export(self._jitted, platforms=tuple(platforms))(
         state, b3, bw, key, consts)
 
+  def lower(self, state, batch_3d, batch_wild, key, consts):
+    """The step lowered for these arguments' shapes (``jax.stages.Lowered``); its
+    ``.compile()`` is the executable a call with such arguments runs, with its cost and
+    memory analyses (benchmarks/accelerator.py times and sizes it that way)."""
+    b3 = self.put_batch(batch_3d, BATCH_KEYS_3D)
+    bw = self.put_batch(batch_wild, BATCH_KEYS_WILD)
+    return self._jitted.lower(state, b3, bw, key, consts)
+
   def __call__(self, state, batch_3d, batch_wild, key, consts):
     b3 = self.put_batch(batch_3d, BATCH_KEYS_3D)
     bw = self.put_batch(batch_wild, BATCH_KEYS_WILD)
