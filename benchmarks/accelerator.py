@@ -39,7 +39,6 @@ short still leaves everything measured until then.
 """
 from __future__ import annotations
 
-import ast
 import math
 import os
 import subprocess
@@ -105,70 +104,18 @@ FLAGS = flags.FLAGS
 # ----------------------------------------------------------------------------
 # Configurations
 
-def _parse_value(current, text, where):
-  """``text`` as the type of the field's current value (what ml_collections would accept)."""
-  from dasl_jax.errors import DaslError
-  text = text.strip()
-  try:
-    if isinstance(current, bool):
-      if text.lower() not in ('true', 'false', '1', '0'):
-        raise ValueError(text)
-      return text.lower() in ('true', '1')
-    if isinstance(current, int):
-      return int(text)
-    if isinstance(current, float):
-      return float(text)
-    if isinstance(current, (tuple, list)):
-      return type(current)(ast.literal_eval(text))
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in '\'"':
-      return text[1:-1]
-    return text
-  except (ValueError, SyntaxError):
-    what = ('True or False' if isinstance(current, bool) else 'an integer'
-            if isinstance(current, int) else 'a number' if isinstance(current, float)
-            else f'a {type(current).__name__} literal')
-    raise DaslError(f'{where}: {text!r} is not {what}') from None
-
-
-def apply_flagfile(config, path):
-  """Set ``config`` from a flagfile's ``--config.PATH=VALUE`` lines (comments and blank
-  lines skipped), as ``experiments.train --flagfile=...`` would. ml_collections'
-  own parser registers the override flags from ``sys.argv`` when it is defined, so it
-  cannot read a second flagfile inside a running command."""
-  from dasl_jax.errors import DaslError
-  from dasl_jax.training.config import suggest_field
-  path = Path(path)
-  if not path.is_file():
-    raise DaslError(f'--recipe: {path} is not a file')
-  for n, line in enumerate(path.read_text().splitlines(), 1):
-    line = line.strip()
-    if not line or line.startswith('#'):
-      continue
-    where = f'{path}:{n}'
-    if not line.startswith('--config.') or '=' not in line:
-      raise DaslError(f'{where}: expected --config.FIELD=VALUE, got {line!r}')
-    field, value = line[len('--config.'):].split('=', 1)
-    node, parts = config, field.split('.')
-    for p in parts[:-1]:
-      if p not in node:
-        raise DaslError(f'{where}: no such field --config.{field}'
-                        f'{suggest_field(config, field)}')
-      node = node[p]
-    if parts[-1] not in node:
-      raise DaslError(f'{where}: no such field --config.{field}{suggest_field(config, field)}')
-    node[parts[-1]] = _parse_value(node[parts[-1]], value, where)
-  return config
-
-
 def case_config(name, recipe=RECIPE):
   """The training config of case ``name`` (batch sizes are set per point)."""
   from dasl_jax.errors import DaslError
-  from dasl_jax.training.config import check_config, default_config
+  from dasl_jax.training.config import check_config, config_from_args, default_config
   if name not in CASES:
     raise DaslError(f'--cases: unknown {name!r}; use some of {list(CASES)}')
   case = CASES[name]
   if case['base'] == 'recipe':
-    config = apply_flagfile(default_config(), recipe)
+    if not Path(recipe).is_file():
+      raise DaslError(f'--recipe: {recipe} is not a file')
+    # The same parser as experiments.train --flagfile=RECIPE.
+    config = config_from_args([f'--flagfile={recipe}'])
   elif case['base'] == 'tiny':
     from benchmarks import train as train_bench
     config = train_bench._config(train_bench.CONFIGS['tiny'], l3d_only=False)

@@ -7,8 +7,7 @@ config.data: batches 8 + 8, Grain threads, augmentation on), (b) the aflw-wild
 stream when the assets are present, (c) single-thread per-example costs
 (source read, augmentation), and (d) the examples/s the default train step
 consumes (``dasl_jax.training.step.CompiledStep`` with ``dasl_jax.training.config``
-defaults; a jitted MobileNet forward/backward stand-in if that cannot be
-built). The pipeline keeps up when (a) > (d). ``--opencv_ab_rounds N``: the aflw-wild
+defaults, built as training builds it). The pipeline keeps up when (a) > (d). ``--opencv_ab_rounds N``: the aflw-wild
 stream with OpenCV at one thread (the training default, ``data.opencv_threads``) vs
 OpenCV's own pool, interleaved. The machine is shared: the load average is recorded
 with the numbers.
@@ -126,79 +125,18 @@ def bench_opencv_threads(rounds, batches):
 
 
 def bench_train_step(quick):
-  """Examples/s of the default train step (3D + wild batch per step)."""
-  import jax
-  try:
-    import ml_collections
-    from dasl_jax.training.config import default_config
-    from dasl_jax.models import create_regressor
-    from dasl_jax.models.critic import SelfCritic
-    from dasl_jax.training import loop, optimizers
-    from dasl_jax.training import state as state_lib
-    from dasl_jax.training import step as step_lib
-    from dasl_jax.training.fake_data import FakeData
-    config = default_config()
-    data = FakeData(seed=0, batch_3d=config.data.batch_size_3d,
-                    batch_wild=config.data.batch_size_wild, convention=config.data.convention)
-    model_cfg = loop.model_config_from(config)
-    module = create_regressor(model_cfg)
-    critic = SelfCritic(tuple(config.critic.encoder_widths), int(config.critic.latent_dim),
-                        tuple(config.critic.hidden))
-    variables = state_lib.init_variables(module, 0, (120, 120), model_cfg.in_channels)
-    critic_params = state_lib.init_critic(critic, 1, (120, 120))
-    tx, schedule = optimizers.regressor_optimizer(config.optim, 1000)
-    critic_tx = optimizers.critic_optimizer(config.optim)
-    ctx = step_lib.StepContext(
-        module=module, critic=critic, tx=tx, critic_tx=critic_tx, schedule=schedule,
-        in_channels=model_cfg.in_channels, convention=model_cfg.convention,
-        freeze_bn=bool(config.model.freeze_bn), loss=ml_collections.FrozenConfigDict(config.loss),
-        critic_every=max(int(config.optim.critic_every), 1))
-    compiled = step_lib.CompiledStep(ctx)
-    st = compiled.put_replicated(state_lib.create_train_state(variables, critic_params, tx,
-                                                              critic_tx))
-    consts = compiled.put_replicated(step_lib.make_consts(data.model, data.param_stats.mean,
-                                                          data.param_stats.std))
-    key = compiled.put_replicated(jax.random.PRNGKey(0))
-    b3, bw = next(data.train_3d), next(data.train_wild)
-    holder = {'s': st}
-
-    def one():
-      holder['s'], m = compiled(holder['s'], b3, bw, key, consts)
-      jax.block_until_ready(m)
-    what = (f'dasl_jax.training.step.CompiledStep, default config: {model_cfg.arch} '
-            f'x{model_cfg.width}, {model_cfg.in_channels} channels')
-    per_step = config.data.batch_size_3d + config.data.batch_size_wild
-  except Exception as e:  # the training package is not there or changed: stand-in
-    import jax.numpy as jnp
-    import optax
-    from dasl_jax.models import ModelConfig, create_regressor
-    module = create_regressor(ModelConfig(arch='mobilenet', width=0.5, in_channels=4,
-                                          num_params=62, convention='v1'))
-    x = jnp.zeros((16, 120, 120, 4))
-    v = module.init(jax.random.PRNGKey(0), x, train=False)
-    tx = optax.sgd(1e-3)
-    opt = tx.init(v['params'])
-
-    @jax.jit
-    def step(p, bs, o):
-      def loss(p):
-        out, upd = module.apply({'params': p, 'batch_stats': bs}, x, train=True,
-                                mutable=['batch_stats'])
-        return jnp.mean(out ** 2), upd
-      (l, upd), g = jax.value_and_grad(loss, has_aux=True)(p)
-      u, o = tx.update(g, o)
-      return optax.apply_updates(p, u), upd['batch_stats'], o
-    holder = {'p': v['params'], 'bs': v['batch_stats'], 'o': opt}
-
-    def one():
-      holder['p'], holder['bs'], holder['o'] = step(holder['p'], holder['bs'], holder['o'])
-      jax.block_until_ready(holder['p'])
-    what = f'stand-in: jitted MobileNet x0.5 forward/backward, batch 16 ({type(e).__name__}: {e})'
-    per_step = 16
-  t0 = time.perf_counter()
-  one()
-  compile_s = time.perf_counter() - t0
+  """Examples/s of the default train step (3D + wild batch per step): the compiled
+  2DASL step that training runs (``benchmarks.run.full_step``), default config."""
+  from benchmarks.run import full_step
+  from dasl_jax.training.config import default_config
+  config = default_config()
+  batch = int(config.data.batch_size_3d)
+  if int(config.data.batch_size_wild) != batch:  # full_step feeds equal batches
+    raise SystemExit('benchmarks.pipeline expects equal default 3D and wild batches')
+  one, compile_s, per_step = full_step(batch, l3d_only=False)
   t = common.time_fn(one, repeats=3 if quick else 10, warmup=1)
+  what = (f'dasl_jax.training.step.CompiledStep, default config: {config.model.arch} '
+          f'x{config.model.width}, {config.model.in_channels} channels')
   return {'what': what, 'compile_s': compile_s, 'step_median_s': t['median_s'],
           'examples_per_step': per_step, 'examples_per_s': per_step / t['median_s']}
 

@@ -273,3 +273,36 @@ def _is_section(config, path):
       return False
     node = node[part]
   return True
+
+
+def config_from_args(args, base=None) -> ml_collections.ConfigDict:
+  """The config ``python -m experiments.train`` builds from ``args`` (``--flagfile=F``
+  and ``--config.PATH=VALUE`` items), parsed by the same ml_collections/absl flag
+  machinery, for code that needs a run's config without being that command
+  (benchmarks, notebooks). A bad field or value raises one-line DaslError.
+
+  ml_collections registers the ``--config.*`` override flags from ``sys.argv`` when
+  the config flag is defined, so ``sys.argv`` is set to ``args`` for that moment.
+  """
+  import sys
+  from absl import flags
+  from ml_collections import config_flags
+  from dasl_jax.errors import DaslError
+  args = [str(a) for a in args]
+  bad = unknown_field_message(args)
+  if bad:
+    raise DaslError(bad)
+  fv = flags.FlagValues()
+  argv = ['config_from_args', *args]
+  saved = sys.argv
+  try:
+    sys.argv = argv
+    config_flags.DEFINE_config_dict('config', base if base is not None else default_config(),
+                                    flag_values=fv)
+    sys.argv = saved
+    fv(argv)
+  except flags.Error as e:
+    raise DaslError(str(e).replace('ERROR:: ', '')) from None
+  finally:
+    sys.argv = saved
+  return fv.config
