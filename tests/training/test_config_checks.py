@@ -88,3 +88,19 @@ def test_model_config_shows_its_own_fields():
   r = ModelConfig(arch='resnet', depth=50, width=2.0)
   assert 'depth=50' in repr(r) and ' width=' not in repr(r)
   assert ModelConfig.from_dict(json.loads(r.to_json())) == r
+
+
+def test_config_from_args_reads_flagfiles_like_the_command(tmp_path):
+  """Flagfile lines and later overrides, with the values written out by hand."""
+  f = tmp_path / 'run.flags'
+  f.write_text('# a comment\n--config.model.arch=resnet\n--config.model.depth=34\n'
+               '--config.critic.hidden=(16, 8)\n--config.train.num_steps=10\n')
+  c = C.config_from_args([f'--flagfile={f}', '--config.train.num_steps=20'])
+  assert (c.model.arch, c.model.depth, tuple(c.critic.hidden)) == ('resnet', 34, (16, 8))
+  assert c.train.num_steps == 20  # the command line after the flagfile wins
+  assert c.optim.lr == C.default_config().optim.lr  # untouched fields keep their defaults
+  with pytest.raises(DaslError, match=r'--config.data.batch_size: no such field \(did you '
+                     r'mean --config.data.batch_size_3d\?\)'):
+    C.config_from_args(['--config.data.batch_size=4'])
+  with pytest.raises(DaslError, match='Unable to open flagfile'):
+    C.config_from_args([f'--flagfile={tmp_path / "missing.flags"}'])
