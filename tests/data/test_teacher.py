@@ -13,9 +13,8 @@ from dasl_jax.data import readers as R
 from dasl_jax.data import teacher as T
 from dasl_jax.errors import DaslError
 from dasl_jax.models import ModelConfig, create_regressor
-from dasl_jax.training import state as state_lib
 from dasl_jax.training.fake_data import FakeData
-from tests.train_utils import build, tiny_config
+from tests.train_utils import build, numpy_variables, tiny_config
 
 
 def test_validation_split_is_fixed_disjoint_and_seeded():
@@ -46,7 +45,8 @@ def _teacher_dir(tmp_path, in_channels=3):
   cfg = ModelConfig.from_dict(dict(arch='mobilenet', width=0.25, in_channels=in_channels,
                                    num_params=62, convention='v2'), 'test')
   module = create_regressor(cfg)
-  v = state_lib.init_variables(module, 0, (120, 120), in_channels)
+  v = numpy_variables(module, jnp.zeros((1, 120, 120, in_channels), jnp.float32))
+  v = {'params': v['params'], 'batch_stats': v['batch_stats']}
   fake = FakeData(0, 1, 1).param_stats
   stats = P.ParamStats(mean=np.asarray(fake.mean, np.float32),
                        std=np.asarray(fake.std, np.float32), source='test')
@@ -62,7 +62,7 @@ def test_teacher_params_match_a_direct_forward_and_cache(tmp_path, monkeypatch):
                        cache_dir=tmp_path / 'cache', batch_size=4)
   # Independent path: read the files with OpenCV, normalise, apply the module.
   imgs = np.stack([cv2.imread(str(tmp_path / 'crops' / n)) for n in names]).astype(np.float32)
-  w = np.asarray(module.apply(v, jnp.asarray((imgs - 127.5) / 128.0)))
+  w = np.asarray(jax.jit(module.apply)(v, jnp.asarray((imgs - 127.5) / 128.0)))
   np.testing.assert_allclose(p, w * stats.std + stats.mean, rtol=1e-4, atol=1e-4)
   # The second call reads the cache (no model run) and gives the same labels.
   from dasl_jax import inference
@@ -80,7 +80,7 @@ def test_teacher_mirror_averages_the_flipped_prediction(tmp_path):
   pm = T.teacher_params(d, tmp_path / 'crops', names, model, mirror=True)
   imgs = np.stack([cv2.imread(str(tmp_path / 'crops' / n)) for n in names])
   flipped = np.ascontiguousarray(imgs[:, :, ::-1]).astype(np.float32)
-  wf = np.asarray(module.apply(v, jnp.asarray((flipped - 127.5) / 128.0)))
+  wf = np.asarray(jax.jit(module.apply)(v, jnp.asarray((flipped - 127.5) / 128.0)))
   pf = wf * stats.std + stats.mean
   warper = AUG.ParamWarper(model, 'v2', stats)
   back = np.stack([warper.mirror(q, AUG.affine_matrix(flip=True)) for q in pf.astype(np.float64)])

@@ -15,6 +15,7 @@ import pytest
 from dasl_jax.errors import DaslError
 from dasl_jax.models import ModelConfig, create_regressor, layers
 from dasl_jax.training import config as C
+from tests.train_utils import numpy_variables
 
 # A bf16 mantissa has 8 bits (relative rounding 2^-9 = 0.2%); through ~15 to 30 layers
 # the error of the whole network grows to about 1%. 5% of the output's scale is the bound
@@ -72,25 +73,6 @@ def _check_bn_stats(s32, s16, first):
     assert _rel(v16, v32) < REL_TOL, (k, _rel(v16, v32))
 
 
-def _numpy_variables(shapes, seed=0):
-  """Variables of the given shapes filled in numpy, as Flax's defaults would draw them
-  (kernels LeCun-normal: variance 1 / fan-in; biases and BN shifts 0, BN scales 1,
-  running means 0 and variances 1). Drawing them in numpy keeps XLA from compiling
-  the initialisers' random-number code (tens of seconds per network on an AVX2 CPU);
-  any such weights serve, since both precisions run the same ones."""
-  rng = np.random.default_rng(seed)
-
-  def fill(path, s):
-    name = jax.tree_util.keystr(path)
-    if name.endswith("['kernel']"):
-      fan_in = int(np.prod(s.shape[:-1]))
-      return jnp.asarray(rng.normal(0, 1 / np.sqrt(fan_in), s.shape), s.dtype)
-    if name.endswith("['scale']") or name.endswith("['var']"):
-      return jnp.ones(s.shape, s.dtype)
-    return jnp.zeros(s.shape, s.dtype)
-  return jax.tree_util.tree_map_with_path(fill, shapes)
-
-
 @pytest.mark.parametrize('name', sorted(CONFIGS))
 def test_bf16_forward_matches_float32(name, backend):
   f32 = ModelConfig(**CONFIGS[name])
@@ -103,7 +85,7 @@ def test_bf16_forward_matches_float32(name, backend):
   assert jax.tree_util.tree_structure(shapes) == jax.tree_util.tree_structure(shapes16)
   for a, b in zip(jax.tree_util.tree_leaves(shapes), jax.tree_util.tree_leaves(shapes16)):
     assert a.shape == b.shape and a.dtype == b.dtype == jnp.float32
-  v = _numpy_variables(shapes)
+  v = numpy_variables(m32, x[:1])  # any weights serve: both precisions run the same ones
   # Jitted: run op by op, the networks' first calls cost minutes on an AVX2 CPU.
   infer = lambda m: jax.jit(lambda v, x: m.apply(v, x))
   # Inference mode (running statistics): the whole network within REL_TOL.
