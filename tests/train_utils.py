@@ -3,29 +3,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from dasl_jax.training.config import default_config
-
-
-def numpy_variables(module, x, seed=0):
-  """Variables for ``module.init(key, x)``, drawn in numpy as Flax's defaults would
-  draw them (kernels LeCun-normal: variance 1 / fan-in; biases and BN shifts 0, BN
-  scales 1, running means 0 and variances 1), for tests where any such weights serve.
-  ``module.init`` compiles the initialisers' random-number code: 10 to 30 s per
-  network on an AVX2 CPU, where these take milliseconds."""
-  shapes = jax.eval_shape(module.init, jax.random.PRNGKey(0), x)
-  rng = np.random.default_rng(seed)
-
-  def fill(path, s):
-    name = jax.tree_util.keystr(path)
-    if name.endswith("['kernel']"):
-      fan_in = int(np.prod(s.shape[:-1]))
-      return jnp.asarray(rng.normal(0, 1 / np.sqrt(fan_in), s.shape), s.dtype)
-    if name.endswith("['scale']") or name.endswith("['var']"):
-      return jnp.ones(s.shape, s.dtype)
-    return jnp.zeros(s.shape, s.dtype)
-  return jax.tree_util.tree_map_with_path(fill, shapes)
 
 
 class TinyRegressor(nn.Module):

@@ -14,7 +14,8 @@ from dasl_jax.data import teacher as T
 from dasl_jax.errors import DaslError
 from dasl_jax.models import ModelConfig, create_regressor
 from dasl_jax.training.fake_data import FakeData
-from tests.train_utils import build, numpy_variables, tiny_config
+from tests.infer_helpers import random_variables
+from tests.train_utils import build, tiny_config
 
 
 def test_validation_split_is_fixed_disjoint_and_seeded():
@@ -45,8 +46,7 @@ def _teacher_dir(tmp_path, in_channels=3):
   cfg = ModelConfig.from_dict(dict(arch='mobilenet', width=0.25, in_channels=in_channels,
                                    num_params=62, convention='v2'), 'test')
   module = create_regressor(cfg)
-  v = numpy_variables(module, jnp.zeros((1, 120, 120, in_channels), jnp.float32))
-  v = {'params': v['params'], 'batch_stats': v['batch_stats']}
+  v = random_variables(cfg)  # no initialiser compile (AVX2: ~20 s)
   fake = FakeData(0, 1, 1).param_stats
   stats = P.ParamStats(mean=np.asarray(fake.mean, np.float32),
                        std=np.asarray(fake.std, np.float32), source='test')

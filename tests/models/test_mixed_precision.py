@@ -15,7 +15,7 @@ import pytest
 from dasl_jax.errors import DaslError
 from dasl_jax.models import ModelConfig, create_regressor, layers
 from dasl_jax.training import config as C
-from tests.train_utils import numpy_variables
+from tests.infer_helpers import random_variables
 
 # A bf16 mantissa has 8 bits (relative rounding 2^-9 = 0.2%); through ~15 to 30 layers
 # the error of the whole network grows to about 1%. 5% of the output's scale is the bound
@@ -85,7 +85,7 @@ def test_bf16_forward_matches_float32(name, backend):
   assert jax.tree_util.tree_structure(shapes) == jax.tree_util.tree_structure(shapes16)
   for a, b in zip(jax.tree_util.tree_leaves(shapes), jax.tree_util.tree_leaves(shapes16)):
     assert a.shape == b.shape and a.dtype == b.dtype == jnp.float32
-  v = numpy_variables(m32, x[:1])  # any weights serve: both precisions run the same ones
+  v = random_variables(f32)  # any weights serve: both precisions run the same ones
   # Jitted: run op by op, the networks' first calls cost minutes on an AVX2 CPU.
   infer = lambda m: jax.jit(lambda v, x: m.apply(v, x))
   # Inference mode (running statistics): the whole network within REL_TOL.

@@ -139,7 +139,8 @@ def test_accelerator_forms_compute_the_same_function(arch, monkeypatch):
                                    resnet_width=4), 'test')
   module = create_regressor(cfg)
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 64, 64, 4))
-  variables = module.init(jax.random.PRNGKey(1), x, train=False)
+  from tests.infer_helpers import random_variables
+  variables = random_variables(cfg, seed=1)  # no initialiser compile (AVX2: ~20 s)
 
   def both(v, x):
     return (module.apply(v, x, train=False),
