@@ -4,12 +4,15 @@
 its threads, tunes glibc malloc (XLA:CPU's per-step temporaries stay in the heap
 instead of costing ~40% of CPU time in page faults; benchmarks/README.md), keeps
 Orbax's per-file INFO logging off the console (unless ``--verbosity`` is given),
-and turns a :class:`DaslError` into one ``error: ...`` line and exit status 2.
+turns on JAX's persistent compilation cache (:func:`use_compilation_cache`), and
+turns a :class:`DaslError` into one ``error: ...`` line and exit status 2.
 ``body(argv)`` may return an exit status.
 """
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 from dasl_jax.errors import DaslError
 
@@ -22,6 +25,7 @@ def command(body, tune_malloc: bool = True):
     from absl import flags, logging
     if 'verbosity' not in flags.FLAGS or not flags.FLAGS['verbosity'].present:
       logging.set_verbosity(logging.WARNING)
+    use_compilation_cache()
     try:
       code = body(argv)
     except DaslError as e:
@@ -31,6 +35,40 @@ def command(body, tune_malloc: bool = True):
       sys.exit(code)
   main.__doc__ = body.__doc__
   return main
+
+
+def compilation_cache_dir(environ=None):
+  """Where compiled programs are kept between runs, or None for nowhere.
+
+  ``JAX_COMPILATION_CACHE_DIR`` (JAX's own variable) wins when set; set it empty to
+  turn the cache off. Otherwise ``$XDG_CACHE_HOME/dasl_jax/xla`` (``~/.cache/...``).
+  """
+  environ = os.environ if environ is None else environ
+  if 'JAX_COMPILATION_CACHE_DIR' in environ:
+    return Path(environ['JAX_COMPILATION_CACHE_DIR']) if environ['JAX_COMPILATION_CACHE_DIR'] \
+        else None
+  base = environ.get('XDG_CACHE_HOME') or str(Path('~/.cache').expanduser())
+  return Path(base) / 'dasl_jax' / 'xla'
+
+
+def use_compilation_cache(environ=None):
+  """Keep compiled programs on disk, so a restarted run (after a preemption, a kill,
+  or a changed flag that does not touch the step) loads its train step instead of
+  compiling it again: resuming the tiny run (3 steps) took 20.5 s instead of 49 s on
+  the 2-core AVX2 machine (README "Preemption"). Returns the folder used, or None."""
+  path = compilation_cache_dir(environ)
+  if path is None:
+    return None
+  import jax
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+  except OSError as e:  # a read-only home: run without the cache rather than fail
+    print(f'warning: compilation cache off ({path}: {e.strerror})', file=sys.stderr)
+    return None
+  # No size limit: JAX's eviction needs the filelock package, which is not a
+  # dependency; the folder holds a few tens of MB per configuration and can be deleted.
+  jax.config.update('jax_compilation_cache_dir', str(path))
+  return path
 
 
 def parse_flags(argv):

@@ -1,0 +1,31 @@
+"""The commands' preamble: where the persistent compilation cache goes."""
+from pathlib import Path
+
+import jax
+
+from dasl_jax import cli
+
+
+def test_compilation_cache_dir_rules(tmp_path):
+  home = str(Path('~/.cache').expanduser())
+  assert cli.compilation_cache_dir({}) == Path(home) / 'dasl_jax' / 'xla'
+  assert cli.compilation_cache_dir({'XDG_CACHE_HOME': '/c'}) == Path('/c/dasl_jax/xla')
+  # JAX's own variable wins; empty means no cache.
+  assert cli.compilation_cache_dir({'JAX_COMPILATION_CACHE_DIR': '/j',
+                                    'XDG_CACHE_HOME': '/c'}) == Path('/j')
+  assert cli.compilation_cache_dir({'JAX_COMPILATION_CACHE_DIR': ''}) is None
+
+
+def test_use_compilation_cache_sets_jax_and_survives_a_read_only_home(tmp_path, capsys):
+  before = jax.config.jax_compilation_cache_dir
+  try:
+    got = cli.use_compilation_cache({'XDG_CACHE_HOME': str(tmp_path)})
+    assert got == tmp_path / 'dasl_jax' / 'xla' and got.is_dir()
+    assert jax.config.jax_compilation_cache_dir == str(got)
+    blocked = tmp_path / 'file'
+    blocked.write_text('')  # a file where the folder should go: mkdir fails
+    assert cli.use_compilation_cache({'XDG_CACHE_HOME': str(blocked)}) is None
+    assert 'compilation cache off' in capsys.readouterr().err
+    assert cli.use_compilation_cache({'JAX_COMPILATION_CACHE_DIR': ''}) is None
+  finally:
+    jax.config.update('jax_compilation_cache_dir', before)
