@@ -17,7 +17,19 @@ reduction order could differ and a tolerance would be needed). So one
 comparison checks both claims: 2 processes x 1 device = 1 process x 2 devices,
 and stopping and resuming changes nothing. (A hard kill and resume is tested in
 one process, tests/training/test_preemption.py: another 2-process leg would
-cost a whole compilation.)
+cost a whole compilation, see below.)
+
+Time: process 1 never finds the compiled step in the persistent compilation
+cache on CPU. JAX writes cache entries from process 0 only, and its cache key
+hashes the devices' topology, whose fingerprint differs between the two
+processes (jax 0.10.2: the computation and compile-options parts of the key
+are equal, the accelerator-config part is not), so a key written by process 0
+never matches process 1's. Every 2-process leg therefore compiles the step in
+process 1 (the long wait before the first step, ~45 s at low load, while
+process 0 has loaded it and waits in the first collective); hence two legs only.
+Nor is a checkpoint written every step: a joint Orbax save (coordination
+barriers, and replica-parallel slicing whose small programs process 1 compiles
+uncached too) took a step from ~1.3 s to ~2.7 s (load average 4-6).
 """
 import re
 import signal
