@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import signal
 import sys
 import threading
@@ -381,6 +382,48 @@ class _SigtermFlag:
     return False
 
 
+def _stop_check(sigterm, start):
+  """``stop(step) -> bool``: whether to stop at the step boundary where ``step``
+  steps are done (called with ``start``, ``start + 1``, ... before each step).
+
+  One process: the SIGTERM flag, read at no cost. Under ``jax.distributed``
+  all processes must stop together, or the ones not signalled wait forever in
+  the next step's collective. There ``jax.distributed.initialize`` has installed
+  JAX's preemption notifier, which takes SIGTERM from Python's handler (so
+  ``sigterm`` never fires) and tells the coordinator; every process then
+  reports the last step id it passed to ``reached_preemption_sync_point`` and
+  all agree on the next one after the largest. While that is being agreed the
+  call blocks, so no process runs past the agreed boundary. The ids are step
+  counts, as Orbax passes them from ``CheckpointManager.save``, which calls the
+  same function (an id must mean the same boundary to both). Between signals
+  the call is a lock and a comparison (no message), so every boundary is checked.
+
+  Returns:
+    (stop, early): ``early`` is True when the run must stop before its first step.
+  """
+  if not jax.distributed.is_initialized():
+    return (lambda step: sigterm.requested), False
+  from jax.experimental import multihost_utils
+  if sigterm.requested:
+    # SIGTERM came before jax.distributed.initialize, to Python's handler: send it
+    # again, now to the preemption notifier, so that every process hears of it.
+    os.kill(os.getpid(), signal.SIGTERM)
+  try:
+    # A notice that came before any process got here leaves every count at 0 and
+    # agrees on id 1, which a run resumed past step 1 would never pass: ask for
+    # it now. Then report `start` at once, so a later notice agrees on an id this
+    # loop will pass.
+    early = multihost_utils.reached_preemption_sync_point(1)
+    early = multihost_utils.reached_preemption_sync_point(max(start, 1)) or early
+  except RuntimeError:  # --jax_enable_preemption_service=False
+    if jax.process_count() == 1:  # then Python's handler still gets SIGTERM
+      return (lambda step: sigterm.requested), False
+    print("warning: JAX's preemption service is off (jax_enable_preemption_service): "
+          'SIGTERM will not stop the run at a step boundary', file=sys.stderr)
+    return (lambda step: False), False
+  return multihost_utils.reached_preemption_sync_point, early
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir, data=None):
   """Train a 2DASL regressor in ``workdir`` (resuming from its latest checkpoint).
 
@@ -392,6 +435,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, data=None):
   the main thread) stops the run at the next step boundary: the step reached is
   saved (if finite), the write waited for, one line printed to stderr, and
   :class:`Terminated` raised. The first step's compilation is not interruptible.
+  With several processes, SIGTERM to any of them stops all of them at the same
+  step boundary, where they save that step together (:func:`_stop_check`).
   Returns:
     dict of final metrics (``step``, ``heldout_nme`` when a held-out set exists).
   """
@@ -450,10 +495,11 @@ def _train_and_evaluate(config, workdir, data, sigterm):
     final.update({f'{k}_start': v for k, v in rec0.items()})
   t_last, step_last, saved_at = time.perf_counter(), start, start
   in_flight = None
+  stop, early = _stop_check(sigterm, start)
   try:
     try:
       for step in range(start, num_steps):
-        if sigterm.requested:
+        if stop(step) or (early and step == start):
           raise Terminated(final['step'], run.workdir)
         b3 = next(data.train_3d)
         bw = next(data.train_wild) if run.has_wild else b3  # unused without a wild stream

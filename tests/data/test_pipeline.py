@@ -93,17 +93,24 @@ def test_sharding_splits_hosts():
 
 def test_hosts_rows_make_the_one_host_global_batch():
   """Batch sizes are global: host k of 2 yields rows k*B/2 .. (k+1)*B/2 of the batch one
-  host yields (augmentation included), across epoch boundaries and after a resume."""
+  host yields (augmentation included), across epoch boundaries and after a resume.
+
+  A training checkpoint holds process 0's position only (Orbax writes JSON items
+  from the primary process) and every process restores it: right because a
+  position names no shard (the shard is in how the stream is built), so both
+  hosts' positions are equal, and host 1 resumed from host 0's saved position
+  goes on with its own rows."""
   one = _streams(seed=4, shard=(0, 1))
   two = [_streams(seed=4, shard=(k, 2)) for k in (0, 1)]
   for step in range(5):
-    if step == 3:  # resume both hosts from their saved positions
+    if step == 3:  # resume both hosts from host 0's saved position
       states = [json.loads(json.dumps(s.get_state())) for s in two]
+      assert states[0] == states[1]
       for s in two:
         s.close()
       two = [_streams(seed=4, shard=(k, 2)) for k in (0, 1)]
-      for s, st in zip(two, states):
-        s.set_state(st)
+      for s in two:
+        s.set_state(states[0])
     whole = one.next()
     parts = [s.next() for s in two]
     for j in range(2):  # the 3D and the wild stream
