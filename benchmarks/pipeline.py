@@ -8,8 +8,8 @@ stream when the assets are present, (c) single-thread per-example costs
 (source read, augmentation), and (d) the examples/s the default train step
 consumes (``dasl_jax.training.step.CompiledStep`` with ``dasl_jax.training.config``
 defaults, built as training builds it). The pipeline keeps up when (a) > (d). ``--opencv_ab_rounds N``: the aflw-wild
-stream with OpenCV at one thread (the training default, ``data.opencv_threads``) vs
-OpenCV's own pool, interleaved. The machine is shared: the load average is recorded
+stream with OpenCV at one thread (``data.opencv_threads=1``) vs OpenCV's own pool
+(the default), interleaved. The machine is shared: the load average is recorded
 with the numbers.
 """
 from __future__ import annotations
@@ -93,8 +93,8 @@ def bench_aflw_wild(quick):
 
 def bench_opencv_threads(rounds, batches):
   """The aflw-wild stream (decode + augmentation, Grain threads) with OpenCV's pool
-  at one thread (``data.opencv_threads=1``, the training default) vs OpenCV's default
-  pool, interleaved A B A B in this process, a fresh stream per window: crops/s."""
+  at one thread (``data.opencv_threads=1``) vs OpenCV's default pool (the training
+  default, ``-1``), interleaved A B A B in this process, a fresh stream per window: crops/s."""
   import cv2
   from dasl_jax.assets import asset
   from dasl_jax.data import pipeline as PL

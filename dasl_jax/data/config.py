@@ -73,7 +73,7 @@ def data_config() -> ml_collections.ConfigDict:
   c.prefetch = 64                    # Grain per-stream read-ahead buffer (examples)
   c.num_workers = 0                  # >0: worker processes (mp_prefetch)
   c.worker_buffer = 2                # batches buffered per worker process
-  c.opencv_threads = 1               # cv2.setNumThreads where examples are read (-1: OpenCV's pool)
+  c.opencv_threads = -1              # cv2.setNumThreads where examples are read (-1: OpenCV's own pool)
   c.skip_bad_rows = False            # skip (and count) broken rows instead of failing
   c.landmark_tolerance = 0.5         # points farther than this x crop size outside the crop are bad
   # --- augmentation (per example, deterministic from the seed and the example's position)

@@ -56,7 +56,7 @@ class ExampleMap:
   the number of processes.
   """
 
-  def __init__(self, keys, seed, augment_cfg=None, warper=None, stats=None, opencv_threads=1):
+  def __init__(self, keys, seed, augment_cfg=None, warper=None, stats=None, opencv_threads=-1):
     self.keys = tuple(keys)
     self.seed = int(seed)
     self.cfg = augment_cfg
@@ -66,10 +66,12 @@ class ExampleMap:
     self._threads_set_in = None  # the process id where cv2.setNumThreads was called
 
   def _set_opencv_threads(self):
-    # Grain's read threads (and worker processes) already run examples in parallel;
-    # OpenCV's own pool on top only adds hand-offs on 120x120 crops (measured in
-    # benchmarks/README.md "Input pipeline per core"). The setting is per process, so
-    # it is made in whichever process runs the map (the trainer, or each worker).
+    # ``data.opencv_threads`` (-1, the default, leaves OpenCV's pool alone). On the
+    # 2-core machine OpenCV's pool beside 4 Grain threads was the faster choice (aflw-wild
+    # stream 729 vs 621 crops/s with one thread, benchmarks/README.md "OpenCV threads");
+    # a host with many cores and many Grain threads or workers may want 1 to avoid
+    # threads x pool oversubscription. The setting is per process, so it is made in
+    # whichever process runs the map (the trainer, or each worker).
     pid = os.getpid()
     if self._threads_set_in != pid:
       self._threads_set_in = pid
