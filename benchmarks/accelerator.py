@@ -375,11 +375,11 @@ class Recorder:
     if not self.path:
       return
     import json
+    from dasl_jax.io.files import write_text_atomic
     path = Path(self.path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + '.tmp')
-    tmp.write_text(json.dumps(dict(self.header, **self.result), indent=1, default=str) + '\n')
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(dict(self.header, **self.result), indent=1,
+                                       default=str) + '\n')
 
 
 def start_watchdog(recorder, at_s, t_start):

@@ -53,3 +53,24 @@ def reference_run():
     wd = session_dir() / 'reference'
     _SESSION['ref'] = (wd, run(wd, cache_dir=cache_dir()))
   return _SESSION['ref']
+
+
+def checkpoint_steps(workdir):
+  """The complete checkpoint steps in ``workdir/checkpoints`` (sorted; [] if none)."""
+  d = Path(workdir) / 'checkpoints'
+  return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit()) if d.is_dir() else []
+
+
+def logged_steps(workdir):
+  """Steps whose training losses are in ``log.jsonl`` (a line being written is skipped)."""
+  import json
+  f = Path(workdir) / 'log.jsonl'
+  out = []
+  for line in (f.read_text().splitlines() if f.exists() else []):
+    try:
+      rec = json.loads(line)
+    except ValueError:
+      continue
+    if 'total' in rec:
+      out.append(rec['step'])
+  return out

@@ -46,7 +46,8 @@ from dasl_jax.errors import DaslError
 from dasl_jax.io import checkpoint
 from dasl_jax.training import distributed
 from dasl_jax.training.fake_data import FakeData
-from tests.train_command import REPO, cache_dir, command, env
+from tests.train_command import (REPO, cache_dir, checkpoint_steps, command, env,
+                                 logged_steps)
 
 
 def free_port():
@@ -90,23 +91,6 @@ def finish(procs, timeout=240):
   return out
 
 
-def _steps(wd):
-  d = wd / 'checkpoints'
-  return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit()) if d.is_dir() else []
-
-
-def _logged_steps(wd):
-  import json
-  f = wd / 'log.jsonl'
-  out = []
-  for line in (f.read_text().splitlines() if f.exists() else []):
-    try:
-      rec = json.loads(line)
-    except ValueError:  # a line being written
-      continue
-    if 'total' in rec:
-      out.append(rec['step'])
-  return out
 
 
 TERMINATED = re.compile(r'^terminated \(SIGTERM\): saved step (\d+) in (.+); '
@@ -125,7 +109,7 @@ def test_two_processes_sigterm_one_then_resume_equal_one_process_two_devices(tmp
   procs = start_two(wd, *flags)
   deadline = time.time() + 240
   # Training is underway once the first step's losses are in log.jsonl.
-  while (not _logged_steps(wd) and time.time() < deadline
+  while (not logged_steps(wd) and time.time() < deadline
          and all(p.poll() is None for p, _ in procs)):
     time.sleep(0.01)
   assert all(p.poll() is None for p, _ in procs), 'a process ended before SIGTERM'
@@ -140,7 +124,7 @@ def test_two_processes_sigterm_one_then_resume_equal_one_process_two_devices(tmp
   assert len(said[0]) == 1 and said[0] == said[1] and said[0][0][1] == str(wd), said
   step = int(said[0][0][0])
   assert 1 <= step < 6
-  assert _steps(wd) == [step]  # that step, saved once by both, nothing later
+  assert checkpoint_steps(wd) == [step]  # that step, saved once by both, nothing later
   assert checkpoint.restore(wd).step == step
   # Both restarted (a fresh coordinator port): they resume from the joint checkpoint.
   resumed = finish(start_two(wd, *flags))

@@ -17,14 +17,11 @@ import numpy as np
 import pytest
 
 from dasl_jax.io import checkpoint
-from tests.train_command import REPO, cache_dir, command, env, reference_run, run
+from tests.train_command import (REPO, cache_dir, checkpoint_steps, command, env,
+                                 logged_steps, reference_run, run)
 
 TMP = '.orbax-checkpoint-tmp'  # Orbax writes a step into '<step>.orbax-checkpoint-tmp' first
 
-
-def _steps(wd):
-  d = wd / 'checkpoints'
-  return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit()) if d.exists() else []
 
 
 def _writing(wd):
@@ -47,21 +44,6 @@ def _assert_same_as_reference(wd):
     assert np.array_equal(np.asarray(x), np.asarray(y)), jax.tree_util.keystr(path)
 
 
-def _logged_steps(wd):
-  import json
-  f = wd / 'log.jsonl'
-  if not f.exists():
-    return []
-  out = []
-  for line in f.read_text().splitlines():
-    try:
-      rec = json.loads(line)
-    except ValueError:  # a line being written
-      continue
-    if 'total' in rec:
-      out.append(rec['step'])
-  return out
-
 
 def test_sigterm_saves_exits_143_and_resumes_bit_identical(tmp_path):
   reference_run()  # compiles into the shared cache first
@@ -74,7 +56,7 @@ def test_sigterm_saves_exits_143_and_resumes_bit_identical(tmp_path):
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   deadline = time.time() + 240
   # Training is underway once the first step's losses are in log.jsonl.
-  while not _logged_steps(wd) and proc.poll() is None and time.time() < deadline:
+  while not logged_steps(wd) and proc.poll() is None and time.time() < deadline:
     time.sleep(0.01)
   assert proc.poll() is None, 'the run ended before SIGTERM could be sent'
   proc.send_signal(signal.SIGTERM)
@@ -86,7 +68,7 @@ def test_sigterm_saves_exits_143_and_resumes_bit_identical(tmp_path):
       f' in {wd}; rerun the same command to resume'), last
   step = int(last[len(prefix):].split()[0])
   assert 1 <= step < 6
-  assert _steps(wd) == [step]  # exactly the step reached, nothing later
+  assert checkpoint_steps(wd) == [step]  # exactly the step reached, nothing later
   assert checkpoint.restore(wd).step == step
   assert 'step=' not in out  # no "finished" summary line
   r = run(wd, *flags, cache_dir=cache_dir())
@@ -152,13 +134,13 @@ def _kill_moment(proc, wd, mode, resumed_at, rng, startup_s):
   if mode == 'startup':
     until = t0 + float(rng.uniform(0.0, startup_s))
     while alive() and time.time() < until and not writing(first) and \
-        max(_steps(wd), default=0) < first:
+        max(checkpoint_steps(wd), default=0) < first:
       time.sleep(0.002)
   elif mode == 'write':
-    while alive() and not writing(first) and max(_steps(wd), default=0) < first:
+    while alive() and not writing(first) and max(checkpoint_steps(wd), default=0) < first:
       time.sleep(0.0005)
   else:  # 'after'
-    while alive() and max(_steps(wd), default=0) < first:
+    while alive() and max(checkpoint_steps(wd), default=0) < first:
       time.sleep(0.002)
     until = time.time() + float(rng.uniform(0.0, 0.4))
     while alive() and time.time() < until and not writing(second):
@@ -169,7 +151,8 @@ def _kill_moment(proc, wd, mode, resumed_at, rng, startup_s):
   assert proc.returncode == -signal.SIGKILL, f'the run ended before it was killed ({mode})'
   if during_write:
     return 'write', time.time() - t0
-  return ('startup' if max(_steps(wd), default=0) == resumed_at else 'after'), time.time() - t0
+  where = 'startup' if max(checkpoint_steps(wd), default=0) == resumed_at else 'after'
+  return where, time.time() - t0
 
 
 @pytest.mark.slow
@@ -198,7 +181,7 @@ def test_repeated_sigkill_then_resume_is_bit_identical(tmp_path):
   plan = rng.permutation(['startup'] * 3 + ['write'] * 4 + ['after'] * 3)
   landed, startup_s = [], 8.0
   for mode in plan:
-    resumed_at = max(_steps(wd), default=0)
+    resumed_at = max(checkpoint_steps(wd), default=0)
     if mode == 'after' and resumed_at >= STEPS - 1:
       mode = 'write'  # no step left to complete: the final run must still train
     proc = subprocess.Popen(command(wd, *flags), cwd=REPO, env=env(cache_dir()),
@@ -209,7 +192,7 @@ def test_repeated_sigkill_then_resume_is_bit_identical(tmp_path):
     landed.append(where)
     print(f'kill {len(landed)}: planned {mode}, landed {where} after {seconds:.1f} s '
           f'(resumed at step {resumed_at})')
-    assert max(_steps(wd), default=0) >= resumed_at, 'a kill lost a completed checkpoint'
+    assert max(checkpoint_steps(wd), default=0) >= resumed_at, 'a kill lost a completed checkpoint'
   assert len(landed) == N_KILLS
   assert landed.count('write') >= 3, landed
   assert landed.count('startup') >= 2, landed
