@@ -75,6 +75,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.loss.flm_jitter = 0.0
   # Critic negatives that only the pairing gives away: 3D images with another example's label.
   c.loss.critic_mismatch = False
+  # L_2d_con / L_cyc: > 0 = pseudo-Huber scale in crop pixels (a mislabelled point pulls
+  # with a bounded force); 0 = squared error (the paper).
+  c.loss.robust_2d = 0.0
 
   # --- optimisers
   c.optim = ml_collections.ConfigDict()
@@ -115,6 +118,10 @@ def default_config() -> ml_collections.ConfigDict:
   # Validation (config.data.validation): FLM passes of the self-bootstrapped landmark map
   # (4-channel models; the held-out crops have no detector landmarks).
   c.train.val_bootstrap_iters = 2
+  # What ranks checkpoints (the kept "best" one and selection.json): auto = val21_scheme_nme
+  # with a fitted wild scheme, else val21_nme with a validation split, else heldout_nme;
+  # or one of val21_nme, val21_scheme_nme, val_teacher_nme, heldout_nme. Never a test set.
+  c.train.select_metric = 'auto'
 
   # --- evaluation besides the held-out set
   c.eval = ml_collections.ConfigDict()
@@ -148,6 +155,10 @@ RULES = {
     'loss.wpdc_resample': (lambda v: v >= 0, 'an integer >= 0'),
     'loss.weight_power': (lambda v: v in (1, 2), '1 or 2'),
     'loss.flm_jitter': (lambda v: v >= 0, _NONNEG),
+    'loss.robust_2d': (lambda v: v >= 0, '>= 0 (pixels; 0 = squared error)'),
+    'train.select_metric': (lambda v: v in ('auto', 'val21_nme', 'val21_scheme_nme',
+                                            'val_teacher_nme', 'heldout_nme'),
+                            'auto, val21_nme, val21_scheme_nme, val_teacher_nme or heldout_nme'),
     'optim.name': (lambda v: v in ('sgd', 'adam', 'adamw'), 'sgd, adam or adamw'),
     'optim.lr': (lambda v: v > 0, _POS),
     'optim.momentum': (lambda v: 0 <= v < 1, 'in [0, 1)'),
