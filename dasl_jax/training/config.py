@@ -89,6 +89,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.optim.decay_to = 0.001          # exponential decay to lr * decay_to at the last step
   c.optim.warmup_steps = 0          # linear warm-up from 0
   c.optim.clip_norm = 0.0           # > 0: clip gradients by global norm
+  # Adam's denominator floor: with 1e-8 every weight moves ~lr per step whatever its
+  # gradient, noise included; a floor near the gradients' scale makes tiny-gradient
+  # weights move little (as SGD would).
+  c.optim.adam_eps = 1e-8
   c.optim.critic_name = 'adam'
   c.optim.critic_lr = 1e-4
   c.optim.critic_b1 = 0.5           # GAN-usual Adam beta1
@@ -166,6 +170,7 @@ RULES = {
     'optim.decay_to': (lambda v: 0 < v <= 1, 'in (0, 1] (1 = constant learning rate)'),
     'optim.warmup_steps': (lambda v: v >= 0, 'an integer >= 0'),
     'optim.clip_norm': (lambda v: v >= 0, '>= 0 (0 = no clipping)'),
+    'optim.adam_eps': (lambda v: v > 0, _POS),
     'optim.critic_lr': (lambda v: v > 0, _POS),
     'optim.critic_b1': (lambda v: 0 <= v < 1, 'in [0, 1)'),
     'optim.critic_every': (lambda v: v >= 1, 'an integer >= 1'),
