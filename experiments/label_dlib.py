@@ -30,6 +30,8 @@ flags.DEFINE_string('predictor', None, 'shape_predictor_68_face_landmarks.dat (d
 flags.DEFINE_integer('calibration_sample', 300, 'Crops detected to calibrate the face rectangle.')
 flags.DEFINE_float('tolerance', 0.1, 'Skip a crop whose points leave it by more than this '
                    'fraction of its size.')
+flags.DEFINE_bool('require_detection', True, "Label only crops where dlib's own detector finds "
+                  'the face (the predictor is unreliable elsewhere: profiles).')
 flags.DEFINE_bool('progress', True, 'Progress bars.')
 FLAGS = flags.FLAGS
 
@@ -53,15 +55,21 @@ def _main(argv):
   rect, n_found = dlib_labels.calibrate_rect(images, names, FLAGS.calibration_sample,
                                              progress=FLAGS.progress)
   pts, ok, skipped = dlib_labels.label_crops(images, names, rect, FLAGS.tolerance,
-                                             FLAGS.progress, FLAGS.predictor)
+                                             FLAGS.progress, FLAGS.predictor,
+                                             FLAGS.require_detection)
   n = dlib_labels.write_landmark_file(
       FLAGS.out, names, pts, ok,
       header=f'dlib 68-point shape predictor, face rectangle {[round(v, 4) for v in rect]} '
-             f'of the crop (median of {n_found} detections)')
+             f'of the crop (median of {n_found} detections), require_detection='
+             f'{FLAGS.require_detection}')
   out = Path(FLAGS.out)
   out.with_suffix(out.suffix + '.skipped.txt').write_text(
       ''.join(f'{k}: {v}\n' for k, v in skipped.items()))
-  summary = {'crops': len(names), 'labelled': n, 'skipped': len(skipped),
+  reasons = {}
+  for v in skipped.values():
+    reasons[v] = reasons.get(v, 0) + 1
+  summary = {'crops': len(names), 'labelled': n, 'skipped': len(skipped), 'why': reasons,
+             'require_detection': FLAGS.require_detection,
              'rect_fraction': rect.tolist(), 'calibration_detections': n_found,
              'seconds': time.perf_counter() - t0}
   out.with_suffix(out.suffix + '.json').write_text(json.dumps(summary, indent=1) + '\n')

@@ -60,6 +60,10 @@ def data_config() -> ml_collections.ConfigDict:
   # offsets fitted on the training crops with the teacher's parameters; needs
   # source_3d=teacher or teacher_checkpoint, and source_wild=aflw), or a scheme .json file.
   c.wild_scheme = 'ibug'
+  # The scheme of the validation NME on AFLW's labels: auto (the wild labels' own 21-point
+  # scheme, none without one), fit (AFLW's definitions fitted as above, whatever the wild
+  # labels are), none, or a scheme .json file.
+  c.val_scheme = 'auto'
   # With a fitted scheme and a teacher: the wild FLM channel is drawn from the labels moved
   # into iBUG's definitions by the teacher's pose (the test-time FLM is iBUG's).
   c.scheme_flm = True

@@ -95,9 +95,23 @@ def calibrate_rect(image_dir, names: Sequence[str], sample=300, seed=0, progress
   return np.median(np.asarray(rects), axis=0), len(rects)
 
 
+def _iou(a, b):
+  lo = np.maximum(a[:2], b[:2])
+  hi = np.minimum(a[2:], b[2:])
+  inter = np.prod(np.maximum(hi - lo, 0.0))
+  area = lambda r: np.prod(np.maximum(r[2:] - r[:2], 0.0))
+  return inter / max(area(a) + area(b) - inter, 1e-12)
+
+
 def label_crops(image_dir, names: Sequence[str], rect_fraction, tolerance=0.1, progress=True,
-                model_path=None):
-  """dlib's 68 points on each crop, started from the calibrated rectangle.
+                model_path=None, require_detection=True, min_iou=0.3):
+  """dlib's 68 points on each crop.
+
+  The predictor was trained from its detector's rectangles and is only reliable
+  where its detector sees a face (a near-frontal one): with ``require_detection`` a
+  crop is labelled only when the detector finds a face overlapping the calibrated
+  rectangle (IoU >= ``min_iou``), started from the detector's rectangle; otherwise the
+  calibrated rectangle starts every crop.
 
   Args:
     rect_fraction: (4,) from :func:`calibrate_rect`.
@@ -108,6 +122,7 @@ def label_crops(image_dir, names: Sequence[str], rect_fraction, tolerance=0.1, p
      ok (N,) bool, skipped {name: reason}).
   """
   dlib, predictor = load_predictor(model_path)
+  detector = dlib.get_frontal_face_detector() if require_detection else None
   n = len(names)
   pts = np.full((n, 68, 2), np.nan, np.float32)
   ok = np.zeros(n, bool)
@@ -121,8 +136,16 @@ def label_crops(image_dir, names: Sequence[str], rect_fraction, tolerance=0.1, p
       continue
     big = _upscaled(img)
     h, w = big.shape[:2]
-    rect = dlib.rectangle(int(round(fr[0] * w)), int(round(fr[1] * h)),
-                          int(round(fr[2] * w)), int(round(fr[3] * h)))
+    expected = fr * np.array([w, h, w, h])
+    rect = dlib.rectangle(*[int(round(v)) for v in expected])
+    if detector is not None:
+      found = [r for r in detector(big, 1)
+               if _iou(np.array([r.left(), r.top(), r.right(), r.bottom()], np.float64),
+                       expected) >= min_iou]
+      if not found:
+        skipped[name] = "dlib's detector finds no face at the crop's face"
+        continue
+      rect = found[0]
     shape = predictor(big, rect)
     p = np.array([[shape.part(k).x, shape.part(k).y] for k in range(68)], np.float64)
     p /= UPSCALE

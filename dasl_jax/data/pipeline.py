@@ -482,7 +482,7 @@ def build_data(cfg, seed) -> DataBundle:
   else:
     wild = _source_wild(cfg, seed)
     if wild is not None:
-      if val_names and cfg.source_wild == 'aflw' and hasattr(wild, 'rows'):
+      if val_names and cfg.source_wild in ('aflw', 'folder') and hasattr(wild, 'rows'):
         wild = TEACHER.NameSubset(wild, set(wild.names) - val_names)
       sources['wild'] = wild
   held = None
@@ -498,7 +498,8 @@ def build_data(cfg, seed) -> DataBundle:
   if 'heldout' in sources:
     held = stack_examples(sources['heldout'], cfg.heldout_size)
   validation = _validation(cfg, val_names, teacher) if cfg.validation == 'aflw_wild' else None
-  scheme21, scheme18 = WILD_SCHEME.resolve(cfg, model, sources.get('wild'), teacher)
+  scheme21, scheme18 = WILD_SCHEME.resolve(cfg, model, sources.get('wild'), teacher, val_names,
+                                           _aflw_wild_root(cfg))
   wild_keys = KEYS_WILD
   if scheme18 is not None and teacher is not None and cfg.scheme_flm:
     flm = WILD_SCHEME.flm_points(sources['wild'], scheme18, teacher, model, cfg.convention)

@@ -92,10 +92,13 @@ class LandmarkScheme:
     where = {r: i for i, r in enumerate(rows)}
     if any(self.flip[r] not in where for r in rows):
       raise DaslError(f'scheme {self.name}: a subset must hold each point with its mirror')
+    fit = dict(self.fit)
+    if 'points' in fit:
+      fit['points'] = [fit['points'][r] for r in rows]
     return dataclasses.replace(
         self, name=name or f'{self.name}[{len(rows)}]', combine=self.combine[rows],
         offsets=self.offsets[rows], point_names=tuple(self.point_names[r] for r in rows),
-        flip=tuple(where[self.flip[r]] for r in rows))
+        flip=tuple(where[self.flip[r]] for r in rows), fit=fit)
 
   def with_offsets(self, offsets, model_key='', fit=None) -> 'LandmarkScheme':
     return dataclasses.replace(self, offsets=np.asarray(offsets, np.float64),
@@ -299,15 +302,42 @@ def fit(base: LandmarkScheme, params, labels, mask, model68, convention, *,
   per_point = []
   for q in range(k):
     v = mask[:, q]
+    # Typical label-to-model disagreement after the fit (label noise plus the
+    # teacher's error): the median squared distance scaled to a Gaussian's mean square.
+    typical = (float(np.sqrt(np.median(err1[v, q] ** 2) / np.log(2.0)))
+               if v.any() else float('nan'))
     per_point.append({'name': base.point_names[q], 'n': int(v.sum()),
                       'nme_before': float(err0[v, q].mean()) if v.any() else float('nan'),
                       'nme_after': float(err1[v, q].mean()) if v.any() else float('nan'),
+                      'rms_after': typical,
                       'offset_pct': (offsets[q] / mean_size * 100.0).tolist()})
   info = {'crops': n, 'labelled_points': int(mask.sum()), 'symmetric': bool(symmetric),
           'ridge': ridge, 'huber': huber, 'mean_face_size': mean_size,
           'nme_before': float(err0[mask].mean()), 'nme_after': float(err1[mask].mean()),
           'points': per_point}
   return base.with_offsets(offsets, model_key(model68), info)
+
+
+def noise_weights(scheme: LandmarkScheme, reference_weights, power=2):
+  """Per-point weights on the squared error, inverse to each point's typical
+  disagreement after the fit (``fit['points'][k]['rms_after']``), scaled so their mean
+  equals that of ``reference_weights ** power`` (the loss keeps its overall size).
+
+  Args:
+    reference_weights: (K,) the weights they replace (2DASL's 18-point weights).
+  Returns:
+    (K,) float32.
+  """
+  pts = scheme.fit.get('points') if scheme.fit else None
+  if not pts:
+    raise DaslError(f'scheme {scheme.name} has no fit: noise weights need the fitted residuals '
+                    '(--config.data.wild_scheme=fit)')
+  r = np.array([p.get('rms_after', np.nan) for p in pts], np.float64)
+  if not np.all(np.isfinite(r) & (r > 0)):
+    raise DaslError(f'scheme {scheme.name}: a point without a fitted residual; cannot weight it')
+  w = 1.0 / r ** 2
+  ref = np.asarray(reference_weights, np.float64) ** power
+  return (w * ref.mean() / w.mean()).astype(np.float32)
 
 
 def format_fit(scheme: LandmarkScheme) -> str:

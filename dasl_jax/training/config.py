@@ -78,6 +78,10 @@ def default_config() -> ml_collections.ConfigDict:
   # L_2d_con / L_cyc: > 0 = pseudo-Huber scale in crop pixels (a mislabelled point pulls
   # with a bounded force); 0 = squared error (the paper).
   c.loss.robust_2d = 0.0
+  # Per-point weights of L_2d_con / L_cyc: sel18 (2DASL's, to weight_power) or noise
+  # (inverse to each point's label disagreement left after fitting the wild scheme,
+  # same mean; needs --config.data.wild_scheme=fit or a fitted scheme file).
+  c.loss.point_weights = 'sel18'
 
   # --- optimisers
   c.optim = ml_collections.ConfigDict()
@@ -160,6 +164,7 @@ RULES = {
     'loss.weight_power': (lambda v: v in (1, 2), '1 or 2'),
     'loss.flm_jitter': (lambda v: v >= 0, _NONNEG),
     'loss.robust_2d': (lambda v: v >= 0, '>= 0 (pixels; 0 = squared error)'),
+    'loss.point_weights': (lambda v: v in ('sel18', 'noise'), 'sel18 or noise'),
     'train.select_metric': (lambda v: v in ('auto', 'val21_nme', 'val21_scheme_nme',
                                             'val_teacher_nme', 'heldout_nme'),
                             'auto, val21_nme, val21_scheme_nme, val_teacher_nme or heldout_nme'),

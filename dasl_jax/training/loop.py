@@ -330,7 +330,8 @@ def init_state(config, bundle: StepBundle, data):
           variables, critic_params))
   consts = compiled.put_replicated(step_lib.make_consts(
       data.model, stats.mean, stats.std, getattr(data, 'dense_model', None),
-      getattr(data, 'wild_scheme18', None)))
+      getattr(data, 'wild_scheme18', None), str(config.loss.point_weights),
+      int(config.loss.weight_power)))
   base_key = compiled.put_replicated(jax.random.fold_in(jax.random.PRNGKey(seed), 2))
   return state, consts, base_key
 

@@ -61,10 +61,12 @@ class StepContext:
 
 
 def make_consts(model: MorphableModel, mean, std, wpdc_model: MorphableModel = None,
-                wild_scheme=None):
+                wild_scheme=None, point_weights='sel18', weight_power=2):
   """Arrays the step reads but never changes: landmark model, WPDC sampling model,
-  whitening, and the wild labels' 18-point scheme (``face_model.schemes``; default
-  iBUG's own definitions, ``schemes.ibug18()``)."""
+  whitening, the wild labels' 18-point scheme (``face_model.schemes``; default
+  iBUG's own definitions, ``schemes.ibug18()``) and the 2D terms' per-point weights on
+  the squared error (``sel18``: 2DASL's, to ``weight_power``; ``noise``: inverse to each
+  point's fitted label disagreement, ``schemes.noise_weights``)."""
   from dasl_jax.face_model import schemes
   scheme = wild_scheme if wild_scheme is not None else schemes.ibug18()
   if scheme.size != 18:
@@ -78,7 +80,17 @@ def make_consts(model: MorphableModel, mean, std, wpdc_model: MorphableModel = N
           'mean': jnp.asarray(mean, jnp.float32), 'std': jnp.asarray(std, jnp.float32),
           'box68_over_18': jnp.asarray(ratio, jnp.float32),
           'wild_combine': jnp.asarray(scheme.combine, jnp.float32),
+          'wild_weights': jnp.asarray(_point_weights(scheme, point_weights, weight_power)),
           'wild_offsets': jnp.asarray(scheme.offsets, jnp.float32)}
+
+
+def _point_weights(scheme, kind, power):
+  from dasl_jax.face_model import schemes
+  if kind == 'sel18':
+    return (lm.SEL18_WEIGHTS.astype(np.float64) ** power).astype(np.float32)
+  if kind == 'noise':
+    return schemes.noise_weights(scheme, lm.SEL18_WEIGHTS, power)
+  raise DaslError(f"--config.loss.point_weights must be sel18 or noise, got {kind!r}")
 
 
 def wild_path_on(loss_cfg) -> bool:
@@ -168,8 +180,8 @@ def train_step(state: TrainState, batch_3d, batch_wild, base_key, consts, *, ctx
     if wild:
       l3_1, l2_1 = losses.landmarks_from_whitened(pw1, model68, mean, std, ctx.convention)
       if lc.use_2d:
-        terms['l2d_con'] = losses.landmark_2d_consistency(
-            l2_1, det18, mask18, lc.weight_power, wild18(pw1, l2_1), lc.robust_2d)
+        terms['l2d_con'] = losses.weighted_points_2d(
+            wild18(pw1, l2_1), det18, mask18, consts['wild_weights'], 1, lc.robust_2d)
       if lc.use_3d_con or lc.use_cyc:
         # The FLM is rebuilt from the prediction: integer pixels, no gradient.
         y18 = jax.lax.stop_gradient(lm.select18(l2_1))
@@ -179,8 +191,8 @@ def train_step(state: TrainState, batch_3d, batch_wild, base_key, consts, *, ctx
         if lc.use_3d_con:
           terms['l3d_con'] = losses.landmark_3d_consistency(l3_2, l3_1)
         if lc.use_cyc:
-          terms['lcyc'] = losses.cycle_consistency(
-              l2_2, det18, mask18, lc.weight_power, wild18(pw2, l2_2), lc.robust_2d)
+          terms['lcyc'] = losses.weighted_points_2d(
+              wild18(pw2, l2_2), det18, mask18, consts['wild_weights'], 1, lc.robust_2d)
       if lc.use_sc:
         # Critic weights are constants here: only the regressor learns from L_sc.
         cp = jax.lax.stop_gradient(state.critic_params)
