@@ -31,14 +31,27 @@ from dasl_jax import evaluation
 from dasl_jax.evaluation import published
 
 START = 'a_start'
+# The start model with flip test-time averaging: the honest baseline of a student
+# distilled from a mirror-averaged teacher (evaluated, not trained).
+START_TTA = 'a_tta'
 ARMS = {
     'b_l3d': '(b) 3D side only (L_3d on teacher-labelled crops)',
     'c_2d_cyc': '(c) + L_2d_con + L_cyc',
     'd_3d_con': '(d) + L_3d_con',
     'e_full': '(e) + self-critic (full 2DASL)',
     'f_wild': '(f) wild side only (no L_3d)',
+    # Issue 20: definition-aware wild targets, a fair start, style-free selection.
+    'c_def': '(c_def) (c) with AFLW\'s definitions, warm-up, scheme selection',
+    'd_def': '(d_def) + L_3d_con',
+    'e_def': '(e_def) + self-critic (full 2DASL, definition-aware)',
+    'g_dlib': '(g_dlib) e_def on dlib\'s iBUG-68 labels',
 }
-LABELS = {START: '(a) start model', **ARMS}
+# The arms of issue 12 (kept as they ran) and of issue 20.
+ARMS_ISSUE12 = ('b_l3d', 'c_2d_cyc', 'd_3d_con', 'e_full', 'f_wild')
+ARMS_ISSUE20 = ('c_def', 'd_def', 'e_def', 'g_dlib')
+# Arms whose wild labels are dlib's (experiments.label_dlib, made once under <root>/dlib).
+DLIB_ARMS = ('g_dlib',)
+LABELS = {START: '(a) start model', START_TTA: '(a_tta) start model, flip-averaged', **ARMS}
 # Levers tried on seed 0 against the chosen setting of (e), scored on validation only:
 # name -> (what changed, the arm it modifies, extra training flags).
 LEVERS = {
@@ -53,6 +66,16 @@ LEVERS = {
                   ['--config.loss.flm_jitter=0']),
     'bn_train': ('batch norm trained instead of frozen', 'e_full',
                  ['--config.model.freeze_bn=False']),
+    # Issue 20, on e_def (scored on val21_scheme_nme):
+    'def_w0.005': ('e_def, wild-side weights 0.005 instead of 0.05', 'e_def',
+                   ['--config.loss.w_2d=0.005', '--config.loss.w_cyc=0.005',
+                    '--config.loss.w_3d_con=0.005']),
+    'def_robust3': ('e_def, pseudo-Huber 2D terms (3 px)', 'e_def',
+                    ['--config.loss.robust_2d=3']),
+    'def_noise_w': ('e_def, per-point weights from the label noise', 'e_def',
+                    ['--config.loss.point_weights=noise']),
+    'def_no_warmup': ('e_def without the 50-step warm-up', 'e_def',
+                      ['--config.optim.warmup_steps=0']),
 }
 
 

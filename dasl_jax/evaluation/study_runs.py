@@ -37,13 +37,31 @@ def _call(cmd, log):
                     + ' | '.join(tail))
 
 
+def dlib_file(root):
+  return Path(root) / 'dlib' / 'aflw_wild_dlib68.csv'
+
+
 def train_command(arm, seed, workdir, root, extra=()):
+  dlib = [f'--config.data.wild_landmarks={dlib_file(root)}'] if arm in study.DLIB_ARMS else []
   return _python('experiments.train', f'--flagfile={CONFIGS / arm}.flags',
                  f'--workdir={workdir}', f'--config.train.seed={seed}',
                  f'--config.model.init_checkpoint={root}/mb05',
                  f'--config.data.teacher_checkpoint={root}/mb05',
                  f'--config.data.teacher_cache={root}/cache',
-                 '--config.train.progress=False', *extra)
+                 '--config.train.progress=False', *dlib, *extra)
+
+
+def ensure_dlib(root):
+  """dlib's 68-point labels of the aflw-wild crops in ``<root>/dlib`` (made once)."""
+  out = dlib_file(root)
+  if out.exists():
+    return
+  out.parent.mkdir(parents=True, exist_ok=True)
+  wild = assets.asset('aflw-wild')
+  print(f'labelling the aflw-wild crops with dlib -> {out}', flush=True)
+  _call(_python('experiments.label_dlib', f'--images={wild / "images"}',
+                f'--list={wild / "list.txt"}', f'--out={out}', '--progress=False'),
+        Path(root) / 'dlib.label.log')
 
 
 def eval_command(checkpoint, out_json, step=None, flm=None, lms_out=None, aflw2000_dir=None):
@@ -140,11 +158,14 @@ def run_study(root, seeds, runs, levers, page_only=False, results_dir='experimen
   root.mkdir(parents=True, exist_ok=True)
   if not page_only:
     ensure_start(root, pretrained, aflw2000_dir)
+    if any(a in study.DLIB_ARMS for a in runs) or any(
+        study.LEVERS[x][1] in study.DLIB_ARMS for x in levers):
+      ensure_dlib(root)
+    for name in levers:  # levers first: they choose the recipe the arms then run
+      run_lever(root, name, extra)
     for seed in seeds:
       for arm in runs:
         run_one(root, arm, seed, extra, aflw2000_dir)
-    for name in levers:
-      run_lever(root, name, extra)
   found = study.collect(root)
   if not found:
     raise DaslError(f'{root}: no finished runs (no */aflw2000.json) to write a page from')
