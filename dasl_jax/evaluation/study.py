@@ -519,6 +519,10 @@ def _def_sections(analyses, rows, results_dir):
           "error (`evaluation/label_noise.py`, robust: median-based). RMS 2D error, % of the face "
           'size; "-" where the estimate came out negative (errors not independent: teacher and '
           'dlib both learnt iBUG-68).', '',
+          f"Agreement (mean distance, % of the face size, visible AFLW points): dlib vs AFLW "
+          f"{noise['agreement']['dlib_vs_label']:.2f}, teacher vs AFLW "
+          f"{noise['agreement']['teacher_vs_label']:.2f}, dlib vs teacher "
+          f"{noise['agreement']['dlib_vs_teacher']:.2f}.", '',
           '| |yaw| | crops | points | AFLW label | teacher | dlib |', '|---|---|---|---|---|---|']
     for k, v in noise['yaw'].items():
       L.append(f"| {k} | {v['crops']} | {v['points']} | {_pct(v['a'])} | {_pct(v['t'])} | "
@@ -532,9 +536,10 @@ def _def_sections(analyses, rows, results_dir):
   if diag:
     steps = (0, 5, 10, 20, 30)
     L += ['## A fair start: what the first steps do to the start model', '',
-          'Seed 0, the first steps of a 400-step run (same schedule), validation every 5 or 10 '
-          'steps (`--diagnostics`). Validation 21-point NME to AFLW\'s labels / 68-point NME '
-          'to the teacher\'s landmarks (%); step 0 is the start model.', '',
+          'Seed 0, the first steps of a 400-step run (same schedule), validation every 5 steps '
+          '(`--diagnostics`; runs validated every 10 steps show - at step 5). Validation '
+          '21-point NME to AFLW\'s labels / 68-point NME to the teacher\'s landmarks (%); step 0 '
+          'is the start model.', '',
           '| run | ' + ' | '.join(f'step {t}' for t in steps) + ' | largest gradient norm |',
           '|---|' + '---|' * (len(steps) + 1)]
     for name, v in diag.items():

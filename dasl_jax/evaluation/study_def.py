@@ -95,8 +95,15 @@ def label_noise_table(root, scheme, model68, aflw_wild_dir, dlib_file, val_size=
   l68 = np.asarray(mm.landmarks2d(model68, jnp.asarray(p, jnp.float32), convention), np.float64)
   size = S.face_size(l68)
   per = label_noise.three_cornered_hat(labels, teacher21, dlib21, mask, size)
+
+  def agree(x, y):  # mean visible-point distance, % of the face size
+    d = np.linalg.norm(x - y, axis=-1) / size[:, None] * 100.0
+    return float(d[mask].mean())
   yaw = label_noise.by_yaw(labels, teacher21, dlib21, mask, size, src.yaws[rows])
   return {'crops': len(rows), 'of_validation': len(val),
+          'agreement': {'dlib_vs_label': agree(dlib21, labels),
+                        'teacher_vs_label': agree(teacher21, labels),
+                        'dlib_vs_teacher': agree(dlib21, teacher21)},
           'points': [{'point': scheme.point_names[k], 'n': int(per['n'][k]),
                       'label': float(per['a'][k]), 'teacher': float(per['t'][k]),
                       'dlib': float(per['d'][k])} for k in range(scheme.size)],
