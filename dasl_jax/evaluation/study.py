@@ -180,13 +180,15 @@ def collect(root) -> Dict[str, list]:
       n_wild = _wild_rows(d)
       if n_wild:
         epochs = steps * int(flags['data']['batch_size_wild']) / n_wild
-    boot = None
+    boot = tta = None
     if (d / 'aflw2000_bootstrap.json').exists():
       boot = test_metrics(json.loads((d / 'aflw2000_bootstrap.json').read_text()))
+    if (d / 'aflw2000_tta.json').exists():
+      tta = test_metrics(json.loads((d / 'aflw2000_tta.json').read_text()))
     out.setdefault(name, []).append({
         'seed': seed, 'dir': str(d), 'metrics': test_metrics(res),
         'validation': selection_numbers(d, records), 'critic': critic_accuracies(records),
-        'time': t, 'steps': steps, 'wild_epochs': epochs, 'bootstrap': boot})
+        'time': t, 'steps': steps, 'wild_epochs': epochs, 'bootstrap': boot, 'tta': tta})
   return out
 
 
@@ -253,6 +255,10 @@ def summarise(found) -> dict:
       row['bootstrap_orig_mean_of_bins'], row['bootstrap_orig_mean_of_bins_range'] = mean_range(
           [b['orig_mean_of_bins'] for b in boots])
       row['bootstrap_re_mean_of_bins'] = float(np.mean([b['re_mean_of_bins'] for b in boots]))
+    ttas = [e['tta'] for e in entries if e.get('tta')]
+    if ttas:
+      for k in ('orig_mean_of_bins', 're_mean_of_bins'):
+        row['tta_' + k], row['tta_' + k + '_range'] = mean_range([x[k] for x in ttas])
     row['per_seed'] = {str(e['seed']): dict(e['metrics'], validation=e['validation'],
                                             critic=e['critic'], time=e['time'])
                        for e in entries}
@@ -677,6 +683,21 @@ def write_page(found, results_dir, root, aflw_dir, commands: dict, levers=None,
       L.append(f"| {LABELS[n]} | {_fmt(r['orig_mean_of_bins'], r['orig_mean_of_bins_range'])} | "
                f"{_fmt(r['bootstrap_orig_mean_of_bins'], r['bootstrap_orig_mean_of_bins_range'])}"
                f" | {_fmt(r['re_mean_of_bins'])} | {_fmt(r['bootstrap_re_mean_of_bins'])} |")
+    L.append('')
+  ttas = [(n, r) for n, r in rows.items() if 'tta_orig_mean_of_bins' in r]
+  if ttas:
+    L += ['## With flip test-time averaging (same checkpoints; `--tta flip`)', '',
+          'The chosen checkpoint of each run evaluated once more on the crop and its mirror, '
+          'parameters averaged back through the mirror mapping. Not used for any choice.', '',
+          '| arm | original: mean of bins | re-annotated: mean of bins |', '|---|---|---|']
+    if START_TTA in rows:
+      r = rows[START_TTA]
+      L.append(f"| {LABELS[START_TTA]} | {_fmt(r['orig_mean_of_bins'])} | "
+               f"{_fmt(r['re_mean_of_bins'])} |")
+    for n, r in ttas:
+      L.append(f"| {LABELS[n]} | "
+               f"{_fmt(r['tta_orig_mean_of_bins'], r['tta_orig_mean_of_bins_range'])} | "
+               f"{_fmt(r['tta_re_mean_of_bins'], r['tta_re_mean_of_bins_range'])} |")
     L.append('')
   L += ['## Differences against the seed spread', '']
   for c in cmp_:

@@ -64,9 +64,11 @@ def ensure_dlib(root):
         Path(root) / 'dlib.label.log')
 
 
-def eval_command(checkpoint, out_json, step=None, flm=None, lms_out=None, aflw2000_dir=None):
+def eval_command(checkpoint, out_json, step=None, flm=None, lms_out=None, aflw2000_dir=None,
+                 tta=None):
   cmd = _python('experiments.evaluate', f'--checkpoint={checkpoint}', '--subset=1998',
                 f'--json={out_json}')
+  cmd += [f'--tta={tta}'] if tta else []
   cmd += [f'--step={step}'] if step is not None else []
   cmd += [f'--flm={flm}'] if flm else []
   cmd += [f'--predictions_out={lms_out}'] if lms_out else []
@@ -92,6 +94,27 @@ def ensure_start(root, pretrained=None, aflw2000_dir=None):
         {'train_s': 0.0, 'eval_s': time.perf_counter() - t0}) + '\n')
 
 
+def ensure_tta(root, aflw2000_dir=None):
+  """Flip test-time averaging (``experiments.evaluate --tta flip``): the start model
+  into ``<root>/a_tta`` (arm a_tta), and every finished run of issue 20's arms on its
+  chosen checkpoint (``aflw2000_tta.json``, an extra column: never a selection)."""
+  out = root / study.START_TTA
+  if not (out / 'aflw2000.json').exists():
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    _call(eval_command(root / 'mb05', out / 'aflw2000.json', lms_out=out / 'aflw2000_lms.npy',
+                       aflw2000_dir=aflw2000_dir, tta='flip'),
+          root / f'{study.START_TTA}.eval.log')
+    (out / 'run_time.json').write_text(json.dumps(
+        {'train_s': 0.0, 'eval_s': time.perf_counter() - t0}) + '\n')
+  for arm in study.ARMS_ISSUE20:
+    for w in sorted(root.glob(f'{arm}_s*')):
+      if (w / 'aflw2000.json').exists() and not (w / 'aflw2000_tta.json').exists():
+        best = json.loads((w / 'selection.json').read_text())['best_step']
+        _call(eval_command(w, w / 'aflw2000_tta.json', best, aflw2000_dir=aflw2000_dir,
+                           tta='flip'), root / f'{w.name}.eval_tta.log')
+
+
 def run_one(root, arm, seed, extra=(), aflw2000_dir=None):
   """Train one arm and seed, then read the test set once on its chosen checkpoint."""
   workdir = root / f'{arm}_s{seed}'
@@ -103,7 +126,7 @@ def run_one(root, arm, seed, extra=(), aflw2000_dir=None):
   _call(train_command(arm, seed, workdir, root, extra), root / f'{arm}_s{seed}.train.log')
   t1 = time.perf_counter()
   best = json.loads((workdir / 'selection.json').read_text())['best_step']
-  if arm == 'e_full':
+  if arm in ('e_full', 'e_def'):
     _call(eval_command(workdir, workdir / 'aflw2000_bootstrap.json', best, 'bootstrap',
                        aflw2000_dir=aflw2000_dir),
           root / f'{arm}_s{seed}.eval_bootstrap.log')
@@ -195,7 +218,7 @@ def commands(root, seeds):
 
 
 def run_study(root, seeds, runs, levers, page_only=False, results_dir='experiments/results',
-              pretrained=None, aflw2000_dir=None, extra=(), diagnostics=()):
+              pretrained=None, aflw2000_dir=None, extra=(), diagnostics=(), tta=True):
   """Train and evaluate what is missing, then write the page; returns its path.
 
   Args:
@@ -226,6 +249,8 @@ def run_study(root, seeds, runs, levers, page_only=False, results_dir='experimen
     for seed in seeds:
       for arm in runs:
         run_one(root, arm, seed, extra, aflw2000_dir)
+    if tta:
+      ensure_tta(root, aflw2000_dir)
   found = study.collect(root)
   if not found:
     raise DaslError(f'{root}: no finished runs (no */aflw2000.json) to write a page from')
