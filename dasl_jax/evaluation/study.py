@@ -45,13 +45,20 @@ ARMS = {
     'd_def': '(d_def) + L_3d_con',
     'e_def': '(e_def) + self-critic (full 2DASL, definition-aware)',
     'g_dlib': '(g_dlib) e_def on dlib\'s iBUG-68 labels',
+    # Where 2D labels should help: a start whose 3D side is synthetic (h_start).
+    'h_syn': '(h_syn) synthetic start, synthetic 3D side only',
+    'h_syn_wild': '(h_syn_wild) synthetic start + AFLW labels through the scheme',
 }
+# The synthetic start: trained by the study, read once, the start of the h arms.
+H_START = 'h_start'
+H_ARMS = ('h_syn', 'h_syn_wild')
 # The arms of issue 12 (kept as they ran) and of issue 20.
 ARMS_ISSUE12 = ('b_l3d', 'c_2d_cyc', 'd_3d_con', 'e_full', 'f_wild')
-ARMS_ISSUE20 = ('c_def', 'd_def', 'e_def', 'g_dlib')
+ARMS_ISSUE20 = ('c_def', 'd_def', 'e_def', 'g_dlib', 'h_syn', 'h_syn_wild')
 # Arms whose wild labels are dlib's (experiments.label_dlib, made once under <root>/dlib).
 DLIB_ARMS = ('g_dlib',)
-LABELS = {START: '(a) start model', START_TTA: '(a_tta) start model, flip-averaged', **ARMS}
+LABELS = {START: '(a) start model', START_TTA: '(a_tta) start model, flip-averaged',
+          'h_start': '(h_start) start fine-tuned on synthetic BFM faces only', **ARMS}
 # Levers tried on seed 0 against the chosen setting of (e), scored on validation only:
 # name -> (what changed, the arm it modifies, extra training flags).
 LEVERS = {
@@ -167,8 +174,8 @@ def collect(root) -> Dict[str, list]:
     return out
   for d in sorted(root.iterdir()):
     name, seed = _run_name(d)
-    if not (d / 'aflw2000.json').exists() or (name not in ARMS and name not in (START,
-                                                                              START_TTA)):
+    if not (d / 'aflw2000.json').exists() or (name not in ARMS and name not in (
+        START, START_TTA, H_START)):
       continue
     res = json.loads((d / 'aflw2000.json').read_text())
     t = json.loads((d / 'run_time.json').read_text()) if (d / 'run_time.json').exists() else {}
@@ -229,7 +236,7 @@ TEST_KEYS = ('orig_mean_of_bins', 'orig_mean', 're_mean_of_bins', 're_mean', 'ya
 def summarise(found) -> dict:
   """Per arm: mean and range over seeds of each number; per-seed values."""
   rows = {}
-  for name in [START, START_TTA] + list(ARMS):
+  for name in [START, START_TTA, H_START] + list(ARMS):
     if name not in found:
       continue
     entries = sorted(found[name], key=lambda e: -1 if e['seed'] is None else e['seed'])
@@ -294,6 +301,8 @@ def comparisons(rows) -> List[dict]:
     refs = (START, 'b_l3d') + ((START_TTA,) if n in ARMS_ISSUE20 else ())
     if n == 'e_def':
       refs += ('d_def',)  # does the self-critic add anything (the paper's claim)?
+    if n in H_ARMS:
+      refs = (H_START, 'h_syn')  # where 2D labels should help: against the synthetic start
     for ref in refs:
       if ref in rows and ref != n:
         for key in ('orig_mean_of_bins', 're_mean_of_bins'):
@@ -462,7 +471,7 @@ def _pct(v):
   return '-' if v is None or not np.isfinite(v) else f'{v:.2f}'
 
 
-ORDER = (START, START_TTA) + tuple(ARMS)
+ORDER = (START, START_TTA) + tuple(a for a in ARMS if a not in H_ARMS) + (H_START,) + H_ARMS
 
 
 def kept_rows(results_dir, rows) -> Dict[str, dict]:

@@ -43,9 +43,17 @@ def dlib_file(root):
 
 def train_command(arm, seed, workdir, root, extra=()):
   dlib = [f'--config.data.wild_landmarks={dlib_file(root)}'] if arm in study.DLIB_ARMS else []
+  start = f'{root}/{study.H_START}' if arm in study.H_ARMS else f'{root}/mb05'
+  if arm in study.H_ARMS or arm == study.H_START:
+    dlib += [f'--config.data.synthetic_cache={root}/synthetic_cache']
+  if arm in study.H_ARMS:
+    scheme = f'{root}/scheme.json'
+    dlib += [f'--config.data.val_scheme={scheme}']
+    if arm != 'h_syn':
+      dlib += [f'--config.data.wild_scheme={scheme}']
   return _python('experiments.train', f'--flagfile={CONFIGS / arm}.flags',
                  f'--workdir={workdir}', f'--config.train.seed={seed}',
-                 f'--config.model.init_checkpoint={root}/mb05',
+                 f'--config.model.init_checkpoint={start}',
                  f'--config.data.teacher_checkpoint={root}/mb05',
                  f'--config.data.teacher_cache={root}/cache',
                  '--config.train.progress=False', *dlib, *extra)
@@ -113,6 +121,29 @@ def ensure_tta(root, aflw2000_dir=None):
         best = json.loads((w / 'selection.json').read_text())['best_step']
         _call(eval_command(w, w / 'aflw2000_tta.json', best, aflw2000_dir=aflw2000_dir,
                            tta='flip'), root / f'{w.name}.eval_tta.log')
+
+
+def ensure_h_start(root, extra=(), aflw2000_dir=None):
+  """The synthetic start ``<root>/h_start`` (trained once, read on AFLW2000-3D once at its
+  last step) and ``<root>/scheme.json``, the def arms' fitted scheme that the h arms read."""
+  from dasl_jax.evaluation import study_def
+  if not (root / 'scheme.json').exists():
+    found = study_def.find_scheme(root)
+    if found is None:
+      raise DaslError(f'{root}: the h arms read the def arms\' fitted scheme; train a def arm '
+                      'first (e.g. --runs e_def)')
+    (root / 'scheme.json').write_text(found.read_text())
+  w = root / study.H_START
+  if (w / 'aflw2000.json').exists():
+    return
+  t0 = time.perf_counter()
+  _call(train_command(study.H_START, 0, w, root, extra), root / f'{study.H_START}.train.log')
+  t1 = time.perf_counter()
+  steps = json.loads((w / 'flags.json').read_text())['train']['num_steps']
+  _call(eval_command(w, w / 'aflw2000.json', steps, lms_out=w / 'aflw2000_lms.npy',
+                     aflw2000_dir=aflw2000_dir), root / f'{study.H_START}.eval.log')
+  (w / 'run_time.json').write_text(json.dumps({'train_s': t1 - t0,
+                                               'eval_s': time.perf_counter() - t1}) + '\n')
 
 
 def run_one(root, arm, seed, extra=(), aflw2000_dir=None):
@@ -197,7 +228,8 @@ def analyses(root, found, results_dir, aflw_dir):
     out['diagnostics'] = {k: {'curve': {str(s): c for s, c in v['curve'].items()},
                               'max_grad_norm': v['max_grad_norm'], 'stopped': v['stopped']}
                           for k, v in diag.items()}
-  arms = [a for a in (study.START_TTA,) + study.ARMS_ISSUE20 if a in found]
+  arms = [a for a in (study.START_TTA,) + study.ARMS_ISSUE20
+          if a in found and a not in study.H_ARMS]  # the h arms start elsewhere
   if study.START in found and arms:
     br = D.landmark_breakdown(found, aflw_dir, study.START, arms)
     png = Path(results_dir) / 'aflw2000_ablation_landmarks.png'
@@ -246,6 +278,8 @@ def run_study(root, seeds, runs, levers, page_only=False, results_dir='experimen
       run_diagnostic(root, name, extra)
     for name in levers:  # levers first: they choose the recipe the arms then run
       run_lever(root, name, extra)
+    if any(a in study.H_ARMS for a in runs):
+      ensure_h_start(root, extra, aflw2000_dir)
     for seed in seeds:
       for arm in runs:
         run_one(root, arm, seed, extra, aflw2000_dir)
