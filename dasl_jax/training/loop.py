@@ -79,16 +79,19 @@ class Evaluator:
   run's held-out metrics; the FLM of a 4-channel model comes from the held-out
   set's ``points18`` (synthetic held-out set) or is self-bootstrapped
   (``bootstrap_iters`` passes; validation crops have no detector landmarks).
+  ``tta``: test-time averaging ('none' or 'flip', ``core.mirror_fit``).
   """
 
   def __init__(self, module, in_channels, convention, stats, lm_model, batch_size,
-               bootstrap_iters=2, scheme21=None):
+               bootstrap_iters=2, scheme21=None, tta='none'):
     self.consts = (stats, lm_model)
     self.convention = convention
     self.scheme21 = scheme21  # the wild labels' 21-point scheme, or None
     self.batch_size = int(batch_size)
-    self.given = core.make_forward(module, in_channels, convention, 0)
-    self.boot = (core.make_forward(module, in_channels, convention, max(int(bootstrap_iters), 1))
+    flip = core.mirror_fit(tta, stats, lm_model, convention)
+    self.given = core.make_forward(module, in_channels, convention, 0, flip)
+    self.boot = (core.make_forward(module, in_channels, convention, max(int(bootstrap_iters), 1),
+                                   flip)
                  if in_channels == 4 else self.given)
 
   def _predict(self, fn, variables, data, points=True):
@@ -376,7 +379,8 @@ def setup(config, workdir, data=None) -> Run:
   evaluator = Evaluator(bundle.module, model_cfg.in_channels, model_cfg.convention,
                         P.ParamStats(ec['mean'], ec['std'], data.param_stats.source),
                         ec['model68'], config.train.eval_batch,
-                        config.train.val_bootstrap_iters, getattr(data, 'wild_scheme', None))
+                        config.train.val_bootstrap_iters, getattr(data, 'wild_scheme', None),
+                        config.train.eval_tta)
   return Run(config, workdir, data, model_cfg, bundle.module, bundle.compiled, state, consts,
              base_key, evaluator, bundle.has_wild, float(config.train.ema_decay) > 0)
 
@@ -624,7 +628,7 @@ def _train_and_evaluate(config, workdir, data, sigterm):
       final['aflw2000'] = evaluate_aflw2000(
           config.eval.aflw2000_dir, run.module,
           jax.device_get(state.eval_variables(run.use_ema)),
-          data.param_stats, run.model_cfg, data.model, tc.eval_batch)
+          data.param_stats, run.model_cfg, data.model, tc.eval_batch, tc.eval_tta)
       logger.write(final['step'], {f'aflw2000_{k}': v for k, v in final['aflw2000'].items()
                                    if isinstance(v, (int, float))})
   finally:
@@ -637,9 +641,11 @@ def _train_and_evaluate(config, workdir, data, sigterm):
   return final
 
 
-def evaluate_aflw2000(folder, module, variables, stats, model_cfg, landmark_model, batch_size=64):
+def evaluate_aflw2000(folder, module, variables, stats, model_cfg, landmark_model, batch_size=64,
+                      tta='none'):
   """AFLW2000-3D 68-point NME (%) of the finished run (``protocols``' defaults:
-  1,998 images with the detector FLM for 4-channel models, else all 2,000).
+  1,998 images with the detector FLM for 4-channel models, else all 2,000; ``tta``
+  as ``inference.Predictor``).
 
   Returns:
     dict ``nme_mean_of_bins``, ``nme_mean``, ``nme_bins``, ``n`` (original ground truth).
@@ -649,7 +655,7 @@ def evaluate_aflw2000(folder, module, variables, stats, model_cfg, landmark_mode
   from dasl_jax.evaluation import protocols
   ds = aflw2000.load(folder)
   predictor = inference.Predictor.from_parts(module, variables, model_cfg, stats,
-                                             landmark_model, batch_size=batch_size)
+                                             landmark_model, batch_size=batch_size, tta=tta)
   _, idx = protocols.aflw2000_indices(ds, None, model_cfg.in_channels, 'detector')
   res = protocols.score_aflw2000(ds, idx, protocols.predict_aflw2000(predictor, ds, idx),
                                  pose=False)['original']
