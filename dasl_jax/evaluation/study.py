@@ -41,6 +41,7 @@ ARMS = {
     'e_full': '(e) + self-critic (full 2DASL)',
     'f_wild': '(f) wild side only (no L_3d)',
     # Issue 20: definition-aware wild targets, a fair start, style-free selection.
+    'b_def': '(b_def) the def recipe without a wild side (the control)',
     'c_def': '(c_def) (c) with AFLW\'s definitions, warm-up, scheme selection',
     'd_def': '(d_def) + L_3d_con',
     'e_def': '(e_def) + self-critic (full 2DASL, definition-aware)',
@@ -54,7 +55,7 @@ H_START = 'h_start'
 H_ARMS = ('h_syn', 'h_syn_wild')
 # The arms of issue 12 (kept as they ran) and of issue 20.
 ARMS_ISSUE12 = ('b_l3d', 'c_2d_cyc', 'd_3d_con', 'e_full', 'f_wild')
-ARMS_ISSUE20 = ('c_def', 'd_def', 'e_def', 'g_dlib', 'h_syn', 'h_syn_wild')
+ARMS_ISSUE20 = ('b_def', 'c_def', 'd_def', 'e_def', 'g_dlib', 'h_syn', 'h_syn_wild')
 # Arms whose wild labels are dlib's (experiments.label_dlib, made once under <root>/dlib).
 DLIB_ARMS = ('g_dlib',)
 LABELS = {START: '(a) start model', START_TTA: '(a_tta) start model, flip-averaged',
@@ -298,7 +299,7 @@ def comparisons(rows) -> List[dict]:
   for n in ARMS:
     if n not in rows:
       continue
-    refs = (START, 'b_l3d') + ((START_TTA,) if n in ARMS_ISSUE20 else ())
+    refs = (START, 'b_l3d') + ((START_TTA, 'b_def') if n in ARMS_ISSUE20 else ())
     if n == 'e_def':
       refs += ('d_def',)  # does the self-critic add anything (the paper's claim)?
     if n in H_ARMS:
