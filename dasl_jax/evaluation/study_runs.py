@@ -223,6 +223,11 @@ def analyses(root, found, results_dir, aflw_dir):
     noise = D.label_noise_table(root, scheme, model68, assets.asset('aflw-wild'), dlib_file(root))
     if noise:
       out['noise'] = noise
+  dv = D.dlib_validation(found, root, model68, assets.asset('aflw-wild'), dlib_file(root),
+                         arms=[a for a in (study.START, study.START_TTA) + study.ARMS_ISSUE20
+                               if a in found and a not in study.H_ARMS])
+  if dv and dv['rows']:
+    out['dlib_validation'] = dv
   diag = D.diagnostics_table(root)
   if diag:
     out['diagnostics'] = {k: {'curve': {str(s): c for s, c in v['curve'].items()},
