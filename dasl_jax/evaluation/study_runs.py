@@ -211,6 +211,7 @@ def analyses(root, found, results_dir, aflw_dir):
   from dasl_jax.face_model import schemes as S
   from dasl_jax.viz import schemes as VS
   out = {}
+  Path(results_dir).mkdir(parents=True, exist_ok=True)  # the pictures are written before the page
   model68 = mm.load(assets.asset('bfm', 'keypoints68'))
   path = D.find_scheme(root)
   if path is not None:
