@@ -274,15 +274,19 @@ def summarise(found) -> dict:
   return rows
 
 
-def compare(rows, a, b, key='orig_mean_of_bins'):
+def compare(rows, a, b, key='orig_mean_of_bins', tta=False):
   """Difference ``a - b`` of a test number with a verdict against the seed ranges.
 
   A difference counts only when it exceeds the larger of the two arms' ranges
-  (max - min over seeds).
+  (max - min over seeds). ``tta``: both sides with flip test-time averaging (an arm's
+  ``tta_*`` fields; the start's flip-averaged row is its own arm, ``a_tta``).
   """
-  d = rows[a][key] - rows[b][key]
-  r = [rows[n].get(key + '_range', float('nan')) for n in (a, b)]
-  r = [x for x in r if np.isfinite(x)]
+  def value(n):
+    k = key if (not tta or n == START_TTA) else 'tta_' + key
+    return rows[n][k], rows[n].get(k + '_range', float('nan'))
+  (va, ra), (vb, rb) = value(a), value(b)
+  d = va - vb
+  r = [x for x in (ra, rb) if np.isfinite(x)]
   spread = max(r) if r else float('nan')
   if not np.isfinite(spread):
     verdict = 'one seed only: no spread to compare with'
@@ -290,8 +294,8 @@ def compare(rows, a, b, key='orig_mean_of_bins'):
     verdict = f"{'better' if d < 0 else 'worse'}, beyond the seed range ({spread:.3f})"
   else:
     verdict = f'within the seed range ({spread:.3f}): not a difference'
-  return {'a': a, 'b': b, 'key': key, 'diff': float(d), 'spread': spread, 'verdict': verdict,
-          'real': bool(np.isfinite(spread) and abs(d) > spread)}
+  return {'a': a, 'b': b, 'key': key, 'tta': bool(tta), 'diff': float(d), 'spread': spread,
+          'verdict': verdict, 'real': bool(np.isfinite(spread) and abs(d) > spread)}
 
 
 def comparisons(rows) -> List[dict]:
@@ -308,7 +312,18 @@ def comparisons(rows) -> List[dict]:
       if ref in rows and ref != n:
         for key in ('orig_mean_of_bins', 're_mean_of_bins'):
           out.append(compare(rows, n, ref, key))
+    # The same questions with flip averaging on both sides: a student distilled from the
+    # mirror-averaged teacher is read the way the teacher was made.
+    if n in ARMS_ISSUE20 and 'tta_orig_mean_of_bins' in rows[n]:
+      for ref in (START_TTA, 'b_def') + (('d_def',) if n == 'e_def' else ()):
+        if ref in rows and ref != n and (ref == START_TTA or 'tta_orig_mean_of_bins' in rows[ref]):
+          for key in ('orig_mean_of_bins', 're_mean_of_bins'):
+            out.append(compare(rows, n, ref, key, tta=True))
   return out
+
+
+def _cmp_label(name, tta):
+  return LABELS[name] + (' + flip' if tta and name != START_TTA else '')
 
 
 def floor_target_def(rows) -> dict:
@@ -320,7 +335,17 @@ def floor_target_def(rows) -> dict:
                                                          're_mean_of_bins')]
            for ref in (START, 'b_l3d')}
   met = all(c['real'] and c['diff'] < 0 for cs in parts.values() for c in cs)
-  return {'met': bool(met), 'parts': parts}
+  out = {'met': bool(met), 'parts': parts}
+  # The same floor read with flip averaging on both sides, against the def recipe's own
+  # control (b_def): said beside the issue's floor, never instead of it.
+  if all(k in rows for k in (START_TTA, 'b_def')) and all(
+      'tta_orig_mean_of_bins' in rows[k] for k in ('e_def', 'b_def')):
+    tparts = {ref: [compare(rows, 'e_def', ref, k, tta=True)
+                    for k in ('orig_mean_of_bins', 're_mean_of_bins')]
+              for ref in (START_TTA, 'b_def')}
+    out['flip'] = {'met': all(c['real'] and c['diff'] < 0 for cs in tparts.values()
+                              for c in cs), 'parts': tparts}
+  return out
 
 
 def floor_target(rows) -> dict:
@@ -675,6 +700,9 @@ def write_page(found, results_dir, root, aflw_dir, commands: dict, levers=None,
   if floor20['met'] is not None:
     L += [f"**Issue 20's floor (e_def beats (a) and (b) beyond the seed range on both ground "
           f"truths): {'met' if floor20['met'] else 'not met'}.**", '']
+    if 'flip' in floor20:
+      L += [f"The same floor with flip averaging on both sides (e_def + flip against (a_tta) "
+            f"and b_def + flip): {'met' if floor20['flip']['met'] else 'not met'} (below).", '']
   L += ['## Pose, critic, validation', '',
         '| arm | yaw MAE (°) | pitch | roll | mean | critic acc. real / fake / mismatched '
         '(mean over logged steps) | chosen step | val 21-pt NME at start → chosen | '
@@ -724,7 +752,8 @@ def write_page(found, results_dir, root, aflw_dir, commands: dict, levers=None,
   L += ['## Differences against the seed spread', '']
   for c in cmp_:
     gt = 'original' if c['key'].startswith('orig') else 're-annotated'
-    L.append(f"- {LABELS[c['a']]} vs {LABELS[c['b']]}, {gt}: {c['diff']:+.3f} NME, "
+    L.append(f"- {_cmp_label(c['a'], c.get('tta'))} vs {_cmp_label(c['b'], c.get('tta'))}, "
+             f"{gt}: {c['diff']:+.3f} NME, "
              f"{c['verdict']}.")
   if floor['met'] is not None:
     L += ['', f"Issue 12's floor target ((e) beats (a) and (b) beyond the seed range on the "
