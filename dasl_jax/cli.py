@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from dasl_jax.errors import DaslError
+from dasl_jax.errors import DaslError, warn
 
 
 def command(body, tune_malloc: bool = True):
@@ -63,7 +63,7 @@ def use_compilation_cache(environ=None):
   try:
     path.mkdir(parents=True, exist_ok=True)
   except OSError as e:  # a read-only home: run without the cache rather than fail
-    print(f'warning: compilation cache off ({path}: {e.strerror})', file=sys.stderr)
+    warn(f'compilation cache off ({path}: {e.strerror})')
     return None
   # No size limit: JAX's eviction needs the filelock package, which is not a
   # dependency; the folder holds a few tens of MB per configuration and can be deleted.

@@ -36,6 +36,7 @@ from dasl_jax.data import augment as AUG
 from dasl_jax.data import readers as R
 from dasl_jax.data import teacher as TEACHER
 from dasl_jax.errors import DaslError
+from dasl_jax.io.files import jsonable
 
 KEYS_3D = ('image', 'points18', 'mask18', 'params', 'lms68')
 KEYS_WILD = ('image', 'points18', 'mask18')
@@ -193,7 +194,7 @@ class TrainStreams:
     s = {'3d': self.stream_3d.get_state()}
     if self.stream_wild is not None:
       s['wild'] = self.stream_wild.get_state()
-    return _jsonable(s)
+    return jsonable(s)
 
   def set_state(self, state):
     if isinstance(state, (bytes, str)):
@@ -218,19 +219,6 @@ class TrainStreams:
 
   def get_state_bytes(self):
     return json.dumps(self.get_state(), sort_keys=True).encode()
-
-
-def _jsonable(x):
-  """Grain states hold ints, strings, bytes and numpy scalars: make them JSON-able."""
-  if isinstance(x, dict):
-    return {str(k): _jsonable(v) for k, v in x.items()}
-  if isinstance(x, (list, tuple)):
-    return [_jsonable(v) for v in x]
-  if isinstance(x, np.generic):
-    return x.item()
-  if isinstance(x, bytes):
-    return x.decode('latin1')
-  return x
 
 
 # ----------------------------------------------------------------------------

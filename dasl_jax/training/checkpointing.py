@@ -9,8 +9,6 @@ held-out NME (Orbax ``AnyPreservationPolicy`` of ``LatestN`` and ``BestN``).
 """
 from __future__ import annotations
 
-import logging
-import sys
 from typing import Optional
 
 import jax
@@ -69,24 +67,21 @@ class TrainCheckpointer:
     """Newest readable step: (state, data_state, step), or None when there is none.
 
     A step that cannot be read (truncated or corrupt files) is reported on
-    stderr and the step before it is tried.
+    stderr and the step before it is tried (``checkpoint.newest_readable``).
 
     Args:
       target: a state with the right structure, dtypes and shardings.
     """
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
-    for step in reversed(self.all_steps()):
-      try:
-        out = self.mngr.restore(step, args=ocp.args.Composite(
-            train_state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
-      except Exception as e:  # orbax / tensorstore raise many types for bad files
-        msg = (f'{self.mngr.directory / str(step)}: cannot read checkpoint '
-               f'({type(e).__name__}: {str(e)[:200]}); trying the previous step')
-        print(f'warning: {msg}', file=sys.stderr)
-        logging.warning(msg)
-        continue
-      return out['train_state'], dict(out['data'] or {}), step
-    return None
+
+    def read(step):
+      return self.mngr.restore(step, args=ocp.args.Composite(
+          train_state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
+
+    step, out, _ = checkpoint.newest_readable(self.mngr.directory, self.all_steps(), read)
+    if step is None:
+      return None
+    return out['train_state'], dict(out['data'] or {}), step
 
   def wait(self):
     self.mngr.wait_until_finished()

@@ -7,18 +7,11 @@ logging step: ``step``, the losses, ``images_per_s``, ``lr``, and held-out
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
+from dasl_jax.io.files import jsonable
+
 LOG_FILE = 'log.jsonl'
-
-
-def _jsonable(v):
-  if hasattr(v, 'item'):
-    v = v.item()
-  if isinstance(v, float) and not math.isfinite(v):
-    return str(v)  # JSON has no NaN; keep it readable
-  return v
 
 
 class MetricLogger:
@@ -37,12 +30,12 @@ class MetricLogger:
 
   def write(self, step: int, scalars: dict):
     record = {'step': int(step)}
-    record.update({k: _jsonable(v) for k, v in scalars.items()})
+    record.update({k: jsonable(v) for k, v in scalars.items()})
     with open(self.path, 'a') as f:
       f.write(json.dumps(record) + '\n')
     if self.writer is not None:
       for k, v in scalars.items():
-        v = _jsonable(v)
+        v = jsonable(v)
         if isinstance(v, (int, float)):
           self.writer.add_scalar(k, v, int(step))
       self.writer.flush()

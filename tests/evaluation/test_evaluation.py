@@ -49,6 +49,17 @@ def test_yaw_bins_and_summary():
   assert s['n'] == 8 and s['counts'] == [3, 3, 2]
 
 
+def test_jitter_by_hand():
+  """Frame-to-frame jitter: the change of the prediction minus that of the truth."""
+  gt = np.array([[[0, 0], [4, 0], [4, 9]]] * 3, np.float64)  # still face, box sqrt(36) = 6
+  gt[1:] += [1.0, 0.0]  # the truth moves 1 px right between frames 0 and 1
+  pred = gt.copy()
+  pred[1] += [[3, 4], [0, 0], [0, 0]]  # frame 1: one point off by 5 px
+  # Changes: 0 -> 1: (5, 0, 0) px, 1 -> 2: (5, 0, 0) px; mean 5/3 px per step, / 6.
+  assert np.isclose(E.jitter(pred, gt), (5 / 3) / 6)
+  assert E.jitter(gt, gt) == 0.0
+
+
 def test_aflw2000_nme_maps_crop_to_image():
   rng = np.random.default_rng(0)
   gt = rng.uniform(100, 300, (3, 68, 2))
