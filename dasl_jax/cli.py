@@ -80,3 +80,44 @@ def parse_flags(argv):
   except flags.Error as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
+
+
+# ----------------------------------------------------------------------------
+# Flags several commands share: name, type, default and choices defined here once.
+
+_DOT_HELP = ('MobileNetV1 on CPU: operand dtype of its stem and 1x1 matrix products '
+             '(bfloat16: float32 sums; ~1.2x batch-128 inference on AVX512-BF16 CPUs, '
+             'benchmarks/README.md)')
+SHARED_FLAGS = {
+    'checkpoint': ('string', None, 'model work directory (experiments.train or '
+                   'experiments.convert_checkpoint output)'),
+    'bfm': ('string', None, 'BFM folder (keypoints68/, Model_PAF.pkl, optional w_shp_sim.npy); '
+            'default: the face model the checkpoint was trained with'),
+    'convention': ('enum', 'v1', 'crop pixel convention (docs/PROTOCOLS.md)', ('v1', 'v2')),
+    'dot_dtype': ('enum', 'float32', _DOT_HELP, ('float32', 'bfloat16')),
+    'bootstrap_iters': ('integer', 2, '4-channel models without detector landmarks: forward '
+                        'passes of the self-bootstrapped FLM'),
+    'detector': ('enum', 'faceboxes', "face detector: FaceBoxes (3DDFA_V2's; needs "
+                 'FaceBoxesProd.pth) or OpenCV Haar cascades (no weights)', ('faceboxes', 'haar')),
+    'faceboxes_weights': ('string', None, 'FaceBoxesProd.pth (default: '
+                          '$DASL_ASSETS/pretrained/FaceBoxesProd.pth)'),
+}
+
+
+def define_flags(*names, **helps):
+  """Define the shared flags ``names`` (keys of :data:`SHARED_FLAGS`) on absl's FLAGS.
+  ``helps[name]`` replaces a flag's standard help where the command means something
+  narrower by it."""
+  from absl import flags
+  unknown = set(names) - set(SHARED_FLAGS)
+  if unknown:
+    raise ValueError(f'no shared flag {sorted(unknown)}')
+  for name in names:
+    kind, default, help_, *choices = SHARED_FLAGS[name]
+    help_ = helps.get(name, help_)
+    if kind == 'enum':
+      flags.DEFINE_enum(name, default, list(choices[0]), help_)
+    elif kind == 'integer':
+      flags.DEFINE_integer(name, default, help_)
+    else:
+      flags.DEFINE_string(name, default, help_)

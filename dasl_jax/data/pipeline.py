@@ -227,7 +227,7 @@ class TrainStreams:
 
 @dataclasses.dataclass
 class DataBundle:
-  """Everything the training side needs from the data side.
+  """Everything the training side needs from the data side (a ``data.protocol.TrainData``).
 
   model: 68-landmark MorphableModel (labels, losses); dense_model: full model
   for WPDC vertex sampling or None; param_stats: whitening of ``params``;
@@ -247,14 +247,29 @@ class DataBundle:
   validation: Optional[dict] = None
 
   @property
-  def train_3d(self):
-    """The 3D-annotated stream alone (an iterator with get_state/set_state)."""
-    return self.streams.stream_3d
+  def has_wild(self) -> bool:
+    return self.streams.stream_wild is not None
 
-  @property
-  def train_wild(self):
-    """The wild stream alone, or None when there is no wild source."""
-    return self.streams.stream_wild
+  def next(self):
+    """(3D batch, wild batch or None)."""
+    return self.streams.next()
+
+  def get_state(self) -> dict:
+    """``{'streams': TrainStreams.get_state()}`` (the layout of every saved ``data`` item)."""
+    return {'streams': self.streams.get_state()}
+
+  def set_state(self, state: dict) -> None:
+    if 'streams' not in state:
+      raise DaslError(f'saved data position has {sorted(state)}, not the streams of a '
+                      'data pipeline (was the run started with --config.train.fake_data?)')
+    self.streams.set_state(state['streams'])
+
+  def close(self) -> None:
+    self.streams.close()
+
+  def source_rows(self) -> dict:
+    return {name: len(self.sources[k]) for k, name in (('3d', '3d_rows'), ('wild', 'wild_rows'))
+            if k in self.sources}
 
   def describe(self):
     parts = [f'{k}={_describe_source(v)}' for k, v in self.sources.items()]

@@ -22,7 +22,7 @@ class ModelConfig:
 
   arch: 'mobilenet', 'resnet' (18/34/50, 2DASL's) or 'resnet22' (3DDFA_V2's).
   width: MobileNetV1 widen factor (0.5 for 3DDFA_V2's mb05).
-  depth: ResNet depth (18, 34 or 50).
+  depth: ResNet depth (18, 34 or 50; 50 is 2DASL's).
   in_channels: 3 (colour) or 4 (colour + FLM).
   num_params: outputs (62).
   convention: pixel convention of its training labels, 'v1' or 'v2'.
@@ -39,7 +39,7 @@ class ModelConfig:
   """
   arch: str = 'mobilenet'
   width: float = 0.5
-  depth: int = 18
+  depth: int = 50
   in_channels: int = 4
   num_params: int = 62
   convention: str = 'v1'

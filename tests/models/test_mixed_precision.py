@@ -144,7 +144,7 @@ def test_bf16_train_step_params_float32_losses_close():
     state, consts, _ = start
     state = jax.tree_util.tree_map(jnp.copy, state)  # the step donates its input state
     key = bundle.compiled.put_replicated(jax.random.PRNGKey(0))
-    state, metrics = bundle.compiled(state, next(data.train_3d), next(data.train_wild), key,
+    state, metrics = bundle.compiled(state, *data.next(), key,
                                      consts)
     out[dtype] = (p0, jax.device_get(state.params), jax.device_get(state.batch_stats),
                   jax.device_get(metrics))

@@ -10,7 +10,7 @@ import pytest
 from dasl_jax.training import config as C
 from dasl_jax.errors import DaslError
 from dasl_jax.models import ModelConfig
-from dasl_jax.training.loop import record_flags
+from dasl_jax.training.logging import record_flags
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -52,7 +52,7 @@ def _lower_step(config, workdir):
   """The real factory (loop.setup: data, networks, optimisers, losses, critic) lowered."""
   run = loop.setup(config, workdir)
   assert run.has_wild  # the full 2DASL step: all losses and the critic update
-  b3, bw = next(run.data.train_3d), next(run.data.train_wild)
+  b3, bw = run.data.next()
   return run.compiled.export(PLATFORMS, run.state, b3, bw, run.base_key, run.consts)
 
 

@@ -22,7 +22,7 @@ def run_steps(out_path):
   data = FakeData(seed=0, batch_3d=8, batch_wild=8)
   compiled, state, consts, key = build(tiny_config(), data)
   for _ in range(STEPS):
-    state, _ = compiled(state, next(data.train_3d), next(data.train_wild), key, consts)
+    state, _ = compiled(state, *data.next(), key, consts)
   leaves = jax.tree_util.tree_leaves_with_path(jax.device_get(
       {'params': state.params, 'batch_stats': state.batch_stats, 'critic': state.critic_params}))
   np.savez(out_path, n_devices=len(jax.devices()), mesh=compiled.mesh.devices.size,

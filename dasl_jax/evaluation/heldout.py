@@ -1,0 +1,98 @@
+"""What a training run measures: held-out NME, validation NME, AFLW2000-3D at the end.
+
+:class:`Evaluator` binds the prediction core (``inference.core``) to a run's
+network and constants; the training loop calls :meth:`Evaluator.evaluate` at its
+evaluation steps and :meth:`Evaluator.aflw2000` once at the end. NME is
+``metrics.nme`` (the one definition), in percent here.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from dasl_jax.evaluation import aflw2000, metrics, protocols
+from dasl_jax.inference import core
+from dasl_jax.inference.predictor import Predictor
+
+
+class Evaluator:
+  """The prediction core bound to a run's network and constants.
+
+  The FLM of a 4-channel model comes from the held-out set's ``points18``
+  (synthetic held-out set) or is self-bootstrapped (``bootstrap_iters`` passes:
+  validation crops have no detector landmarks).
+
+  Args:
+    module: the regressor.
+    model_config: its ``ModelConfig`` (input channels, pixel convention).
+    stats: ``ParamStats`` of its output.
+    lm_model: 68-row morphable model.
+    batch_size: crops per forward pass.
+  """
+
+  def __init__(self, module, model_config, stats, lm_model, batch_size, bootstrap_iters=2):
+    self.module, self.model_config = module, model_config
+    self.stats, self.lm_model = stats, lm_model
+    self.batch_size = int(batch_size)
+    c = model_config.in_channels
+    self.given = core.make_forward(module, c, model_config.convention, 0)
+    self.boot = (core.make_forward(module, c, model_config.convention,
+                                   max(int(bootstrap_iters), 1)) if c == 4 else self.given)
+
+  def _lms(self, fn, variables, data, points=True):
+    n = len(data['image'])
+    return core.predict_crops(fn, variables, self.stats, self.lm_model, data['image'], n,
+                              data.get('points18') if points else None,
+                              data.get('mask18') if points else None, self.batch_size)['lms68']
+
+  def heldout(self, variables, heldout):
+    """Held-out NME (%) of the 68 crop landmarks, plain mean over crops.
+
+    Args:
+      heldout: ``image`` (N, 120, 120, 3), ``points18``, ``mask18``, ``lms68`` (N, 68, 2).
+    """
+    lms = self._lms(self.given, variables, heldout)
+    return float(100 * metrics.nme(lms, heldout['lms68']).mean())
+
+  def validation(self, variables, val):
+    """Validation metrics on held-out crops (``DataBundle.validation``).
+
+    Returns:
+      dict ``val21_nme``: AFLW 21-point NME (%, invisible points masked, normalised by
+      the visible points' box, plain mean over crops) against the hand labels, and
+      ``val21_mean_of_bins``; with teacher labels ``val_teacher_nme``: 68-point NME (%)
+      against the teacher's landmarks (how far the student left the 3D side's labels).
+    """
+    lms = self._lms(self.boot, variables, val, points=False)
+    summary, _ = metrics.aflw21_nme(
+        lms, np.where(val['vis21'][..., None] > 0, val['pts21'], -1), val['yaws'],
+        val['vis21'] > 0)
+    res = {'val21_nme': summary['mean'], 'val21_mean_of_bins': summary['mean_of_bins']}
+    if 'teacher_lms68' in val:
+      res['val_teacher_nme'] = float(100 * metrics.nme(lms, val['teacher_lms68']).mean())
+    return res
+
+  def evaluate(self, variables, heldout=None, validation=None):
+    """Everything measured at an evaluation step: ``heldout_nme`` when there is a
+    held-out set, :meth:`validation`'s keys when there is a validation set."""
+    rec = {}
+    if heldout is not None:
+      rec['heldout_nme'] = self.heldout(variables, heldout)
+    if validation is not None:
+      rec.update(self.validation(variables, validation))
+    return rec
+
+  def aflw2000(self, folder, variables):
+    """AFLW2000-3D 68-point NME (%) of a finished run (``protocols``' defaults: 1,998
+    images with the detector FLM for 4-channel models, else all 2,000).
+
+    Returns:
+      dict ``nme_mean_of_bins``, ``nme_mean``, ``nme_bins``, ``n`` (original ground truth).
+    """
+    ds = aflw2000.load(folder)
+    predictor = Predictor.from_parts(self.module, variables, self.model_config, self.stats,
+                                     self.lm_model, batch_size=self.batch_size)
+    _, idx = protocols.aflw2000_indices(ds, None, self.model_config.in_channels, 'detector')
+    res = protocols.score_aflw2000(ds, idx, protocols.predict_aflw2000(predictor, ds, idx),
+                                   pose=False)['original']
+    return {'nme_mean_of_bins': res['mean_of_bins'], 'nme_mean': res['mean'],
+            'nme_bins': res['bins'], 'n': res['n']}
