@@ -24,7 +24,7 @@ def env(cache_dir):
   return e
 
 
-def run(workdir, *flags, cache_dir, timeout=300):
+def run(workdir, *flags, cache_dir, timeout=900):
   return subprocess.run(command(workdir, *flags), cwd=REPO, env=env(cache_dir),
                         capture_output=True, text=True, timeout=timeout)
 
