@@ -21,19 +21,13 @@ import numpy as np
 
 from dasl_jax.geometry import params as P
 from dasl_jax.geometry import camera
+from dasl_jax.geometry import landmarks as LM
 from dasl_jax.data import readers as R
 
 SIZE = R.SIZE
 
-# iBUG-68 left/right mirror: index i of a flipped face is point FLIP68[i] of the
-# original. Jaw, brows, nose bottom, eyes, outer and inner lips.
-FLIP68 = np.array(
-    list(range(16, -1, -1)) + list(range(26, 16, -1)) + [27, 28, 29, 30] +
-    [35, 34, 33, 32, 31] + [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40] +
-    [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55] + [64, 63, 62, 61, 60, 67, 66, 65])
-# The 18 points (landmarks.SEL18 order): brows reversed, eye corner/centre/corner
-# of one eye <-> the other eye's (mirrored order), nostrils and mouth corners swap.
-FLIP18 = np.array([5, 4, 3, 2, 1, 0, 11, 10, 9, 8, 7, 6, 14, 13, 12, 17, 16, 15])
+# The mirror permutations live with the landmark schemes.
+FLIP68, FLIP18 = LM.FLIP68, LM.FLIP18
 
 
 # ----------------------------------------------------------------------------
@@ -207,6 +201,9 @@ def apply(example, draw, warper: ParamWarper | None = None, stats=None):
     p18, m18 = p18[FLIP18], m18[FLIP18]
   out['points18'] = np.where(m18[:, None] > 0, warp_points(p18, M), 0.0).astype(np.float32)
   out['mask18'] = np.asarray(m18, np.float32)
+  if 'flm18' in example:  # FLM points of the same 18 (data/wild_scheme.py)
+    f18 = example['flm18'][FLIP18] if flip else example['flm18']
+    out['flm18'] = np.where(m18[:, None] > 0, warp_points(f18, M), 0.0).astype(np.float32)
   if 'lms68' in example:
     l68 = example['lms68'][FLIP68] if flip else example['lms68']
     out['lms68'] = warp_points(l68, M)

@@ -24,6 +24,9 @@ class TrainData(Protocol):
     heldout: the held-out set (``image``, ``points18``, ``mask18``, ``lms68``) or None.
     validation: the validation crops (``image``, ``pts21``, ``vis21``, ``yaws``, maybe
       ``teacher_lms68``) or None.
+    wild_scheme, wild_scheme18: the wild labels' scheme (``face_model.schemes``, made by
+      ``data/wild_scheme.py``): its 21 points (validation) and the 18 of the 2D terms;
+      None when the labels are read as iBUG's points.
     has_wild: whether :meth:`next` gives in-the-wild batches.
   """
   model: Any
@@ -32,6 +35,8 @@ class TrainData(Protocol):
   convention: str
   heldout: Optional[dict]
   validation: Optional[dict]
+  wild_scheme: Optional[Any]
+  wild_scheme18: Optional[Any]
 
   @property
   def has_wild(self) -> bool: ...

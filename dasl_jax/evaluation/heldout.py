@@ -1,15 +1,19 @@
-"""What a training run measures: held-out NME, validation NME, AFLW2000-3D at the end.
+"""What a training run measures: held-out NME, validation NME, AFLW2000-3D at the end,
+and which of them ranks its checkpoints.
 
 :class:`Evaluator` binds the prediction core (``inference.core``) to a run's
 network and constants; the training loop calls :meth:`Evaluator.evaluate` at its
-evaluation steps and :meth:`Evaluator.aflw2000` once at the end. NME is
-``metrics.nme`` (the one definition), in percent here.
+evaluation steps and :meth:`Evaluator.aflw2000` once at the end; checkpoints are
+ranked by :func:`selection_metric`. NME is ``metrics.nme`` (the one definition), in
+percent here.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from dasl_jax.errors import DaslError
 from dasl_jax.evaluation import aflw2000, metrics, protocols
+from dasl_jax.face_model import schemes
 from dasl_jax.inference import core
 from dasl_jax.inference.predictor import Predictor
 
@@ -27,22 +31,24 @@ class Evaluator:
     stats: ``ParamStats`` of its output.
     lm_model: 68-row morphable model.
     batch_size: crops per forward pass.
+    scheme21: the wild labels' 21-point scheme (``face_model.schemes``), or None.
   """
 
-  def __init__(self, module, model_config, stats, lm_model, batch_size, bootstrap_iters=2):
+  def __init__(self, module, model_config, stats, lm_model, batch_size, bootstrap_iters=2,
+               scheme21=None):
     self.module, self.model_config = module, model_config
-    self.stats, self.lm_model = stats, lm_model
+    self.stats, self.lm_model, self.scheme21 = stats, lm_model, scheme21
     self.batch_size = int(batch_size)
     c = model_config.in_channels
     self.given = core.make_forward(module, c, model_config.convention, 0)
     self.boot = (core.make_forward(module, c, model_config.convention,
                                    max(int(bootstrap_iters), 1)) if c == 4 else self.given)
 
-  def _lms(self, fn, variables, data, points=True):
+  def _predict(self, fn, variables, data, points=True):
     n = len(data['image'])
     return core.predict_crops(fn, variables, self.stats, self.lm_model, data['image'], n,
                               data.get('points18') if points else None,
-                              data.get('mask18') if points else None, self.batch_size)['lms68']
+                              data.get('mask18') if points else None, self.batch_size)
 
   def heldout(self, variables, heldout):
     """Held-out NME (%) of the 68 crop landmarks, plain mean over crops.
@@ -50,7 +56,7 @@ class Evaluator:
     Args:
       heldout: ``image`` (N, 120, 120, 3), ``points18``, ``mask18``, ``lms68`` (N, 68, 2).
     """
-    lms = self._lms(self.given, variables, heldout)
+    lms = self._predict(self.given, variables, heldout)['lms68']
     return float(100 * metrics.nme(lms, heldout['lms68']).mean())
 
   def validation(self, variables, val):
@@ -60,13 +66,22 @@ class Evaluator:
       dict ``val21_nme``: AFLW 21-point NME (%, invisible points masked, normalised by
       the visible points' box, plain mean over crops) against the hand labels, and
       ``val21_mean_of_bins``; with teacher labels ``val_teacher_nme``: 68-point NME (%)
-      against the teacher's landmarks (how far the student left the 3D side's labels).
+      against the teacher's landmarks (how far the student left the 3D side's labels);
+      with the wild labels' scheme ``val21_scheme_nme``: the same 21-point NME with the
+      prediction's points placed by AFLW's definitions (``face_model.schemes``): what is
+      left of the disagreement once the labelling style is taken out.
     """
-    lms = self._lms(self.boot, variables, val, points=False)
-    summary, _ = metrics.aflw21_nme(
-        lms, np.where(val['vis21'][..., None] > 0, val['pts21'], -1), val['yaws'],
-        val['vis21'] > 0)
+    out = self._predict(self.boot, variables, val, points=False)
+    lms = out['lms68']
+    gt21 = np.where(val['vis21'][..., None] > 0, val['pts21'], -1)
+    summary, _ = metrics.aflw21_nme(lms, gt21, val['yaws'], val['vis21'] > 0)
     res = {'val21_nme': summary['mean'], 'val21_mean_of_bins': summary['mean_of_bins']}
+    if self.scheme21 is not None:
+      pts21 = np.asarray(schemes.points2d_from_params(out['params'], self.lm_model,
+                                                      self.scheme21,
+                                                      self.model_config.convention))
+      per = metrics.nme(pts21, np.asarray(gt21, np.float64), val['vis21'] > 0)
+      res['val21_scheme_nme'] = float(np.mean(per) * 100.0)
     if 'teacher_lms68' in val:
       res['val_teacher_nme'] = float(100 * metrics.nme(lms, val['teacher_lms68']).mean())
     return res
@@ -96,3 +111,26 @@ class Evaluator:
                                    pose=False)['original']
     return {'nme_mean_of_bins': res['mean_of_bins'], 'nme_mean': res['mean'],
             'nme_bins': res['bins'], 'n': res['n']}
+
+
+def selection_metric(choice, has_heldout, has_validation, has_scheme, has_teacher):
+  """The logged metric that ranks checkpoints (``--config.train.select_metric``).
+
+  ``auto``: the validation 21-point NME through the wild labels' scheme when there is
+  one (style-free), else the plain validation NME, else the held-out NME. Never a
+  benchmark's test set.
+  """
+  if choice == 'auto':
+    if has_validation:
+      return 'val21_scheme_nme' if has_scheme else 'val21_nme'
+    return 'heldout_nme'
+  need = {'heldout_nme': (has_heldout, 'a held-out set (--config.data.heldout)'),
+          'val21_nme': (has_validation, 'a validation split (--config.data.validation)'),
+          'val21_scheme_nme': (has_validation and has_scheme,
+                               'a validation split and a wild scheme (--config.data.wild_scheme)'),
+          'val_teacher_nme': (has_validation and has_teacher,
+                              'a validation split and teacher labels (source_3d=teacher)')}
+  ok, what = need[choice]
+  if not ok:
+    raise DaslError(f'--config.train.select_metric={choice} needs {what}')
+  return choice

@@ -81,6 +81,7 @@ class FakeData:
 
   dense_model = None
   validation = None
+  wild_scheme = wild_scheme18 = None  # labels read as iBUG's points
   has_wild = True
 
   def __init__(self, seed=0, batch_3d=4, batch_wild=4, image_size=120, n_heldout=8,

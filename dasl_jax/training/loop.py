@@ -24,7 +24,7 @@ from tqdm import tqdm
 from dasl_jax import assets
 from dasl_jax.data.protocol import TrainData
 from dasl_jax.errors import DaslError, warn
-from dasl_jax.evaluation.heldout import Evaluator
+from dasl_jax.evaluation.heldout import Evaluator, selection_metric
 from dasl_jax.geometry import camera
 from dasl_jax.geometry import params as P
 from dasl_jax.io import checkpoint
@@ -150,24 +150,29 @@ def init_state(config, bundle: StepBundle, data: TrainData):
       lambda v, c: state_lib.create_train_state(v, c, bundle.tx, bundle.critic_tx))(
           variables, critic_params))
   consts = compiled.put_replicated(step_lib.make_consts(
-      data.model, stats.mean, stats.std, data.dense_model))
+      data.model, stats.mean, stats.std, data.dense_model, data.wild_scheme18,
+      str(config.loss.point_weights), int(config.loss.weight_power)))
   base_key = compiled.put_replicated(jax.random.fold_in(jax.random.PRNGKey(seed), 2))
   return state, consts, base_key
 
 
 def prepare_workdir(config, workdir, data: TrainData, model_cfg: ModelConfig) -> Path:
   """Create the work directory and write flags.json (history kept on change),
-  data.json (rows of the sources and evaluation sets), model_config.json and
-  param_stats.json. Returns its absolute path."""
+  data.json (rows of the sources and evaluation sets), model_config.json,
+  param_stats.json and, with a wild scheme, scheme.json. Returns its absolute path."""
   workdir = Path(workdir).expanduser().resolve()
   workdir.mkdir(parents=True, exist_ok=True)
   if jax.process_index() == 0:  # several processes share one work directory
     record_flags(workdir, config)
     rows = dict(data.source_rows())
-    rows.update({k: len(getattr(data, k)['image']) for k in ('heldout', 'validation')
-                 if getattr(data, k) is not None})
+    for name, held in (('heldout', data.heldout), ('validation', data.validation)):
+      if held is not None:
+        rows[name] = len(held['image'])
     write_text_atomic(workdir / 'data.json', json.dumps(rows) + '\n')
     checkpoint.write_model_files(workdir, model_cfg, data.param_stats)
+    scheme = data.wild_scheme or data.wild_scheme18
+    if scheme is not None:  # the wild labels' definitions this run trained with
+      scheme.save(workdir / 'scheme.json')
   return workdir
 
 
@@ -212,7 +217,7 @@ def setup(config, workdir, data=None) -> Run:
   evaluator = Evaluator(bundle.module, model_cfg,
                         P.ParamStats(ec['mean'], ec['std'], data.param_stats.source),
                         ec['model68'], config.train.eval_batch,
-                        config.train.val_bootstrap_iters)
+                        config.train.val_bootstrap_iters, data.wild_scheme)
   return Run(config, workdir, data, model_cfg, bundle.module, bundle.compiled, state, consts,
              base_key, evaluator, bundle.has_wild, float(config.train.ema_decay) > 0)
 
@@ -252,10 +257,12 @@ class _Session:
     self.bar = tqdm(total=int(self.tc.num_steps), initial=self.step, desc='train',
                     disable=not self.tc.progress, dynamic_ncols=True)
     self.in_flight, self.sums, self.summed, self.t_log = None, None, 0, time.perf_counter()
-    self.evaluates = run.data.heldout is not None or run.data.validation is not None
-    # Checkpoints are ranked (the "best" one kept) by the validation split when there
-    # is one, else by the held-out set: never by a benchmark's test set.
-    self.select = 'val21_nme' if run.data.validation is not None else 'heldout_nme'
+    data = run.data
+    self.evaluates = data.heldout is not None or data.validation is not None
+    self.select = selection_metric(  # what ranks the checkpoints (the "best" one kept)
+        self.tc.select_metric, data.heldout is not None, data.validation is not None,
+        data.wild_scheme is not None,
+        data.validation is not None and 'teacher_lms68' in data.validation)
 
   def count(self, metrics, last):
     """Add a dispatched step's metrics to the interval's sums (on device) and move
@@ -304,9 +311,10 @@ class _Session:
     return self.run.evaluator.evaluate(variables, self.run.data.heldout,
                                        self.run.data.validation)
 
-  def save_now(self, nme=None):
-    """Save the step reached (unless saved already), with the data's position."""
-    if self.saved_at == self.step:
+  def save_now(self, nme=None, force=False):
+    """Save the step reached (unless saved already, or ``force``), with the data's
+    position; ``nme`` ranks it."""
+    if self.saved_at == self.step and not force:
       return
     self.check_finite()
     position = self.run.data.get_state()
@@ -355,6 +363,8 @@ def _train_and_evaluate(config, workdir, data, sigterm):
       rec0 = s.evaluate()
       s.log(0, rec0)
       final.update({f'{k}_start': v for k, v in rec0.items()})
+      if run.data.validation is not None and s.ckpt.latest_step() is None:
+        s.save_now(rec0.get(s.select), force=True)  # fine-tuning: "do not train" may win
     start = s.step
     stop, early = preemption.stop_check(sigterm, start)
     try:

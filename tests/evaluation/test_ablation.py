@@ -56,9 +56,8 @@ def test_ablation_smoke(tmp_path, assets):
   vals = [l for l in log if 'val21_nme' in l]
   assert [l['step'] for l in vals] == [0, 2, 4]
   sel = json.loads((run / 'selection.json').read_text())
-  # Step 0 is the start model (arm (a)), not a checkpoint of the run: the choice is
-  # among the saved steps.
-  best = min((l for l in vals if l['step'] > 0), key=lambda l: l['val21_nme'])['step']
+  # Step 0 (the start model) is a candidate too: "do not train" can win (issue 20).
+  best = min(vals, key=lambda l: l['val21_nme'])['step']
   assert sel['best_step'] == best and sel['metric'] == 'val21_nme'
   data = json.loads((run / 'data.json').read_text())
   flags = json.loads((run / 'flags.json').read_text())
