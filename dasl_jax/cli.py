@@ -14,15 +14,16 @@ import os
 import sys
 from pathlib import Path
 
+from absl import flags, logging
+
+from dasl_jax import cpu_runtime
 from dasl_jax.errors import DaslError, warn
 
 
 def command(body, tune_malloc: bool = True):
   def main(argv):
     if tune_malloc:
-      from dasl_jax import cpu_runtime
       cpu_runtime.tune_malloc()
-    from absl import flags, logging
     if 'verbosity' not in flags.FLAGS or not flags.FLAGS['verbosity'].present:
       logging.set_verbosity(logging.WARNING)
     use_compilation_cache()
@@ -59,6 +60,8 @@ def use_compilation_cache(environ=None):
   path = compilation_cache_dir(environ)
   if path is None:
     return None
+  # Here, not at the top: every command imports this module before its flags are read,
+  # and a bad flag or --help should answer without the seconds JAX takes to import.
   import jax
   try:
     path.mkdir(parents=True, exist_ok=True)
@@ -74,7 +77,6 @@ def use_compilation_cache(environ=None):
 def parse_flags(argv):
   """absl's flag parser, with a bad or unknown option as one ``error:`` line (exit 2)
   instead of absl's usage text. Pass as ``app.run(main, flags_parser=cli.parse_flags)``."""
-  from absl import flags
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
@@ -108,7 +110,6 @@ def define_flags(*names, **helps):
   """Define the shared flags ``names`` (keys of :data:`SHARED_FLAGS`) on absl's FLAGS.
   ``helps[name]`` replaces a flag's standard help where the command means something
   narrower by it."""
-  from absl import flags
   unknown = set(names) - set(SHARED_FLAGS)
   if unknown:
     raise ValueError(f'no shared flag {sorted(unknown)}')

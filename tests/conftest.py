@@ -1,25 +1,14 @@
-"""Shared test helpers: where the real assets are, and skip markers for them.
+"""pytest's hooks and shared fixtures (helpers live in ``tests/helpers``).
 
 The real research files are never in the repository; tests that need them use
-``requires_assets('bfm', 'u_shp.npy')`` and skip with a clear reason when the
-folder (``$DASL_ASSETS``, default ``../shared/assets``) does not have them.
+``tests.helpers.asset_marks.requires_assets('bfm', 'u_shp.npy')`` and skip with a
+clear reason when the folder (``$DASL_ASSETS``, default ``../shared/assets``) does not
+have them.
 """
 import numpy as np
 import pytest
 
-from dasl_jax.assets import asset, assets_dir
-
-
-def asset_path(*parts):
-  """Path of one asset under ``$DASL_ASSETS`` (it may not exist)."""
-  return asset(*parts)
-
-
-def requires_assets(*parts):
-  """Skip marker unless ``assets_dir()/parts`` exists."""
-  path = asset(*parts)
-  return pytest.mark.skipif(
-      not path.exists(), reason=f'{path} not found; set DASL_ASSETS')
+from dasl_jax.assets import assets_dir
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
 from dasl_jax.geometry import params as P
 from dasl_jax.errors import DaslError, warn
@@ -165,7 +166,6 @@ def _on_one_device(path):
   by several devices or processes reads on one (None: as saved, when there is no
   metadata to say)."""
   try:
-    from etils import epath
     tree = ocp.StandardCheckpointHandler().metadata(epath.Path(path))
     one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     return jax.tree_util.tree_map(

@@ -100,6 +100,8 @@ _ARCH_SPECIFIC = {f for fs in ModelConfig.ARCH_FIELDS.values() for f in fs}
 
 def create_regressor(cfg: ModelConfig):
   """ModelConfig -> Flax module mapping (B, 120, 120, C) -> (B, num_params) float32."""
+  # Here, not at the top: reading and checking a ModelConfig (flag parsing, model
+  # files) must not import JAX and Flax, which take seconds.
   import jax.numpy as jnp
   dtype = jnp.dtype(cfg.compute_dtype)
   if cfg.arch == 'mobilenet':

@@ -10,27 +10,22 @@ checkpoints, devices), ``eval`` and ``data`` (the data side's own flags,
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import sys
+from pathlib import Path
 
 import ml_collections
+from absl import flags
+from ml_collections import config_flags
 
+from dasl_jax.data.config import data_config
+from dasl_jax.errors import DaslError
 from dasl_jax.models import ARCHES, COMPUTE_DTYPES, RESNET_POOLS, ModelConfig
 
 # The ModelConfig fields that are --config.model flags (num_params is fixed at 62; the
 # convention is the data's, --config.data.convention).
 MODEL_FLAGS = tuple(f.name for f in dataclasses.fields(ModelConfig)
                     if f.name not in ('num_params', 'convention'))
-
-
-def _data_config():
-  try:
-    from dasl_jax.data.config import data_config
-  except ImportError:  # the data package is optional for the model/loss tests
-    c = ml_collections.ConfigDict()
-    c.batch_size_3d = 8
-    c.batch_size_wild = 8
-    c.convention = 'v1'
-    return c
-  return data_config()
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -137,7 +132,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict()
   c.eval.aflw2000_dir = ''          # AFLW2000-3D folder: NME at the end (and at eval steps)
 
-  c.data = _data_config()
+  c.data = data_config()
   return c
 
 
@@ -218,7 +213,6 @@ def _get(config, path):
 
 def check_config(config):
   """Raise ``DaslError`` naming the first ``--config.*`` value outside its range."""
-  from dasl_jax.errors import DaslError
   for path, (ok, what) in RULES.items():
     v = _get(config, path)
     if v is None:
@@ -238,7 +232,6 @@ def suggest_field(config, path: str) -> str:
   ``optim.learning_rate`` finds ``optim.lr`` through a table of common aliases,
   and ``data.batch_size`` finds ``data.batch_size_3d``).
   """
-  import difflib
   aliases = {'learning_rate': 'lr', 'steps': 'num_steps', 'batch_size': 'batch_size_3d',
              'seed': 'seed', 'wd': 'weight_decay', 'epochs': 'num_steps'}
   fields = []
@@ -269,7 +262,6 @@ def suggest_field(config, path: str) -> str:
 
 def config_flags_in(argv):
   """``--config.PATH`` names given on the command line or in its flagfiles."""
-  from pathlib import Path
   out = []
   for a in argv:
     if a.startswith('--flagfile='):
@@ -317,10 +309,6 @@ def config_from_args(args, base=None, flag_values=None) -> ml_collections.Config
       that its other flags (``--workdir``, absl's ``--verbosity``), on the command
       line or in a flagfile, are read in the same pass.
   """
-  import sys
-  from absl import flags
-  from ml_collections import config_flags
-  from dasl_jax.errors import DaslError
   args = [str(a) for a in args]
   bad = unknown_field_message(args)
   if bad:

@@ -32,6 +32,7 @@ class MetricLogger:
     with open(self.path, 'a') as f:
       f.write(json.dumps({'config': config_dict, 'resumed': resumed}) + '\n')
     if tensorboard:
+      # Here: tensorboardX brings protobuf (~1 s) and only process 0 writes a log.
       from tensorboardX import SummaryWriter
       self.writer = SummaryWriter(str(self.workdir / 'tb'))
 

@@ -36,6 +36,7 @@ from dasl_jax.training import state as state_lib
 from dasl_jax.training import step as step_lib
 from dasl_jax.training.checkpointing import TrainCheckpointer
 from dasl_jax.training.config import MODEL_FLAGS, check_config
+from dasl_jax.training.fake_data import FakeData
 from dasl_jax.training.logging import MetricLogger, record_flags
 
 
@@ -50,7 +51,6 @@ def model_config_from(config) -> ModelConfig:
 def build_data(config) -> TrainData:
   """The data: fake in-memory data, or the data package's ``build_data``."""
   if config.train.fake_data:
-    from dasl_jax.training.fake_data import FakeData
     return FakeData(seed=config.train.seed, batch_3d=config.data.batch_size_3d,
                     batch_wild=config.data.batch_size_wild,
                     convention=config.data.convention, nan_batch=config.train.fake_nan_batch)

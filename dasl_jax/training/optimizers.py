@@ -10,6 +10,7 @@ import numpy as np
 import optax
 
 from dasl_jax.errors import DaslError
+from dasl_jax.io import checkpoint
 from dasl_jax.models import torch_state
 
 
@@ -113,7 +114,6 @@ def load_init_variables(workdir, target):
   Returns:
     (variables, Restored) — the caller checks whitening statistics against its data's.
   """
-  from dasl_jax.io import checkpoint
   restored = checkpoint.restore(workdir)
   return adapt_variables(restored.variables, target, f'--config.model.init_checkpoint={workdir}'), \
       restored

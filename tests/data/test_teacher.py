@@ -14,8 +14,8 @@ from dasl_jax.data import teacher as T
 from dasl_jax.errors import DaslError
 from dasl_jax.models import ModelConfig, create_regressor
 from dasl_jax.training.fake_data import FakeData
-from tests.infer_helpers import random_variables
-from tests.train_utils import build, tiny_config
+from tests.helpers.random_models import random_variables
+from tests.helpers.tiny_training import build, tiny_config
 
 
 def test_validation_split_is_fixed_disjoint_and_seeded():

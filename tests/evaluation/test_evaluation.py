@@ -15,7 +15,7 @@ from dasl_jax import evaluation as E
 from dasl_jax.evaluation import aflw2000
 from dasl_jax.geometry import params as P
 from dasl_jax.errors import DaslError
-from tests.conftest import asset_path, requires_assets
+from tests.helpers.asset_marks import asset_path, requires_assets
 
 REPO = Path(__file__).resolve().parents[2]
 AFLW = asset_path('aflw2000-3d')
@@ -317,7 +317,7 @@ def test_evaluate_four_channel_model_needs_detections(tmp_path):
   # With detections for every image the 4-channel path runs end to end; the
   # FLM channel reaches the network (a model with zero FLM weights would not care).
   from dasl_jax.inference import core as predict_batch
-  from tests.fake_data import toy_model
+  from tests.helpers.dataset_files import toy_model
   ds = aflw2000.load(tmp_path / 'a')
   module = checkpoint.create_regressor(cfg)
   fn = predict_batch.make_forward(module, 4, 'v1')

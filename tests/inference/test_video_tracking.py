@@ -9,7 +9,7 @@ from dasl_jax.geometry import crop as C
 from dasl_jax.evaluation import metrics as M
 from dasl_jax.inference import video as V
 from dasl_jax.errors import DaslError
-from tests.conftest import asset_path, requires_assets
+from tests.helpers.asset_marks import asset_path, requires_assets
 
 
 def _image_points(params, roi, pts, convention):

@@ -15,7 +15,7 @@ import pytest
 from dasl_jax.errors import DaslError
 from dasl_jax.models import ModelConfig, create_regressor, layers
 from dasl_jax.training import config as C
-from tests.infer_helpers import random_variables
+from tests.helpers.random_models import random_variables
 
 # A bf16 mantissa has 8 bits (relative rounding 2^-9 = 0.2%); through ~15 to 30 layers
 # the error of the whole network grows to about 1%. 5% of the output's scale is the bound

@@ -2,7 +2,7 @@
 again and again (during checkpoint writes too) and restarted each time ends
 bit-identical to an uninterrupted one.
 
-The reference is the uninterrupted tiny run of ``tests/train_command.py`` (shared
+The reference is the uninterrupted tiny run of ``tests/helpers/train_runs.py`` (shared
 with test_resume and test_train_command), whose checkpoints hold parameters
 computed without any interruption: an independent reference.
 """
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from dasl_jax.io import checkpoint
-from tests.train_command import (REPO, cache_dir, checkpoint_steps, command, env,
+from tests.helpers.train_runs import (REPO, cache_dir, checkpoint_steps, command, env,
                                  logged_steps, reference_run, run)
 
 TMP = '.orbax-checkpoint-tmp'  # Orbax writes a step into '<step>.orbax-checkpoint-tmp' first
@@ -103,7 +103,7 @@ class _ConventionOnly:
 
 
 N_KILLS = 10
-STEPS = 6  # the reference run's length (tests/train_command.py, tiny.flags)
+STEPS = 6  # the reference run's length (tests/helpers/train_runs.py, tiny.flags)
 
 
 def _kill_moment(proc, wd, mode, resumed_at, rng, startup_s):
@@ -165,7 +165,7 @@ def test_repeated_sigkill_then_resume_is_bit_identical(tmp_path):
   ``<step>.orbax-checkpoint-tmp`` folder exists), 3 at a random time after a
   checkpoint is complete, before the next write. Kills of the first two kinds
   leave no new step; the third kind leaves one, so the 6-step reference run
-  (tests/train_command.py, uninterrupted, an independent reference) has room for
+  (tests/helpers/train_runs.py, uninterrupted, an independent reference) has room for
   10 kills and the last run still trains. Where each kill landed is printed
   (``pytest -s``): a planned moment can land in the next one on a slow machine
   (an 'after' kill inside the next write), which the counts below allow.

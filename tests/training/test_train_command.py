@@ -4,7 +4,7 @@ import json
 import numpy as np
 
 from dasl_jax.io import checkpoint
-from tests.train_command import cache_dir, reference_run, run
+from tests.helpers.train_runs import cache_dir, reference_run, run
 
 
 def test_tiny_run_writes_everything():

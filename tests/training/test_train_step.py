@@ -5,7 +5,7 @@ import pytest
 
 from dasl_jax.training import step as step_lib
 from dasl_jax.training.fake_data import FakeData
-from tests.train_utils import build, tiny_config
+from tests.helpers.tiny_training import build, tiny_config
 
 
 def _np(tree):
@@ -118,7 +118,7 @@ def test_sgd_matches_pytorch_nesterov_with_weight_decay():
 def test_widening_three_to_four_channels_keeps_outputs():
   import jax.numpy as jnp
   from dasl_jax.training.optimizers import adapt_variables
-  from tests.train_utils import TinyRegressor
+  from tests.helpers.tiny_training import TinyRegressor
   m = TinyRegressor()
   x3 = jnp.asarray(np.random.default_rng(0).normal(size=(2, 120, 120, 3)), jnp.float32)
   x4 = jnp.concatenate([x3, jnp.ones((2, 120, 120, 1))], axis=-1)

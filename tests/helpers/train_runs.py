@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / 'experiments' / 'configs' / 'tiny.flags'
 # Smaller than tiny.flags' network so the tests stay inside their time budget.
 TEST_FLAGS = ['--config.train.fake_data=True', '--config.model.resnet_width=4']
