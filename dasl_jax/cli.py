@@ -5,7 +5,8 @@ its threads, tunes glibc malloc (XLA:CPU's per-step temporaries stay in the heap
 instead of costing ~40% of CPU time in page faults; benchmarks/README.md), keeps
 Orbax's per-file INFO logging off the console (unless ``--verbosity`` is given),
 turns on JAX's persistent compilation cache (:func:`use_compilation_cache`), and
-turns a :class:`DaslError` into one ``error: ...`` line and exit status 2.
+turns a :class:`DaslError` into one ``error: ...`` line and exit status 2 (and a
+Ctrl-C the command does not handle into one line and status 130).
 ``body(argv)`` may return an exit status.
 """
 from __future__ import annotations
@@ -32,6 +33,9 @@ def command(body, tune_malloc: bool = True):
     except DaslError as e:
       print(f'error: {e}', file=sys.stderr)
       sys.exit(2)
+    except KeyboardInterrupt:  # Ctrl-C where the command does not handle it itself
+      print('interrupted (Ctrl-C)', file=sys.stderr)
+      sys.exit(130)  # 128 + SIGINT, as a shell reports it
     if code:
       sys.exit(code)
   main.__doc__ = body.__doc__

@@ -12,7 +12,8 @@ command exits with status 143 (128 + SIGTERM, what a shell reports for a process
 killed by SIGTERM). Not 0 on purpose: the training is not finished, so
 ``train && evaluate`` must not go on, and job systems that restart failed jobs
 (Kubernetes ``restartPolicy: OnFailure``, retry wrappers) must restart it;
-rerunning the same command resumes.
+rerunning the same command resumes. Ctrl-C does the same with status 130
+(128 + SIGINT); a second Ctrl-C stops at once, saving nothing more.
 """
 import sys
 
@@ -24,7 +25,6 @@ from dasl_jax.errors import DaslError
 from dasl_jax.training.config import config_from_args
 
 FLAGS = flags.FLAGS
-EXIT_TERMINATED = 143  # 128 + SIGTERM
 flags.DEFINE_string('workdir', 'runs/default', 'Where checkpoints and logs go.')
 
 
@@ -34,8 +34,8 @@ def _main(argv):
   from dasl_jax.training.preemption import Terminated
   try:
     final = train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except Terminated:  # the loop printed what was saved
-    return EXIT_TERMINATED
+  except Terminated as e:  # the loop printed what was saved
+    return e.exit_code
   print(' '.join(f'{k}={v}' for k, v in final.items() if not isinstance(v, dict)))
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -300,8 +301,10 @@ class _Session:
     if bad >= 0:
       term = step_lib.LOSS_NAMES[int(jax.device_get(self.state.bad_term))]
       self.ckpt.wait()
-      raise DaslError(f'non-finite loss {term} at step {bad}; training stopped, last good '
-                      f'checkpoint kept: step {self.ckpt.latest_step()} in {self.run.workdir}')
+      kept = self.ckpt.latest_step()
+      raise DaslError(f'non-finite loss {term} at step {bad}; training stopped, ' + (
+          f'last good checkpoint kept: step {kept} in {self.run.workdir}' if kept is not None
+          else f'no checkpoint saved before it in {self.run.workdir}'))
 
   def evaluate(self) -> dict:
     self.check_finite()
@@ -339,20 +342,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, data=None):
   ``eval_every`` steps and at the end, checkpoints every ``checkpoint_every``
   steps, at evaluation steps and at the end. A non-finite loss stops the run
   (DaslError naming the step and the term) without saving past it.
-  SIGTERM (sent by cluster schedulers before a kill; handled when called from
-  the main thread) stops the run at the next step boundary: the step reached is
-  saved (if finite), the write waited for, one line printed to stderr, and
-  :class:`Terminated` raised. The first step's compilation is not interruptible.
-  With several processes, SIGTERM to any of them stops all of them at the same
-  step boundary, where they save that step together (``preemption.stop_check``).
+  SIGTERM (sent by cluster schedulers before a kill) and Ctrl-C (SIGINT; both
+  handled when called from the main thread) stop the run at the next step
+  boundary: the step reached is saved (if finite), the write waited for, one line
+  printed to stderr, and ``preemption.Terminated`` raised. The first step's
+  compilation is not interruptible that way; a second Ctrl-C stops at once
+  (``KeyboardInterrupt``). With several processes, SIGTERM to any of them stops all
+  of them at the same step boundary, where they save that step together
+  (``preemption.stop_check``).
   Returns:
     dict of final metrics (``step``, ``heldout_nme`` when a held-out set exists).
   """
-  with preemption.SigtermFlag() as sigterm:
-    return _train_and_evaluate(config, workdir, data, sigterm)
+  with preemption.StopSignals() as signals:
+    return _train_and_evaluate(config, workdir, data, signals)
 
 
-def _train_and_evaluate(config, workdir, data, sigterm):
+def _train_and_evaluate(config, workdir, data, signals):
   config = assets.expand_config(config)
   check_config(config)
   run = setup(config, workdir, data)
@@ -366,11 +371,11 @@ def _train_and_evaluate(config, workdir, data, sigterm):
       if run.data.validation is not None and s.ckpt.latest_step() is None:
         s.save_now(rec0.get(s.select), force=True)  # fine-tuning: "do not train" may win
     start = s.step
-    stop, early = preemption.stop_check(sigterm, start)
+    stop, early = preemption.stop_check(signals, start)
     try:
       for step in range(start, num_steps):
         if stop(step) or (early and step == start):
-          raise preemption.Terminated(s.step, run.workdir)
+          raise preemption.Terminated(s.step, run.workdir, signals.signum or signal.SIGTERM)
         b3, bw = run.data.next()
         s.state, metrics = run.compiled(s.state, b3, b3 if bw is None else bw,
                                         run.base_key, run.consts)
@@ -388,20 +393,16 @@ def _train_and_evaluate(config, workdir, data, sigterm):
         # Evaluation steps are saved too, so the best-NME checkpoint can be kept.
         if due(tc.checkpoint_every, done, last) or nme is not None:
           s.save_now(nme)
-    except KeyboardInterrupt:
-      # Ctrl-C: keep what was trained (if it is finite), then stop as asked.
-      if s.saved_at != s.step and int(jax.device_get(s.state.bad_step)) < 0:
-        s.save_now()
-        print(f'interrupted: saved step {s.step}', file=sys.stderr)
-      raise
-    except preemption.Terminated:
+    except preemption.Terminated as e:
       s.save_now()  # a non-finite state raises DaslError instead
       s.ckpt.wait()
+      s.bar.close()  # before the line below, which is the run's last
+      what = preemption.STOPPED_BY[e.signum]
       if s.ckpt.latest_step() is None:
-        print('terminated (SIGTERM) before the first step: nothing to save; '
+        print(f'{what} before the first step: nothing to save; '
               'rerun the same command to start', file=sys.stderr)
       else:
-        print(f'terminated (SIGTERM): saved step {s.step} in {run.workdir}; '
+        print(f'{what}: saved step {s.step} in {run.workdir}; '
               'rerun the same command to resume', file=sys.stderr)
       raise
     s.save_now()

@@ -1,8 +1,10 @@
-"""Stopping a run at a step boundary: SIGTERM, and preemption agreed across processes.
+"""Stopping a run at a step boundary: SIGTERM, Ctrl-C, and preemption agreed across
+processes.
 
 The loop asks ``stop(step)`` (:func:`stop_check`) before each step; when it answers
-yes the loop raises :class:`Terminated`, saves the step reached and the command
-exits 143.
+yes the loop raises :class:`Terminated`, saves the step reached, prints one line and
+the command exits 128 + the signal's number (143 for SIGTERM, 130 for Ctrl-C). A
+second Ctrl-C stops at once (``KeyboardInterrupt``, nothing more saved).
 """
 from __future__ import annotations
 
@@ -15,49 +17,70 @@ from jax.experimental import multihost_utils
 
 from dasl_jax.errors import warn
 
+# What the one line says for each signal.
+STOPPED_BY = {signal.SIGTERM: 'terminated (SIGTERM)', signal.SIGINT: 'interrupted (Ctrl-C)'}
+
 
 class Terminated(Exception):
-  """SIGTERM stopped the run at a step boundary (after ``step`` steps, saved in ``workdir``)."""
+  """A signal stopped the run at a step boundary (after ``step`` steps, saved in
+  ``workdir``); ``signum`` is SIGTERM or SIGINT, ``exit_code`` 128 + ``signum``."""
 
-  def __init__(self, step, workdir):
-    super().__init__(f'terminated (SIGTERM) after step {step} in {workdir}')
-    self.step, self.workdir = step, workdir
+  def __init__(self, step, workdir, signum=signal.SIGTERM):
+    super().__init__(f'{STOPPED_BY[signum]} after step {step} in {workdir}')
+    self.step, self.workdir, self.signum = step, workdir, signum
+    self.exit_code = 128 + int(signum)
 
 
-class SigtermFlag:
-  """Context manager: while inside, SIGTERM only sets ``requested`` (main thread only;
-  elsewhere Python cannot install handlers and this does nothing). The previous
-  handler is put back on exit."""
+class StopSignals:
+  """Context manager: while inside, SIGTERM and a first SIGINT (Ctrl-C) only set
+  ``requested`` (and ``signum``), so the loop stops at the next step boundary, never
+  inside a compiled step or a checkpoint write; a second SIGINT raises
+  ``KeyboardInterrupt`` at once. Main thread only (elsewhere Python cannot install
+  handlers and this does nothing). The previous handlers are put back on exit.
+
+  ``forward_sigint``: send SIGINT on as SIGTERM (several processes: JAX's preemption
+  notifier, which agrees on the stopping step, listens to SIGTERM only).
+  """
 
   def __init__(self):
     self.requested = False
-    self._previous = None
+    self.signum = None
+    self.forward_sigint = False
+    self._previous = {}
 
   def _handle(self, signum, frame):
-    del signum, frame
-    self.requested = True
+    del frame
+    if signum == signal.SIGINT and self.requested:
+      raise KeyboardInterrupt  # the second Ctrl-C: stop at once
+    if signum == signal.SIGINT and self.forward_sigint:
+      self.requested, self.signum = True, signal.SIGTERM
+      os.kill(os.getpid(), signal.SIGTERM)
+      return
+    self.requested, self.signum = True, signum
 
   def __enter__(self):
     if threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
+      for sig in (signal.SIGTERM, signal.SIGINT):
+        self._previous[sig] = signal.signal(sig, self._handle)
     return self
 
   def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-      self._previous = None
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+    self._previous = {}
     return False
 
 
-def stop_check(sigterm, start):
+def stop_check(signals: StopSignals, start):
   """``stop(step) -> bool``: whether to stop at the step boundary where ``step``
   steps are done (called with ``start``, ``start + 1``, ... before each step).
 
-  One process: the SIGTERM flag, read at no cost. Under ``jax.distributed``
+  One process: the signals' flag, read at no cost. Under ``jax.distributed``
   all processes must stop together, or the ones not signalled wait forever in
   the next step's collective. There ``jax.distributed.initialize`` has installed
   JAX's preemption notifier, which takes SIGTERM from Python's handler (so
-  ``sigterm`` never fires) and tells the coordinator; every process then
+  ``signals`` never hears of it; a Ctrl-C is sent on to it as SIGTERM) and tells
+  the coordinator; every process then
   reports the last step id it passed to ``reached_preemption_sync_point`` and
   all agree on the next one after the largest. While that is being agreed the
   call blocks, so no process runs past the agreed boundary. The ids are step
@@ -69,8 +92,9 @@ def stop_check(sigterm, start):
     (stop, early): ``early`` is True when the run must stop before its first step.
   """
   if not jax.distributed.is_initialized():
-    return (lambda step: sigterm.requested), False
-  if sigterm.requested:
+    return (lambda step: signals.requested), False
+  signals.forward_sigint = True
+  if signals.requested:
     # SIGTERM came before jax.distributed.initialize, to Python's handler: send it
     # again, now to the preemption notifier, so that every process hears of it.
     os.kill(os.getpid(), signal.SIGTERM)
@@ -83,7 +107,8 @@ def stop_check(sigterm, start):
     early = multihost_utils.reached_preemption_sync_point(max(start, 1)) or early
   except RuntimeError:  # --jax_enable_preemption_service=False
     if jax.process_count() == 1:  # then Python's handler still gets SIGTERM
-      return (lambda step: sigterm.requested), False
+      signals.forward_sigint = False
+      return (lambda step: signals.requested), False
     warn("JAX's preemption service is off (jax_enable_preemption_service): "
          'SIGTERM will not stop the run at a step boundary')
     return (lambda step: False), False

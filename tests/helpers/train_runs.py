@@ -6,8 +6,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / 'experiments' / 'configs' / 'tiny.flags'
-# Smaller than tiny.flags' network so the tests stay inside their time budget.
-TEST_FLAGS = ['--config.train.fake_data=True', '--config.model.resnet_width=4']
+# Smaller than tiny.flags' network so the tests stay inside their time budget; no
+# progress bar, so that the run's last line on stderr is its own.
+TEST_FLAGS = ['--config.train.fake_data=True', '--config.model.resnet_width=4',
+              '--config.train.progress=False']
 
 
 def command(workdir, *flags):
