@@ -1,4 +1,6 @@
-"""Running ``python -m experiments.train`` in a subprocess for the tests."""
+"""Running ``python -m experiments.train`` in a subprocess for the tests: the command,
+its environment, the uninterrupted reference run every command test compares with
+(done once per pytest process), and readers of a work directory."""
 import os
 import subprocess
 import sys
@@ -18,7 +20,8 @@ def command(workdir, *flags):
 
 
 def env(cache_dir):
-  """Subprocess environment; a shared persistent compilation cache saves recompiling."""
+  """Subprocess environment: the repository on the path, and the test run's persistent
+  compilation cache (``cache_dir()``), so a step compiled once is loaded after that."""
   e = dict(os.environ, PYTHONPATH=str(REPO), JAX_COMPILATION_CACHE_DIR=str(cache_dir),
            JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
            JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
@@ -46,7 +49,9 @@ def session_dir():
 
 
 def cache_dir():
-  return session_dir() / 'jax_cache'
+  """The test run's persistent compilation cache (tests/conftest.py chooses it), or
+  outside pytest a folder of this process."""
+  return Path(os.environ.get('JAX_COMPILATION_CACHE_DIR') or session_dir() / 'jax_cache')
 
 
 def reference_run():
