@@ -3,7 +3,7 @@ r"""Predict 3D faces on photos or videos: JSON records, overlays, meshes.
   python -m experiments.predict --checkpoint WORKDIR --input PATH [PATH ...] [--out DIR]
       [--detector faceboxes|haar] [--faceboxes_weights FILE]
       [--boxes FILE] [--landmarks FILE] [--bfm DIR] [--depth] [--every N]
-      [--backend jax|onnxruntime]
+      [--backend jax|onnxruntime] [--tta none|flip]
 
 PATH is an image, a folder of images/videos, or a video; several may follow
 ``--input`` (a shell glob such as ``images/*.jpg``), be given after the options,
@@ -79,6 +79,9 @@ flags.DEFINE_float('alpha', 0.75, 'mesh opacity in overlays (0..1)')
 flags.DEFINE_enum('backend', 'jax', ['jax', 'onnxruntime'], 'regressor runtime: jax (jitted) '
                   'or onnxruntime (dasl_jax.inference.onnx: the same function as an ONNX graph '
                   'built from the checkpoint; float32)')
+flags.DEFINE_enum('tta', 'none', ['none', 'flip'], 'test-time averaging: flip = each face '
+                  'crop and its mirror image, the mirrored parameters mapped back and averaged '
+                  '(twice the regression cost; --backend jax)')
 flags.DEFINE_bool('calibrate', False, 'print the Haar box calibration measured on '
                   'AFLW2000-3D originals and exit')
 
@@ -127,7 +130,7 @@ def run(argv):
                   depth=FLAGS.depth, meshes=FLAGS.meshes, overlay=FLAGS.overlay,
                   profile=FLAGS.profile, alpha=FLAGS.alpha, detector=FLAGS.detector,
                   faceboxes_weights=FLAGS.faceboxes_weights, mesh_axes=FLAGS.mesh_axes,
-                  dot_dtype=FLAGS.dot_dtype, backend=FLAGS.backend)
+                  dot_dtype=FLAGS.dot_dtype, backend=FLAGS.backend, tta=FLAGS.tta)
   print(f'face model: {runner.models.note or runner.models.kind}', file=sys.stderr)
   n_faces, failed = 0, 0
   from tqdm import tqdm

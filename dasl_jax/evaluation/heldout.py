@@ -32,17 +32,20 @@ class Evaluator:
     lm_model: 68-row morphable model.
     batch_size: crops per forward pass.
     scheme21: the wild labels' 21-point scheme (``face_model.schemes``), or None.
+    tta: test-time averaging, 'none' or 'flip' (``core.mirror_fit``), of every
+      evaluation (held-out, validation, AFLW2000-3D).
   """
 
   def __init__(self, module, model_config, stats, lm_model, batch_size, bootstrap_iters=2,
-               scheme21=None):
+               scheme21=None, tta='none'):
     self.module, self.model_config = module, model_config
     self.stats, self.lm_model, self.scheme21 = stats, lm_model, scheme21
-    self.batch_size = int(batch_size)
-    c = model_config.in_channels
-    self.given = core.make_forward(module, c, model_config.convention, 0)
-    self.boot = (core.make_forward(module, c, model_config.convention,
-                                   max(int(bootstrap_iters), 1)) if c == 4 else self.given)
+    self.batch_size, self.tta = int(batch_size), tta
+    c, conv = model_config.in_channels, model_config.convention
+    flip = core.mirror_fit(tta, stats, lm_model, conv)
+    self.given = core.make_forward(module, c, conv, 0, flip)
+    self.boot = (core.make_forward(module, c, conv, max(int(bootstrap_iters), 1), flip)
+                 if c == 4 else self.given)
 
   def _predict(self, fn, variables, data, points=True):
     n = len(data['image'])
@@ -98,14 +101,15 @@ class Evaluator:
 
   def aflw2000(self, folder, variables):
     """AFLW2000-3D 68-point NME (%) of a finished run (``protocols``' defaults: 1,998
-    images with the detector FLM for 4-channel models, else all 2,000).
+    images with the detector FLM for 4-channel models, else all 2,000; ``tta`` as
+    ``inference.Predictor``).
 
     Returns:
       dict ``nme_mean_of_bins``, ``nme_mean``, ``nme_bins``, ``n`` (original ground truth).
     """
     ds = aflw2000.load(folder)
     predictor = Predictor.from_parts(self.module, variables, self.model_config, self.stats,
-                                     self.lm_model, batch_size=self.batch_size)
+                                     self.lm_model, batch_size=self.batch_size, tta=self.tta)
     _, idx = protocols.aflw2000_indices(ds, None, self.model_config.in_channels, 'detector')
     res = protocols.score_aflw2000(ds, idx, protocols.predict_aflw2000(predictor, ds, idx),
                                    pose=False)['original']

@@ -47,6 +47,7 @@ class Request:
   flm_given: bool = False  # --flm was set explicitly
   bootstrap_iters: int = 2
   dot_dtype: str = 'float32'
+  tta: str = 'none'
   # flags given that a checkpoint overrides (a note is printed for each)
   ignored_with_checkpoint: Tuple[str, ...] = ()
 
@@ -68,7 +69,7 @@ def _predictor(req):
   restored = checkpoint.with_dot_dtype(checkpoint.restore(req.checkpoint, req.step),
                                        req.dot_dtype)
   return inference.Predictor(restored, _bfm(req.bfm), batch_size=req.batch_size,
-                             bootstrap_iters=req.bootstrap_iters)
+                             bootstrap_iters=req.bootstrap_iters, tta=req.tta)
 
 
 def _load_predictions(path):
@@ -132,9 +133,25 @@ def run_full_images(req: Request):
 
 
 def run(req: Request):
-  """One evaluation as the command's flags describe it; returns the results dict."""
+  """One evaluation as the command's flags describe it; returns the results dict
+  (with ``tta``, the test-time averaging of a checkpoint's predictions)."""
+  res = _run(req)
+  if req.checkpoint:
+    res['tta'] = req.tta
+    if 'protocol' in res:
+      res['protocol']['tta'] = req.tta
+  return res
+
+
+def _run(req: Request):
   if bool(req.predictions) == bool(req.checkpoint):
     raise DaslError('give exactly one of --predictions FILE.npy or --checkpoint DIR')
+  from dasl_jax.inference import core
+  if req.tta not in core.TTA:
+    raise DaslError(f'--tta must be one of {", ".join(core.TTA)}, got {req.tta!r}')
+  if req.tta != 'none' and not req.checkpoint:
+    raise DaslError(f'--tta {req.tta} goes with --checkpoint (saved --predictions are '
+                    'scored as they are)')
   if req.batch_size < 1:
     raise DaslError(f'--batch_size must be positive, got {req.batch_size}')
   if req.names and not req.predictions:

@@ -110,6 +110,49 @@ def label_noise_table(root, scheme, model68, aflw_wild_dir, dlib_file, val_size=
           'yaw': yaw}
 
 
+def dlib_validation(found, root, model68, aflw_wild_dir, dlib_file, val_size=1000, val_seed=0,
+                    arms=()) -> Optional[dict]:
+  """After the fact, never a choice: each chosen checkpoint's 68-point NME (%) against
+  dlib's iBUG-68 points on the validation crops dlib labels (mostly near-frontal): a
+  second labeller in iBUG's own definitions, independent of the teacher whose
+  systematic placements the fitted scheme absorbs.
+
+  Returns:
+    {'crops': n, 'rows': {arm: {'mean': x, 'range': r, 'per_seed': {...}}}} or None.
+  """
+  from dasl_jax.data import readers as R
+  from dasl_jax.data import teacher as T
+  from dasl_jax.inference.predictor import Predictor
+  from dasl_jax.io import checkpoint
+  from dasl_jax.io.landmark_files import read_landmark_file
+  if not Path(dlib_file).exists():
+    return None
+  names = R.read_list(Path(aflw_wild_dir) / 'list.txt')
+  _, val = T.validation_split(names, val_size, val_seed)
+  dn, dp = read_landmark_file(dlib_file)
+  dl = {n: i for i, n in enumerate(dn)}
+  keep = [n for n in val if n in dl]
+  ref = dp[[dl[n] for n in keep]].astype(np.float64)
+  crops = T.read_crops(Path(aflw_wild_dir) / 'images', keep)
+  out = {}
+  for arm in arms:
+    per = {}
+    for e in found.get(arm, []):
+      d = Path(e['dir'])
+      step = e['validation'].get('best_step')
+      src = d if (d / 'model_config.json').exists() else Path(root) / 'mb05'
+      restored = checkpoint.restore(src, step) if step is not None else checkpoint.restore(src)
+      tta = 'flip' if arm == 'a_tta' else 'none'
+      lms = Predictor(restored, model68, batch_size=64, tta=tta).predict_crops(crops)['lms68']
+      per[str(e['seed'])] = float(100 * evaluation.nme(lms, ref).mean())
+    if per:
+      v = list(per.values())
+      out[arm] = {'mean': float(np.mean(v)),
+                  'range': float(np.max(v) - np.min(v)) if len(v) > 1 else float('nan'),
+                  'per_seed': per}
+  return {'crops': len(keep), 'of_validation': len(val), 'rows': out}
+
+
 # ----------------------------------------------------------------------------
 # A fair start: the short diagnostic runs.
 

@@ -43,9 +43,17 @@ def dlib_file(root):
 
 def train_command(arm, seed, workdir, root, extra=()):
   dlib = [f'--config.data.wild_landmarks={dlib_file(root)}'] if arm in study.DLIB_ARMS else []
+  start = f'{root}/{study.H_START}' if arm in study.H_ARMS else f'{root}/mb05'
+  if arm in study.H_ARMS or arm == study.H_START:
+    dlib += [f'--config.data.synthetic_cache={root}/synthetic_cache']
+  if arm in study.H_ARMS:
+    scheme = f'{root}/scheme.json'
+    dlib += [f'--config.data.val_scheme={scheme}']
+    if arm != 'h_syn':
+      dlib += [f'--config.data.wild_scheme={scheme}']
   return _python('experiments.train', f'--flagfile={CONFIGS / arm}.flags',
                  f'--workdir={workdir}', f'--config.train.seed={seed}',
-                 f'--config.model.init_checkpoint={root}/mb05',
+                 f'--config.model.init_checkpoint={start}',
                  f'--config.data.teacher_checkpoint={root}/mb05',
                  f'--config.data.teacher_cache={root}/cache',
                  '--config.train.progress=False', *dlib, *extra)
@@ -64,9 +72,11 @@ def ensure_dlib(root):
         Path(root) / 'dlib.label.log')
 
 
-def eval_command(checkpoint, out_json, step=None, flm=None, lms_out=None, aflw2000_dir=None):
+def eval_command(checkpoint, out_json, step=None, flm=None, lms_out=None, aflw2000_dir=None,
+                 tta=None):
   cmd = _python('experiments.evaluate', f'--checkpoint={checkpoint}', '--subset=1998',
                 f'--json={out_json}')
+  cmd += [f'--tta={tta}'] if tta else []
   cmd += [f'--step={step}'] if step is not None else []
   cmd += [f'--flm={flm}'] if flm else []
   cmd += [f'--predictions_out={lms_out}'] if lms_out else []
@@ -92,6 +102,50 @@ def ensure_start(root, pretrained=None, aflw2000_dir=None):
         {'train_s': 0.0, 'eval_s': time.perf_counter() - t0}) + '\n')
 
 
+def ensure_tta(root, aflw2000_dir=None):
+  """Flip test-time averaging (``experiments.evaluate --tta flip``): the start model
+  into ``<root>/a_tta`` (arm a_tta), and every finished run of issue 20's arms on its
+  chosen checkpoint (``aflw2000_tta.json``, an extra column: never a selection)."""
+  out = root / study.START_TTA
+  if not (out / 'aflw2000.json').exists():
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    _call(eval_command(root / 'mb05', out / 'aflw2000.json', lms_out=out / 'aflw2000_lms.npy',
+                       aflw2000_dir=aflw2000_dir, tta='flip'),
+          root / f'{study.START_TTA}.eval.log')
+    (out / 'run_time.json').write_text(json.dumps(
+        {'train_s': 0.0, 'eval_s': time.perf_counter() - t0}) + '\n')
+  for arm in study.ARMS_ISSUE20:
+    for w in sorted(root.glob(f'{arm}_s*')):
+      if (w / 'aflw2000.json').exists() and not (w / 'aflw2000_tta.json').exists():
+        best = json.loads((w / 'selection.json').read_text())['best_step']
+        _call(eval_command(w, w / 'aflw2000_tta.json', best, aflw2000_dir=aflw2000_dir,
+                           tta='flip'), root / f'{w.name}.eval_tta.log')
+
+
+def ensure_h_start(root, extra=(), aflw2000_dir=None):
+  """The synthetic start ``<root>/h_start`` (trained once, read on AFLW2000-3D once at its
+  last step) and ``<root>/scheme.json``, the def arms' fitted scheme that the h arms read."""
+  from dasl_jax.evaluation import study_def
+  if not (root / 'scheme.json').exists():
+    found = study_def.find_scheme(root)
+    if found is None:
+      raise DaslError(f'{root}: the h arms read the def arms\' fitted scheme; train a def arm '
+                      'first (e.g. --runs e_def)')
+    (root / 'scheme.json').write_text(found.read_text())
+  w = root / study.H_START
+  if (w / 'aflw2000.json').exists():
+    return
+  t0 = time.perf_counter()
+  _call(train_command(study.H_START, 0, w, root, extra), root / f'{study.H_START}.train.log')
+  t1 = time.perf_counter()
+  steps = json.loads((w / 'flags.json').read_text())['train']['num_steps']
+  _call(eval_command(w, w / 'aflw2000.json', steps, lms_out=w / 'aflw2000_lms.npy',
+                     aflw2000_dir=aflw2000_dir), root / f'{study.H_START}.eval.log')
+  (w / 'run_time.json').write_text(json.dumps({'train_s': t1 - t0,
+                                               'eval_s': time.perf_counter() - t1}) + '\n')
+
+
 def run_one(root, arm, seed, extra=(), aflw2000_dir=None):
   """Train one arm and seed, then read the test set once on its chosen checkpoint."""
   workdir = root / f'{arm}_s{seed}'
@@ -103,7 +157,7 @@ def run_one(root, arm, seed, extra=(), aflw2000_dir=None):
   _call(train_command(arm, seed, workdir, root, extra), root / f'{arm}_s{seed}.train.log')
   t1 = time.perf_counter()
   best = json.loads((workdir / 'selection.json').read_text())['best_step']
-  if arm == 'e_full':
+  if arm in ('e_full', 'e_def'):
     _call(eval_command(workdir, workdir / 'aflw2000_bootstrap.json', best, 'bootstrap',
                        aflw2000_dir=aflw2000_dir),
           root / f'{arm}_s{seed}.eval_bootstrap.log')
@@ -157,6 +211,7 @@ def analyses(root, found, results_dir, aflw_dir):
   from dasl_jax.face_model import schemes as S
   from dasl_jax.viz import schemes as VS
   out = {}
+  Path(results_dir).mkdir(parents=True, exist_ok=True)  # the pictures are written before the page
   model68 = mm.load(assets.asset('bfm', 'keypoints68'))
   path = D.find_scheme(root)
   if path is not None:
@@ -169,12 +224,18 @@ def analyses(root, found, results_dir, aflw_dir):
     noise = D.label_noise_table(root, scheme, model68, assets.asset('aflw-wild'), dlib_file(root))
     if noise:
       out['noise'] = noise
+  dv = D.dlib_validation(found, root, model68, assets.asset('aflw-wild'), dlib_file(root),
+                         arms=[a for a in (study.START, study.START_TTA) + study.ARMS_ISSUE20
+                               if a in found and a not in study.H_ARMS])
+  if dv and dv['rows']:
+    out['dlib_validation'] = dv
   diag = D.diagnostics_table(root)
   if diag:
     out['diagnostics'] = {k: {'curve': {str(s): c for s, c in v['curve'].items()},
                               'max_grad_norm': v['max_grad_norm'], 'stopped': v['stopped']}
                           for k, v in diag.items()}
-  arms = [a for a in (study.START_TTA,) + study.ARMS_ISSUE20 if a in found]
+  arms = [a for a in (study.START_TTA,) + study.ARMS_ISSUE20
+          if a in found and a not in study.H_ARMS]  # the h arms start elsewhere
   if study.START in found and arms:
     br = D.landmark_breakdown(found, aflw_dir, study.START, arms)
     png = Path(results_dir) / 'aflw2000_ablation_landmarks.png'
@@ -195,7 +256,7 @@ def commands(root, seeds):
 
 
 def run_study(root, seeds, runs, levers, page_only=False, results_dir='experiments/results',
-              pretrained=None, aflw2000_dir=None, extra=(), diagnostics=()):
+              pretrained=None, aflw2000_dir=None, extra=(), diagnostics=(), tta=True):
   """Train and evaluate what is missing, then write the page; returns its path.
 
   Args:
@@ -223,9 +284,13 @@ def run_study(root, seeds, runs, levers, page_only=False, results_dir='experimen
       run_diagnostic(root, name, extra)
     for name in levers:  # levers first: they choose the recipe the arms then run
       run_lever(root, name, extra)
+    if any(a in study.H_ARMS for a in runs):
+      ensure_h_start(root, extra, aflw2000_dir)
     for seed in seeds:
       for arm in runs:
         run_one(root, arm, seed, extra, aflw2000_dir)
+    if tta:
+      ensure_tta(root, aflw2000_dir)
   found = study.collect(root)
   if not found:
     raise DaslError(f'{root}: no finished runs (no */aflw2000.json) to write a page from')

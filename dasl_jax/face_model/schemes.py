@@ -35,6 +35,7 @@ from dasl_jax.errors import DaslError
 from dasl_jax.face_model import morphable_model as mm
 from dasl_jax.geometry import camera
 from dasl_jax.geometry import landmarks as lm
+from dasl_jax.geometry import mirror as MIR
 from dasl_jax.geometry import params as P
 
 AFLW21_NAMES = ('left brow, left', 'left brow, centre', 'left brow, right',
@@ -119,13 +120,13 @@ def ibug68() -> LandmarkScheme:
   """The identity scheme of our own 68 landmarks."""
   return LandmarkScheme('ibug68', np.eye(68), np.zeros((68, 3)),
                         tuple(f'ibug {i}' for i in range(68)),
-                        tuple(int(i) for i in lm.FLIP68))
+                        tuple(int(i) for i in MIR.FLIP68))
 
 
 def ibug18() -> LandmarkScheme:
   """2DASL's 18 points as iBUG defines them (``landmarks.SEL18``): today's wild targets."""
   return LandmarkScheme('ibug18', lm.SEL18_MATRIX.astype(np.float64), np.zeros((18, 3)),
-                        SEL18_NAMES, tuple(int(i) for i in lm.FLIP18))
+                        SEL18_NAMES, tuple(int(i) for i in MIR.FLIP18))
 
 
 def aflw21(offsets=None) -> LandmarkScheme:

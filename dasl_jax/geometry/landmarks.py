@@ -22,16 +22,6 @@ SEL18 = (17, 19, 21, 22, 24, 26,
 SEL18_WEIGHTS = np.array([0.5] * 6 + [0.5, 1.0, 0.5, 0.5, 1.0, 0.5] +
                          [0.5, 2.0, 0.5] + [1.0, 2.0, 1.0], np.float32)
 
-# iBUG-68 left/right mirror: index i of a flipped face is point FLIP68[i] of the
-# original. Jaw, brows, nose bottom, eyes, outer and inner lips.
-FLIP68 = np.array(
-    list(range(16, -1, -1)) + list(range(26, 16, -1)) + [27, 28, 29, 30] +
-    [35, 34, 33, 32, 31] + [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40] +
-    [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55] + [64, 63, 62, 61, 60, 67, 66, 65])
-# The 18 points (landmarks.SEL18 order): brows reversed, eye corner/centre/corner
-# of one eye <-> the other eye's (mirrored order), nostrils and mouth corners swap.
-FLIP18 = np.array([5, 4, 3, 2, 1, 0, 11, 10, 9, 8, 7, 6, 14, 13, 12, 17, 16, 15])
-
 # AFLW's 21 points from iBUG-68 (3DDFA's benchmark mapping), 0-based; a tuple
 # means the mean of those points.
 AFLW21_FROM_68 = (17, 19, 21, 22, 24, 26,

@@ -73,7 +73,7 @@ class Runner:
   def __init__(self, checkpoint, out, bfm=None, boxes=None, landmarks=None, min_face=24,
                bootstrap_iters=2, batch_size=32, depth=False, meshes=True, overlay=True,
                profile=True, alpha=visualize.DEFAULT_ALPHA, detector='faceboxes', faceboxes_weights=None,
-               mesh_axes='3ddfa', dot_dtype='float32', backend='jax'):
+               mesh_axes='3ddfa', dot_dtype='float32', backend='jax', tta='none'):
     if mesh_axes not in mesh_io.MESH_AXES:
       raise DaslError(f'--mesh_axes must be one of {", ".join(mesh_io.MESH_AXES)}, '
                       f'got {mesh_axes!r}')
@@ -87,6 +87,8 @@ class Runner:
       raise DaslError(f'--backend must be one of {", ".join(BACKENDS)}, got {backend!r}')
     if backend == 'onnxruntime' and dot_dtype != 'float32':
       raise DaslError('--dot_dtype bfloat16: only with --backend jax (the ONNX graph is float32)')
+    if backend == 'onnxruntime' and tta != 'none':
+      raise DaslError(f'--tta {tta}: only with --backend jax')
     self.restored = ckpt.with_dot_dtype(ckpt.restore(checkpoint), dot_dtype)
     self.models = face_models(self.restored, bfm)
     if backend == 'onnxruntime':
@@ -94,8 +96,8 @@ class Runner:
       self.predictor = OnnxPredictor(self.restored, self.models.landmarks,
                                      batch_size=batch_size, bootstrap_iters=bootstrap_iters)
     else:
-      self.predictor = Predictor(self.restored, self.models.landmarks,
-                                 batch_size=batch_size, bootstrap_iters=bootstrap_iters)
+      self.predictor = Predictor(self.restored, self.models.landmarks, batch_size=batch_size,
+                                 bootstrap_iters=bootstrap_iters, tta=tta)
     self.boxes = detect.load_boxes(boxes) if boxes else None
     self.landmarks = detect.load_landmarks(landmarks) if landmarks else None
     self.out = Path(out)

@@ -127,6 +127,9 @@ def default_config() -> ml_collections.ConfigDict:
   # with a fitted wild scheme, else val21_nme with a validation split, else heldout_nme;
   # or one of val21_nme, val21_scheme_nme, val_teacher_nme, heldout_nme. Never a test set.
   c.train.select_metric = 'auto'
+  # Test-time averaging of the held-out, validation and AFLW2000-3D evaluation: 'none', or
+  # 'flip' (each crop with its mirror image, averaged back: inference.core).
+  c.train.eval_tta = 'none'
 
   # --- evaluation besides the held-out set
   c.eval = ml_collections.ConfigDict()
@@ -186,6 +189,7 @@ RULES = {
     'train.eval_batch': (lambda v: v >= 1, 'an integer >= 1'),
     'train.ema_decay': (lambda v: 0 <= v < 1, 'in [0, 1) (0 = no average)'),
     'train.val_bootstrap_iters': (lambda v: v >= 1, 'an integer >= 1'),
+    'train.eval_tta': (lambda v: v in ('none', 'flip'), 'none or flip'),
     'data.batch_size_3d': (lambda v: v >= 1, 'an integer >= 1'),
     'data.batch_size_wild': (lambda v: v >= 1, 'an integer >= 1'),
     'data.num_threads': (lambda v: v >= 1, 'an integer >= 1'),

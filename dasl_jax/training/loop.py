@@ -218,7 +218,8 @@ def setup(config, workdir, data=None) -> Run:
   evaluator = Evaluator(bundle.module, model_cfg,
                         P.ParamStats(ec['mean'], ec['std'], data.param_stats.source),
                         ec['model68'], config.train.eval_batch,
-                        config.train.val_bootstrap_iters, data.wild_scheme)
+                        config.train.val_bootstrap_iters, data.wild_scheme,
+                        config.train.eval_tta)
   return Run(config, workdir, data, model_cfg, bundle.module, bundle.compiled, state, consts,
              base_key, evaluator, bundle.has_wild, float(config.train.ema_decay) > 0)
 

@@ -13,6 +13,7 @@ from dasl_jax.errors import DaslError
 from dasl_jax.face_model import schemes as S
 from dasl_jax.face_model.synthetic import build_synthetic_model
 from dasl_jax.geometry import landmarks as lm
+from dasl_jax.geometry import mirror as MIR
 
 
 @pytest.fixture(scope='module')
@@ -138,7 +139,7 @@ def test_subset_and_files(model68, tmp_path):
   s = S.aflw21(_true_offsets(model68, S.aflw21())).with_offsets(
       _true_offsets(model68, S.aflw21()), S.model_key(model68))
   s18 = s.subset(lm.SEL18_FROM_AFLW21)
-  assert s18.flip == tuple(int(i) for i in lm.FLIP18)
+  assert s18.flip == tuple(int(i) for i in MIR.FLIP18)
   np.testing.assert_array_equal(s18.offsets, s.offsets[lm.SEL18_FROM_AFLW21])
   path = tmp_path / 'scheme.json'
   s.save(path)
