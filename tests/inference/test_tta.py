@@ -101,6 +101,29 @@ def test_flip_tta_matches_the_numpy_reference(setup, in_channels):
   assert np.abs(R.lms68_from_params(m, direct, conv) - out['lms68']).mean() > 0.5
 
 
+def test_training_evaluator_averages_when_asked(setup):
+  """``--config.train.eval_tta=flip`` reaches the training run's evaluator: its
+  held-out NME is that of the numpy reference's averaged landmarks (here against the
+  direct prediction's landmarks, so without averaging it is 0)."""
+  from dasl_jax.evaluation import metrics
+  from dasl_jax.evaluation.heldout import Evaluator
+  from dasl_jax.models import ModelConfig
+  model, lm, stats, conv, crops, _, _ = setup
+  w = np.random.default_rng(3).normal(0, 0.3, (9, 62))
+  variables = {'params': {'w': jnp.asarray(w, jnp.float32)}}
+  want, direct = _reference(variables, model, stats, conv, crops)
+  m = R.LandmarkModelNP(model)
+  gt = R.lms68_from_params(m, direct, conv)
+  heldout = {'image': crops, 'points18': np.zeros((len(crops), 18, 2), np.float32),
+             'mask18': np.zeros((len(crops), 18), np.float32), 'lms68': gt}
+  cfg = ModelConfig(arch='mobilenet', in_channels=3, convention=conv)
+  got = {tta: Evaluator(Probe(), cfg, stats, lm, 8, tta=tta).heldout(variables, heldout)
+         for tta in ('none', 'flip')}
+  assert got['none'] < 1e-3, got
+  expected = 100 * metrics.nme(R.lms68_from_params(m, want, conv), gt).mean()
+  assert expected > 0.5 and abs(got['flip'] - expected) < 0.01 * expected + 1e-3, (got, expected)
+
+
 class Shown(nn.Module):
   """A perfect regressor of known faces: crop i (its darker half at the value
   10 * (i + 1)) is answered with ``faces[i]`` (whitened) when the dark half is on
