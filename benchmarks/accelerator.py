@@ -233,7 +233,7 @@ def measure_point(case, batch, time_per_point_s):
   from dasl_jax.training import step as step_lib
   from dasl_jax.training.fake_data import FakeData
   data = FakeData(seed=0, batch_3d=batch, batch_wild=batch)
-  b3, bw = next(data.train_3d), next(data.train_wild)
+  b3, bw = data.next()
   compiled = case.bundle.compiled
   out = {'batch_per_path': batch, 'pairs_per_step': batch, 'crops_per_step': 2 * batch}
   t0 = time.perf_counter()

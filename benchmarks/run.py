@@ -164,7 +164,7 @@ def full_step(batch: int, l3d_only: bool):
   data = FakeData(seed=0, batch_3d=batch, batch_wild=batch)
   bundle = loop.build_step(config, data)
   state, consts, base_key = loop.init_state(config, bundle, data)
-  b3, bw = next(data.train_3d), next(data.train_wild)
+  b3, bw = data.next()
   box = [state]
 
   def call():

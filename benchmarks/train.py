@@ -79,7 +79,7 @@ def bench_step(config, data, repeats):
   consts = compiled.put_replicated(step_lib.make_consts(data.model, data.param_stats.mean,
                                                         data.param_stats.std))
   key = compiled.put_replicated(jax.random.PRNGKey(0))
-  b3, bw = next(data.train_3d), next(data.train_wild)
+  b3, bw = data.next()
   t0 = time.perf_counter()
   state, m = compiled(state, b3, bw, key, consts)
   jax.block_until_ready(m)

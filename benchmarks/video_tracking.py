@@ -74,6 +74,7 @@ def main():
   args = ap.parse_args()
   from dasl_jax import inference
   from dasl_jax.inference import video as V
+  from dasl_jax.evaluation import metrics
   from dasl_jax.assets import asset
   root = asset('aflw2000-3d', 'AFLW2000')
   tmp = Path(tempfile.mkdtemp(prefix='video_tracking_'))
@@ -104,8 +105,8 @@ def main():
       missing += int((~ok).sum())
       frames += len(gt)
       detects += sum(not f['mode'].startswith('track') for f in rec['frames'])
-      e = V.nme(pred[ok], gt[ok])
-      j = V.jitter(pred[ok], gt[ok]) if ok.all() else float('nan')
+      e = 100 * metrics.nme(pred[ok], gt[ok])  # percent
+      j = 100 * metrics.jitter(pred[ok], gt[ok]) if ok.all() else float('nan')
       all_err.append(e)
       jit.append(j)
       per.append({'image': name, 'nme': round(float(e.mean()), 3),

@@ -5,7 +5,8 @@ its threads, tunes glibc malloc (XLA:CPU's per-step temporaries stay in the heap
 instead of costing ~40% of CPU time in page faults; benchmarks/README.md), keeps
 Orbax's per-file INFO logging off the console (unless ``--verbosity`` is given),
 turns on JAX's persistent compilation cache (:func:`use_compilation_cache`), and
-turns a :class:`DaslError` into one ``error: ...`` line and exit status 2.
+turns a :class:`DaslError` into one ``error: ...`` line and exit status 2 (and a
+Ctrl-C the command does not handle into one line and status 130).
 ``body(argv)`` may return an exit status.
 """
 from __future__ import annotations
@@ -14,15 +15,16 @@ import os
 import sys
 from pathlib import Path
 
-from dasl_jax.errors import DaslError
+from absl import flags, logging
+
+from dasl_jax import cpu_runtime
+from dasl_jax.errors import DaslError, warn
 
 
 def command(body, tune_malloc: bool = True):
   def main(argv):
     if tune_malloc:
-      from dasl_jax import cpu_runtime
       cpu_runtime.tune_malloc()
-    from absl import flags, logging
     if 'verbosity' not in flags.FLAGS or not flags.FLAGS['verbosity'].present:
       logging.set_verbosity(logging.WARNING)
     use_compilation_cache()
@@ -31,6 +33,9 @@ def command(body, tune_malloc: bool = True):
     except DaslError as e:
       print(f'error: {e}', file=sys.stderr)
       sys.exit(2)
+    except KeyboardInterrupt:  # Ctrl-C where the command does not handle it itself
+      print('interrupted (Ctrl-C)', file=sys.stderr)
+      sys.exit(130)  # 128 + SIGINT, as a shell reports it
     if code:
       sys.exit(code)
   main.__doc__ = body.__doc__
@@ -59,11 +64,13 @@ def use_compilation_cache(environ=None):
   path = compilation_cache_dir(environ)
   if path is None:
     return None
+  # Here, not at the top: every command imports this module before its flags are read,
+  # and a bad flag or --help should answer without the seconds JAX takes to import.
   import jax
   try:
     path.mkdir(parents=True, exist_ok=True)
   except OSError as e:  # a read-only home: run without the cache rather than fail
-    print(f'warning: compilation cache off ({path}: {e.strerror})', file=sys.stderr)
+    warn(f'compilation cache off ({path}: {e.strerror})')
     return None
   # No size limit: JAX's eviction needs the filelock package, which is not a
   # dependency; the folder holds a few tens of MB per configuration and can be deleted.
@@ -74,9 +81,48 @@ def use_compilation_cache(environ=None):
 def parse_flags(argv):
   """absl's flag parser, with a bad or unknown option as one ``error:`` line (exit 2)
   instead of absl's usage text. Pass as ``app.run(main, flags_parser=cli.parse_flags)``."""
-  from absl import flags
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
+
+
+# ----------------------------------------------------------------------------
+# Flags several commands share: name, type, default and choices defined here once.
+
+_DOT_HELP = ('MobileNetV1 on CPU: operand dtype of its stem and 1x1 matrix products '
+             '(bfloat16: float32 sums; ~1.2x batch-128 inference on AVX512-BF16 CPUs, '
+             'benchmarks/README.md)')
+SHARED_FLAGS = {
+    'checkpoint': ('string', None, 'model work directory (experiments.train or '
+                   'experiments.convert_checkpoint output)'),
+    'bfm': ('string', None, 'BFM folder (keypoints68/, Model_PAF.pkl, optional w_shp_sim.npy); '
+            'default: the face model the checkpoint was trained with'),
+    'convention': ('enum', 'v1', 'crop pixel convention (docs/PROTOCOLS.md)', ('v1', 'v2')),
+    'dot_dtype': ('enum', 'float32', _DOT_HELP, ('float32', 'bfloat16')),
+    'bootstrap_iters': ('integer', 2, '4-channel models without detector landmarks: forward '
+                        'passes of the self-bootstrapped FLM'),
+    'detector': ('enum', 'faceboxes', "face detector: FaceBoxes (3DDFA_V2's; needs "
+                 'FaceBoxesProd.pth) or OpenCV Haar cascades (no weights)', ('faceboxes', 'haar')),
+    'faceboxes_weights': ('string', None, 'FaceBoxesProd.pth (default: '
+                          '$DASL_ASSETS/pretrained/FaceBoxesProd.pth)'),
+}
+
+
+def define_flags(*names, **helps):
+  """Define the shared flags ``names`` (keys of :data:`SHARED_FLAGS`) on absl's FLAGS.
+  ``helps[name]`` replaces a flag's standard help where the command means something
+  narrower by it."""
+  unknown = set(names) - set(SHARED_FLAGS)
+  if unknown:
+    raise ValueError(f'no shared flag {sorted(unknown)}')
+  for name in names:
+    kind, default, help_, *choices = SHARED_FLAGS[name]
+    help_ = helps.get(name, help_)
+    if kind == 'enum':
+      flags.DEFINE_enum(name, default, list(choices[0]), help_)
+    elif kind == 'integer':
+      flags.DEFINE_integer(name, default, help_)
+    else:
+      flags.DEFINE_string(name, default, help_)

@@ -3,6 +3,7 @@
 Commands catch :class:`DaslError` at the top, print its message on one line and
 exit non-zero, so a bad file or flag never shows a traceback from inside JAX.
 """
+import sys
 
 
 class DaslError(ValueError):
@@ -28,5 +29,4 @@ def check_shape(array, expected, what):
 
 def warn(msg):
   """A one-line warning on stderr (``warning: ...``)."""
-  import sys
   print(f'warning: {msg}', file=sys.stderr)

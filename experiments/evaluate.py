@@ -59,10 +59,15 @@ flags.DEFINE_string('aflw2000_images', None, 'End to end from the full images (e
                     '$DASL_ASSETS/aflw2000-3d/AFLW2000): --detector finds the faces, 3DDFA_V2\'s '
                     'box rule crops them; detection rate and NME on the found faces, and the '
                     'same model on the ground-truth ROI crops of those images.')
-flags.DEFINE_enum('detector', 'faceboxes', ['faceboxes', 'haar'], 'Face detector for '
-                  '--aflw2000_images.')
-flags.DEFINE_string('faceboxes_weights', None, 'FaceBoxesProd.pth (default: '
-                    '$DASL_ASSETS/pretrained/FaceBoxesProd.pth).')
+cli.define_flags('detector', 'faceboxes_weights', 'checkpoint', 'bfm', 'convention',
+                 'bootstrap_iters', 'dot_dtype',
+                 detector='face detector for --aflw2000_images',
+                 checkpoint='model directory to run on the crops',
+                 bfm='morphable model (folder or file) for landmarks from parameters '
+                 '(default: $DASL_ASSETS/bfm, i.e. its keypoints68)',
+                 convention='pixel convention of (N, 62) predictions (checkpoints store '
+                 'their own)',
+                 bootstrap_iters='--flm bootstrap: forward passes of the self-bootstrapped FLM')
 flags.DEFINE_string('names', None, 'With --predictions: a text file naming the N evaluated '
                     'AFLW2000-3D images (one file name a line); landmarks are then in '
                     'original-image pixels.')
@@ -74,13 +79,8 @@ flags.DEFINE_enum('yaw_file', 'default', ['default', 'new'], 'Yaw bins from '
                   'AFLW2000-3D.pose.npy (default) or AFLW2000-3D-new.pose.npy.')
 flags.DEFINE_enum('nme', '2d', ['2d', '3d'], '2D NME (x, y), or 2DASL\'s 3D NME (z shifted '
                   'to min 0 per face; original ground truth only).')
-flags.DEFINE_string('checkpoint', None, 'Model directory to run on the crops.')
 flags.DEFINE_integer('step', None, 'Checkpoint step (default: latest).')
 flags.DEFINE_string('param_stats', None, 'Whitening statistics for (N, 62) predictions.')
-flags.DEFINE_string('bfm', None, 'Morphable model (folder or file) for landmarks from '
-                    'parameters (default: $DASL_ASSETS/bfm, i.e. its keypoints68).')
-flags.DEFINE_enum('convention', 'v1', ['v1', 'v2'], 'Pixel convention of (N, 62) '
-                  'predictions (checkpoints store their own).')
 flags.DEFINE_enum('subset', None, ['1998', '2000'], 'All 2000 images, or 2DASL\'s 1998 '
                   '(default: 2000; 1998 for 4-channel models).')
 flags.DEFINE_string('json', None, 'Write the results here as JSON.')
@@ -89,7 +89,6 @@ flags.DEFINE_string('predictions_out', None, 'Save predicted crop landmarks (N, 
 flags.DEFINE_enum('flm', 'detector', ['detector', 'bootstrap'], '4-channel models: FLM channel '
                   'from detect_testData_1998.txt (2DASL\'s protocol) or self-bootstrapped from '
                   'the mean face (no detector; any subset).')
-flags.DEFINE_integer('bootstrap_iters', 2, 'Forward passes of the self-bootstrapped FLM.')
 flags.DEFINE_enum('tta', 'none', ['none', 'flip'], 'Test-time averaging of --checkpoint\'s '
                   'predictions: flip = each crop and its mirror image, the mirrored '
                   'parameters mapped back and averaged (twice the regression cost).')
@@ -99,9 +98,6 @@ flags.DEFINE_string('aflw_dir', None, 'Instead of AFLW2000-3D: the AFLW 21-point
 flags.DEFINE_integer('host_devices', 1, 'CPU only: split each batch over this many XLA host '
                      'devices (0: one per core; 1: off). benchmarks.inference measured 0 to 11% '
                      'at batch 128 on 2 cores, so it is off by default.')
-flags.DEFINE_enum('dot_dtype', 'float32', ['float32', 'bfloat16'], 'MobileNetV1 on CPU: operand '
-                  'dtype of its stem and 1x1 matrix products (bfloat16: float32 sums; ~1.2x '
-                  'batch-128 inference on AVX512-BF16 CPUs, benchmarks/README.md).')
 FLAGS = flags.FLAGS
 
 

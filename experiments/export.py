@@ -23,18 +23,16 @@ from absl import app, flags
 from dasl_jax import cli
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('checkpoint', None, 'model work directory')
+cli.define_flags('checkpoint', 'bootstrap_iters', 'bfm', 'dot_dtype',
+                 bootstrap_iters='--flm bootstrap: passes of the self-bootstrapped FLM',
+                 dot_dtype='MobileNetV1 on CPU: operand dtype of the stem and 1x1 products in '
+                 'the exported function (bfloat16: float32 sums, ~1.2x batch-128 throughput '
+                 'on AVX512-BF16 CPUs)')
 flags.DEFINE_string('out', None, 'output file (.jaxexport); metadata goes to OUT.json')
 flags.DEFINE_enum('flm', 'input', ['input', 'bootstrap'], '4-channel models: FLM points '
                   'as an input, or self-bootstrapped inside the artefact')
-flags.DEFINE_integer('bootstrap_iters', 2, 'passes of the self-bootstrapped FLM')
 flags.DEFINE_integer('batch', 0, 'fixed batch size (0: symbolic batch dimension)')
 flags.DEFINE_list('platforms', None, 'lowering platforms (default: this backend), e.g. cpu,cuda')
-flags.DEFINE_string('bfm', None, 'BFM folder for the landmark basis (default: the '
-                    "checkpoint's own)")
-flags.DEFINE_enum('dot_dtype', 'float32', ['float32', 'bfloat16'], 'MobileNetV1 on CPU: '
-                  'operand dtype of the stem and 1x1 products in the exported function '
-                  '(bfloat16: float32 sums, ~1.2x batch-128 throughput on AVX512-BF16 CPUs)')
 flags.DEFINE_enum('format', 'jaxexport', ['jaxexport', 'onnx'], 'jaxexport: jax.export '
                   'bytes + OUT.json; onnx: an ONNX model (onnxruntime; --flm input only, '
                   'float32, symbolic batch)')

@@ -46,8 +46,9 @@ from absl import app, flags, logging
 from dasl_jax import cli
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('checkpoint', None, 'model work directory (experiments.train or '
-                    'experiments.convert_checkpoint output)')
+cli.define_flags('checkpoint', 'bfm', 'bootstrap_iters', 'detector', 'faceboxes_weights',
+                 'dot_dtype', detector='face detector when no --boxes: FaceBoxes (needs '
+                 'FaceBoxesProd.pth) or OpenCV Haar cascades')
 flags.DEFINE_multi_string('input', None, 'an image, a video, or a folder of them; more '
                           'paths may follow (e.g. a shell glob) or the flag may repeat')
 flags.DEFINE_string('out', 'predictions', 'output folder (created)')
@@ -58,8 +59,6 @@ flags.DEFINE_string('boxes', None, 'face boxes in image pixels, images matched b
                     'CSV rows img.jpg,x1,y1,x2,y2[,score]')
 flags.DEFINE_string('landmarks', None, '68-point detector landmarks in image pixels: '
                     'lines name,x1,y1,...,x68,y68 or JSON {name: [[x, y] x 68]}')
-flags.DEFINE_string('bfm', None, 'BFM folder (keypoints68/, Model_PAF.pkl, optional '
-                    'w_shp_sim.npy); default: the one the checkpoint was trained with')
 flags.DEFINE_integer('every', 1, 'videos: use every N-th frame')
 flags.DEFINE_bool('track', True, 'videos: follow each face from its last landmarks (3DDFA '
                   'landmark crop) and run the detector only when a face is lost; '
@@ -68,8 +67,6 @@ flags.DEFINE_integer('smooth', 3, 'videos: average each face\'s 62 parameters ov
                      'window of this many frames (odd; 0 or 1: off); landmarks and meshes '
                      'are recomputed from them')
 flags.DEFINE_integer('min_face', 24, 'skip faces whose box is smaller than this (pixels)')
-flags.DEFINE_integer('bootstrap_iters', 2, '4-channel models without --landmarks: forward '
-                     'passes of the self-bootstrapped FLM')
 flags.DEFINE_integer('batch_size', 32, 'largest batch of faces per forward pass')
 flags.DEFINE_bool('depth', False, 'also write depth and normal maps')
 flags.DEFINE_bool('meshes', True, 'write .obj and .ply meshes (images only)')
@@ -77,15 +74,8 @@ flags.DEFINE_enum('mesh_axes', '3ddfa', ['3ddfa', 'image'], '.obj/.ply axes: 3dd
                   'y up (image height - y), z toward the viewer, as 3DDFA_V2 writes them '
                   '(upright in MeshLab); image = pixel axes, y down. Normals face +z either way')
 flags.DEFINE_bool('overlay', True, 'write overlay pictures')
-flags.DEFINE_enum('detector', 'faceboxes', ['faceboxes', 'haar'], 'face detector when '
-                  'no --boxes: FaceBoxes (needs FaceBoxesProd.pth) or OpenCV Haar cascades')
-flags.DEFINE_string('faceboxes_weights', None, 'FaceBoxesProd.pth (default: '
-                    '$DASL_ASSETS/pretrained/FaceBoxesProd.pth)')
 flags.DEFINE_bool('profile', True, 'Haar detector: also run the profile cascade')
 flags.DEFINE_float('alpha', 0.75, 'mesh opacity in overlays (0..1)')
-flags.DEFINE_enum('dot_dtype', 'float32', ['float32', 'bfloat16'], 'MobileNetV1 on CPU: operand '
-                  'dtype of its stem and 1x1 matrix products (bfloat16: float32 sums; ~1.2x '
-                  'batch-128 inference on AVX512-BF16 CPUs, benchmarks/README.md)')
 flags.DEFINE_enum('backend', 'jax', ['jax', 'onnxruntime'], 'regressor runtime: jax (jitted) '
                   'or onnxruntime (dasl_jax.inference.onnx: the same function as an ONNX graph '
                   'built from the checkpoint; float32)')

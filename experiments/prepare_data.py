@@ -25,7 +25,7 @@ flags.DEFINE_string('data_dir', None, 'TFDS data dir to write (read later with t
 flags.DEFINE_string('bfm_dir', None, '300wlp: folder with keypoints68/ and param_whitening.pkl.')
 flags.DEFINE_string('landmark_file', None, '300wlp: detector landmarks for the FLM; '
                     'wild_folder: the landmark file (name,x1,y1,... per line).')
-flags.DEFINE_enum('convention', 'v1', ['v1', 'v2'], '300wlp: crop pixel convention of the labels.')
+cli.define_flags('convention', convention='300wlp: crop pixel convention of the labels')
 flags.DEFINE_bool('skip_bad_rows', False, 'Skip (and count) broken rows instead of failing.')
 flags.DEFINE_float('tolerance', 0.5, 'Landmarks farther than this x crop size outside the '
                    'crop make a row bad.')

@@ -21,7 +21,8 @@ from dasl_jax.data import synthetic
 from dasl_jax.errors import DaslError
 
 flags.DEFINE_string('out', 'grid.png', 'output PNG')
-flags.DEFINE_string('bfm', '', 'BFM folder (Model_PAF.pkl, keypoints68/, ...); empty = synthetic model')
+cli.define_flags('bfm', bfm='BFM folder (Model_PAF.pkl, keypoints68/, ...); unset: the '
+                 'synthetic model')
 flags.DEFINE_enum('kind', '3d', list(synthetic.KINDS), 'which source')
 flags.DEFINE_integer('n', 16, 'number of examples')
 flags.DEFINE_integer('seed', 0, 'dataset seed')

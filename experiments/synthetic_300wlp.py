@@ -22,7 +22,7 @@ flags.DEFINE_string('out', None, 'Folder to write (train_aug_120x120/, train.con
 flags.DEFINE_integer('n', 64, 'Number of crops.')
 flags.DEFINE_integer('seed', 0, 'Dataset seed.')
 flags.DEFINE_string('bfm_dir', None, 'BFM folder (default $DASL_ASSETS/bfm).')
-flags.DEFINE_enum('convention', 'v1', ['v1', 'v2'], 'Crop pixel convention of the labels.')
+cli.define_flags('convention', convention='crop pixel convention of the labels')
 FLAGS = flags.FLAGS
 
 

@@ -1,25 +1,57 @@
-"""Shared test helpers: where the real assets are, and skip markers for them.
+"""pytest's hooks and shared fixtures (helpers live in ``tests/helpers``).
 
 The real research files are never in the repository; tests that need them use
-``requires_assets('bfm', 'u_shp.npy')`` and skip with a clear reason when the
-folder (``$DASL_ASSETS``, default ``../shared/assets``) does not have them.
+``tests.helpers.asset_marks.requires_assets('bfm', 'u_shp.npy')`` and skip with a
+clear reason when the folder (``$DASL_ASSETS``, default ``../shared/assets``) does not
+have them.
 """
+import os
+import tempfile
+
 import numpy as np
 import pytest
 
-from dasl_jax.assets import asset, assets_dir
+from dasl_jax.assets import assets_dir
+from dasl_jax.cli import compilation_cache_dir
 
 
-def asset_path(*parts):
-  """Path of one asset under ``$DASL_ASSETS`` (it may not exist)."""
-  return asset(*parts)
+_CREATED = []  # a fresh cache folder made for this run, removed at its end
 
 
-def requires_assets(*parts):
-  """Skip marker unless ``assets_dir()/parts`` exists."""
-  path = asset(*parts)
-  return pytest.mark.skipif(
-      not path.exists(), reason=f'{path} not found; set DASL_ASSETS')
+def pytest_unconfigure(config):
+  del config
+  import shutil
+  for folder in _CREATED:
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def pytest_configure(config):
+  """One persistent compilation cache for the whole test run, in-process tests and the
+  commands the tests start alike (they inherit ``JAX_COMPILATION_CACHE_DIR``): a step or
+  network compiled once is loaded, not compiled again, by every later test and process
+  that builds the same program. ``$DASL_TEST_CACHE``: the folder (kept between runs,
+  so a second run loads what the first compiled); unset, ``~/.cache/dasl_jax/xla-tests``
+  (beside the commands' own cache); empty, a fresh folder per run (a cold run, as on a
+  new CI machine). Entries are keyed by the program and the JAX version, never stale.
+  """
+  del config
+  chosen = os.environ.get('DASL_TEST_CACHE')
+  if chosen is None:
+    base = compilation_cache_dir({k: v for k, v in os.environ.items()
+                                  if k != 'JAX_COMPILATION_CACHE_DIR'})
+    chosen = str(base.parent / 'xla-tests')
+  if not chosen:
+    chosen = tempfile.mkdtemp(prefix='dasl_test_xla_')
+    _CREATED.append(chosen)
+  os.makedirs(chosen, exist_ok=True)
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = chosen
+  # Every program, however quick to compile: the tests compile hundreds of small ones.
+  os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
+  os.environ['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '0'
+  import jax  # reads the variables above when first imported; set them too if it was
+  jax.config.update('jax_compilation_cache_dir', chosen)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+  jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 
 
 @pytest.fixture

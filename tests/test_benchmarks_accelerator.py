@@ -30,7 +30,7 @@ def _fake_point(batch, step_ms=10.0, compile_s=0.01):
 def test_real_step_end_to_end_writes_the_json(tmp_path):
   """The tiny regressor through loop.build_step / init_state, one batch point (each
   point is a compile: ~25 s on the shared 2-core machine)."""
-  from tests.train_utils import TinyRegressor
+  from tests.helpers.tiny_training import TinyRegressor
   out = tmp_path / 'acc.json'
   res = acc.run(cases=['tiny_f32'], batches=['2'], budget_s=300, time_per_point_s=0.05,
                 json_path=str(out), inference=False, module=TinyRegressor())

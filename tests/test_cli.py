@@ -29,3 +29,21 @@ def test_use_compilation_cache_sets_jax_and_survives_a_read_only_home(tmp_path, 
     assert cli.use_compilation_cache({'JAX_COMPILATION_CACHE_DIR': ''}) is None
   finally:
     jax.config.update('jax_compilation_cache_dir', before)
+
+
+def test_shared_command_flags_are_defined_only_in_cli():
+  """--checkpoint, --bfm, --convention, --dot_dtype, --bootstrap_iters and the detector
+  flags have one definition (cli.SHARED_FLAGS); a command that defined its own copy
+  could drift from the others (another default, other choices)."""
+  import ast
+  root = Path(__file__).resolve().parent.parent
+  found = []
+  for path in sorted((root / 'experiments').glob('*.py')) + sorted((root / 'benchmarks').glob('*.py')):
+    for node in ast.walk(ast.parse(path.read_text())):
+      if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+          and node.func.attr.startswith('DEFINE_') and node.args
+          and isinstance(node.args[0], ast.Constant) and node.args[0].value in cli.SHARED_FLAGS):
+        found.append(f'{path.name}: {node.args[0].value}')
+  assert found == []
+  assert sorted(cli.SHARED_FLAGS) == sorted(['checkpoint', 'bfm', 'convention', 'dot_dtype',
+                                             'bootstrap_iters', 'detector', 'faceboxes_weights'])

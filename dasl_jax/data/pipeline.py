@@ -37,6 +37,7 @@ from dasl_jax.data import readers as R
 from dasl_jax.data import teacher as TEACHER
 from dasl_jax.data import wild_scheme as WILD_SCHEME
 from dasl_jax.errors import DaslError
+from dasl_jax.io.files import jsonable
 
 KEYS_3D = ('image', 'points18', 'mask18', 'params', 'lms68')
 KEYS_WILD = ('image', 'points18', 'mask18')
@@ -194,7 +195,7 @@ class TrainStreams:
     s = {'3d': self.stream_3d.get_state()}
     if self.stream_wild is not None:
       s['wild'] = self.stream_wild.get_state()
-    return _jsonable(s)
+    return jsonable(s)
 
   def set_state(self, state):
     if isinstance(state, (bytes, str)):
@@ -221,26 +222,13 @@ class TrainStreams:
     return json.dumps(self.get_state(), sort_keys=True).encode()
 
 
-def _jsonable(x):
-  """Grain states hold ints, strings, bytes and numpy scalars: make them JSON-able."""
-  if isinstance(x, dict):
-    return {str(k): _jsonable(v) for k, v in x.items()}
-  if isinstance(x, (list, tuple)):
-    return [_jsonable(v) for v in x]
-  if isinstance(x, np.generic):
-    return x.item()
-  if isinstance(x, bytes):
-    return x.decode('latin1')
-  return x
-
-
 # ----------------------------------------------------------------------------
 # build_data
 
 
 @dataclasses.dataclass
 class DataBundle:
-  """Everything the training side needs from the data side.
+  """Everything the training side needs from the data side (a ``data.protocol.TrainData``).
 
   model: 68-landmark MorphableModel (labels, losses); dense_model: full model
   for WPDC vertex sampling or None; param_stats: whitening of ``params``;
@@ -264,14 +252,29 @@ class DataBundle:
   wild_scheme18: Any = None
 
   @property
-  def train_3d(self):
-    """The 3D-annotated stream alone (an iterator with get_state/set_state)."""
-    return self.streams.stream_3d
+  def has_wild(self) -> bool:
+    return self.streams.stream_wild is not None
 
-  @property
-  def train_wild(self):
-    """The wild stream alone, or None when there is no wild source."""
-    return self.streams.stream_wild
+  def next(self):
+    """(3D batch, wild batch or None)."""
+    return self.streams.next()
+
+  def get_state(self) -> dict:
+    """``{'streams': TrainStreams.get_state()}`` (the layout of every saved ``data`` item)."""
+    return {'streams': self.streams.get_state()}
+
+  def set_state(self, state: dict) -> None:
+    if 'streams' not in state:
+      raise DaslError(f'saved data position has {sorted(state)}, not the streams of a '
+                      'data pipeline (was the run started with --config.train.fake_data?)')
+    self.streams.set_state(state['streams'])
+
+  def close(self) -> None:
+    self.streams.close()
+
+  def source_rows(self) -> dict:
+    return {name: len(self.sources[k]) for k, name in (('3d', '3d_rows'), ('wild', 'wild_rows'))
+            if k in self.sources}
 
   def describe(self):
     parts = [f'{k}={_describe_source(v)}' for k, v in self.sources.items()]

@@ -150,7 +150,8 @@ def worst_cases(res: EvalResult, dense, convention, k=6, scale=3):
 
 
 def read_log(workdir):
-  """``WORKDIR/log.jsonl`` -> {metric: (steps, values)} for numeric metrics."""
+  """``WORKDIR/log.jsonl`` -> {metric: (steps, values)} for numeric metrics (not
+  ``steps_averaged``, how many steps a training record's means cover)."""
   path = Path(workdir) / 'log.jsonl'
   series = {}
   if not path.exists():
@@ -164,7 +165,8 @@ def read_log(workdir):
     if step is None:
       continue
     for key, v in rec.items():
-      if key != 'step' and isinstance(v, (int, float)) and not isinstance(v, bool):
+      if key not in ('step', 'steps_averaged') and isinstance(v, (int, float)) \
+          and not isinstance(v, bool):
         series.setdefault(key, ([], []))
         series[key][0].append(step)
         series[key][1].append(v)

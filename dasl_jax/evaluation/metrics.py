@@ -5,7 +5,7 @@
   box; yaw bins [0, 30], (30, 60], (60, 90+]; headline = mean of bin means.
 * AFLW 21-point NME: 68 -> 21 points, invisible GT points masked, the box of
   the visible GT points.
-* Head-pose MAE (yaw, pitch, roll).
+* Head-pose MAE (yaw, pitch, roll); a video's frame-to-frame landmark jitter.
 * CED curves and their AUC.
 
 Loading the AFLW2000-3D folder is :mod:`dasl_jax.evaluation.aflw2000`.
@@ -76,6 +76,21 @@ def nme(pred, gt, visible=None):
     vis = np.asarray(visible, np.float64)
     err = (dist * vis).sum(axis=1) / np.maximum(vis.sum(axis=1), 1)
   return err / bbox_size(gt, visible)
+
+
+def jitter(pred, gt):
+  """Frame-to-frame jitter of a video's landmarks (fraction, like :func:`nme`): mean over
+  frames and points of ``|d pred - d gt|`` over the ground-truth box size ``sqrt(w * h)``
+  of the later frame, ``d`` the change from the frame before.
+
+  Args:
+    pred, gt: (T, K, 2) image pixels, T >= 2.
+  Returns:
+    float.
+  """
+  pred, gt = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
+  d = np.diff(pred, axis=0) - np.diff(gt, axis=0)
+  return float((np.linalg.norm(d, axis=-1).mean(-1) / bbox_size(gt[1:])).mean())
 
 
 def yaw_bins(yaws):

@@ -289,40 +289,6 @@ class StreamSmoother:
 
 
 # ----------------------------------------------------------------------------
-# Measures (benchmark and tests).
-
-
-def nme(pred, gt):
-  """Landmark error in % of the ground-truth box size ``sqrt(w * h)`` per frame.
-
-  Args:
-    pred, gt: (T, 68, 2) image pixels.
-  Returns:
-    (T,) float64.
-  """
-  pred, gt = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
-  wh = gt.max(1) - gt.min(1)
-  size = np.sqrt(wh[:, 0] * wh[:, 1])
-  return 100 * np.linalg.norm(pred - gt, axis=-1).mean(-1) / size
-
-
-def jitter(pred, gt):
-  """Frame-to-frame jitter: mean over frames and points of ``|d pred - d gt|``
-  in % of the box size, where ``d`` is the change from the frame before.
-
-  Args:
-    pred, gt: (T, 68, 2) image pixels, T >= 2.
-  Returns:
-    float.
-  """
-  pred, gt = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
-  wh = gt.max(1) - gt.min(1)
-  size = np.sqrt(wh[:, 0] * wh[:, 1])[1:]
-  d = np.diff(pred, axis=0) - np.diff(gt, axis=0)
-  return float((100 * np.linalg.norm(d, axis=-1).mean(-1) / size).mean())
-
-
-# ----------------------------------------------------------------------------
 # The per-frame loop's tracking step.
 
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -25,9 +23,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
 from dasl_jax.geometry import params as P
-from dasl_jax.errors import DaslError
+from dasl_jax.errors import DaslError, warn
 from dasl_jax.io.files import write_text_atomic
 from dasl_jax.models import ModelConfig, create_regressor
 
@@ -167,7 +166,6 @@ def _on_one_device(path):
   by several devices or processes reads on one (None: as saved, when there is no
   metadata to say)."""
   try:
-    from etils import epath
     tree = ocp.StandardCheckpointHandler().metadata(epath.Path(path))
     one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     return jax.tree_util.tree_map(
@@ -176,12 +174,46 @@ def _on_one_device(path):
     return None
 
 
+def newest_readable(directory, steps, read, warn_fallback: bool = True):
+  """The newest checkpoint step that ``read(step)`` reads (the one search for it:
+  model restore and training resume).
+
+  Steps are tried from the newest down. A step whose files are corrupt or truncated
+  (a disk error, a half-copied folder; Orbax and TensorStore raise many exception
+  types) is skipped, with a warning naming it when ``warn_fallback`` and an older
+  step is left to try. A :class:`DaslError` from ``read`` is the user's problem
+  and propagates.
+
+  Args:
+    directory: the ``checkpoints`` folder (messages name ``directory/<step>``).
+    steps: step numbers to try.
+    read: ``read(step) -> value``.
+  Returns:
+    ``(step, value, unreadable)``, ``unreadable`` the skipped ``[(step, message)]``
+    newest first; ``(None, None, unreadable)`` when no step reads.
+  """
+  unreadable = []
+  order = sorted(steps, reverse=True)
+  for i, s in enumerate(order):
+    try:
+      return s, read(s), unreadable
+    except DaslError:
+      raise
+    except Exception as e:  # noqa: BLE001 (see above)
+      msg = (f'{Path(directory) / str(s)}: cannot read checkpoint '
+             f'({type(e).__name__}: {str(e)[:200]})')
+      unreadable.append((s, msg))
+      if warn_fallback and i + 1 < len(order):
+        warn(f'{msg}; falling back to the previous step')
+  return None, None, unreadable
+
+
 def restore(workdir, step: Optional[int] = None) -> Restored:
   """Restore a model work directory.
 
-  Reads ``variables`` at ``step`` (default: the latest). When the latest step
-  cannot be read (corrupt or truncated), says so on stderr and falls back to
-  the step before it.
+  Reads ``variables`` at ``step`` (default: the newest readable one,
+  :func:`newest_readable`: a corrupt or truncated step is named on stderr and the
+  one before it read).
 
   Returns:
     :class:`Restored` (module, variables, model_config, param_stats, flags, step).
@@ -211,35 +243,25 @@ def restore(workdir, step: Optional[int] = None) -> Restored:
     steps = sorted(mngr.all_steps())
     if not steps:
       raise DaslError(f'{workdir / CHECKPOINTS}: no checkpoint steps saved')
-    if step is not None:
-      if step not in steps:
-        raise DaslError(f'{workdir}: no checkpoint step {step} (have {steps})')
-      candidates = [step]
-    else:
-      candidates = steps[::-1]
-    errors = []
-    for s in candidates:
-      try:
-        # Restore as saved (numpy leaves), then check names and shapes
-        # ourselves so a wrong architecture gets a clear message.
-        out = mngr.restore(s, args=ocp.args.Composite(**{VARIABLES: ocp.args.StandardRestore(
-            _on_one_device(workdir / CHECKPOINTS / str(s) / VARIABLES))}))
-        variables = out[VARIABLES]
-      except DaslError:
-        raise
-      except Exception as e:  # corrupt or truncated step: orbax/tensorstore raise many types
-        msg = f'{workdir / CHECKPOINTS / str(s)}: cannot read ({type(e).__name__}: {str(e)[:200]})'
-        errors.append(msg)
-        if s != candidates[-1]:
-          print(f'warning: {msg}; falling back to the previous step', file=sys.stderr)
-          logging.warning('%s; falling back to the previous step', msg)
-        continue
-      variables = jax.tree_util.tree_map(np.asarray, variables)
-      check_variables(model_config, variables, str(workdir / CHECKPOINTS / str(s)))
-      return Restored(create_regressor(model_config), variables, model_config,
-                      param_stats, flags, s)
-    raise DaslError(errors[-1] if len(errors) == 1 else
-                    f'{workdir}: no readable checkpoint step ({"; ".join(errors)})')
+    if step is not None and step not in steps:
+      raise DaslError(f'{workdir}: no checkpoint step {step} (have {steps})')
+    candidates = steps if step is None else [step]
+
+    def read(s):
+      # Restore as saved (numpy leaves), then check names and shapes
+      # ourselves so a wrong architecture gets a clear message.
+      out = mngr.restore(s, args=ocp.args.Composite(**{VARIABLES: ocp.args.StandardRestore(
+          _on_one_device(workdir / CHECKPOINTS / str(s) / VARIABLES))}))
+      return jax.tree_util.tree_map(np.asarray, out[VARIABLES])
+
+    s, variables, unreadable = newest_readable(workdir / CHECKPOINTS, candidates, read)
+    if s is None:
+      msgs = [m for _, m in unreadable]
+      raise DaslError(msgs[-1] if len(msgs) == 1 else
+                      f'{workdir}: no readable checkpoint step ({"; ".join(msgs)})')
+    check_variables(model_config, variables, str(workdir / CHECKPOINTS / str(s)))
+    return Restored(create_regressor(model_config), variables, model_config,
+                    param_stats, flags, s)
   finally:
     mngr.close()
 

@@ -22,7 +22,7 @@ class ModelConfig:
 
   arch: 'mobilenet', 'resnet' (18/34/50, 2DASL's) or 'resnet22' (3DDFA_V2's).
   width: MobileNetV1 widen factor (0.5 for 3DDFA_V2's mb05).
-  depth: ResNet depth (18, 34 or 50).
+  depth: ResNet depth (18, 34 or 50; 50 is 2DASL's).
   in_channels: 3 (colour) or 4 (colour + FLM).
   num_params: outputs (62).
   convention: pixel convention of its training labels, 'v1' or 'v2'.
@@ -39,7 +39,7 @@ class ModelConfig:
   """
   arch: str = 'mobilenet'
   width: float = 0.5
-  depth: int = 18
+  depth: int = 50
   in_channels: int = 4
   num_params: int = 62
   convention: str = 'v1'
@@ -100,6 +100,8 @@ _ARCH_SPECIFIC = {f for fs in ModelConfig.ARCH_FIELDS.values() for f in fs}
 
 def create_regressor(cfg: ModelConfig):
   """ModelConfig -> Flax module mapping (B, 120, 120, C) -> (B, num_params) float32."""
+  # Here, not at the top: reading and checking a ModelConfig (flag parsing, model
+  # files) must not import JAX and Flax, which take seconds.
   import jax.numpy as jnp
   dtype = jnp.dtype(cfg.compute_dtype)
   if cfg.arch == 'mobilenet':

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dasl_jax.errors import DaslError
-from dasl_jax.models import layers
+from dasl_jax.models import layers, torch_state
 
 DEPTHWISE_IMPLS = ('auto', 'grouped', 'shifted')
 BN_EPS = 1e-5
@@ -221,26 +221,10 @@ def variables_from_torch(state_dict, width: float, in_channels: int = 3,
   Raises DaslError naming the key when a tensor is missing, unexpected or of
   another shape (another architecture or width).
   """
-  sd = {k: np.asarray(v) for k, v in state_dict.items()
-        if not k.startswith('fc_lm.') and not k.endswith('num_batches_tracked')}
-  conv1 = sd.get('conv1.weight')
-  stored_in = conv1.shape[1] if conv1 is not None and conv1.ndim == 4 else in_channels
-  want = torch_state_dict_shapes(width, stored_in, num_outputs)
-  missing = [k for k in want if k not in sd]
-  extra = [k for k in sd if k not in want]
-  if missing:
-    raise DaslError(f'{source}: missing {missing[0]} (and {len(missing) - 1} more): not a '
-                    f'3DDFA_V2 MobileNetV1 state dict')
-  if extra:
-    raise DaslError(f'{source}: unexpected tensor {extra[0]} (and {len(extra) - 1} more): '
-                    'not a 3DDFA_V2 MobileNetV1 state dict')
-  for k, shp in want.items():
-    if tuple(sd[k].shape) != shp:
-      raise DaslError(f'{source}: {k} has shape {tuple(sd[k].shape)}, MobileNetV1 width '
-                      f'{width} needs {shp} (another architecture or --widen_factor?)')
-  if stored_in not in (3, 4) or (stored_in == 4 and in_channels == 3):
-    raise DaslError(f'{source}: conv1.weight has {stored_in} input channels; cannot build '
-                    f'a {in_channels}-channel model from it')
+  sd = torch_state.clean(state_dict, drop=('fc_lm.',))
+  stored_in = torch_state.stored_in_channels(sd, in_channels, source)
+  torch_state.check(sd, torch_state_dict_shapes(width, stored_in, num_outputs),
+                    f'3DDFA_V2 MobileNetV1 width {width}', source)
   params, stats = {}, {}
 
   def bn(prefix, dst_p, dst_s):
@@ -249,10 +233,7 @@ def variables_from_torch(state_dict, width: float, in_channels: int = 3,
     dst_s['mean'] = sd[f'{prefix}.running_mean']
     dst_s['var'] = sd[f'{prefix}.running_var']
 
-  k1 = sd['conv1.weight'].transpose(2, 3, 1, 0)  # OIHW -> HWIO
-  if in_channels > stored_in:
-    k1 = np.concatenate([k1, np.zeros(k1.shape[:2] + (in_channels - stored_in,) + k1.shape[3:],
-                                      k1.dtype)], axis=2)
+  k1 = torch_state.widen_first_conv(sd['conv1.weight'].transpose(2, 3, 1, 0), in_channels)
   params['conv1'] = {'kernel': k1}
   params['bn1'], stats['bn1'] = {}, {}
   bn('bn1', params['bn1'], stats['bn1'])

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dasl_jax.errors import DaslError
-from dasl_jax.models import layers
+from dasl_jax.models import layers, torch_state
 
 # Blocks per stage; 18/34 use basic blocks, 50 bottlenecks.
 STAGES = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3)}
@@ -248,22 +248,6 @@ def resnet22_state_dict_shapes(in_channels=3, num_outputs=62):
   return shapes
 
 
-def check_state_dict(sd, want, what, source):
-  """Raise DaslError (one line, naming the key) unless ``sd`` has exactly ``want``'s
-  keys and shapes. ``what`` names the architecture."""
-  missing = [k for k in want if k not in sd]
-  extra = [k for k in sd if k not in want]
-  if missing:
-    raise DaslError(f'{source}: missing {missing[0]} (and {len(missing) - 1} more): not a '
-                    f'{what} state dict')
-  if extra:
-    raise DaslError(f'{source}: unexpected tensor {extra[0]} (and {len(extra) - 1} more): '
-                    f'not a {what} state dict')
-  for k, shp in want.items():
-    if tuple(sd[k].shape) != tuple(shp):
-      raise DaslError(f'{source}: {k} has shape {tuple(sd[k].shape)}, {what} needs {shp}')
-
-
 def _convert_tree(sd, want, head):
   """Torch state dict (checked against ``want``) -> Flax ``{'params', 'batch_stats'}``.
 
@@ -311,11 +295,6 @@ def _convert_tree(sd, want, head):
   return {'params': cast(params), 'batch_stats': cast(stats)}
 
 
-def _clean(state_dict, drop=()):
-  return {k: np.asarray(v) for k, v in state_dict.items()
-          if not k.endswith('num_batches_tracked') and not k.startswith(tuple(drop))}
-
-
 def variables_from_torch(state_dict, depth=50, in_channels=4, num_outputs=62, base_width=64,
                          source='state dict'):
   """torchvision-style ResNet state dict (2DASL's ResNet-50) -> Flax variables of
@@ -324,9 +303,9 @@ def variables_from_torch(state_dict, depth=50, in_channels=4, num_outputs=62, ba
   Raises DaslError naming the key when a tensor is missing, unexpected or of
   another shape.
   """
-  sd = _clean(state_dict)
+  sd = torch_state.clean(state_dict)
   want = torch_state_dict_shapes(depth, in_channels, num_outputs, base_width)
-  check_state_dict(sd, want, f'ResNet-{depth} ({in_channels} input channels)', source)
+  torch_state.check(sd, want, f'ResNet-{depth} ({in_channels} input channels)', source)
   return _convert_tree(sd, want, 'fc')
 
 
@@ -338,17 +317,11 @@ def resnet22_variables_from_torch(state_dict, in_channels=3, num_outputs=62,
   ``num_batches_tracked`` are dropped. With ``in_channels=4`` a 3-channel
   ``conv1`` gets zero weights on the 4th (FLM) channel.
   """
-  sd = _clean(state_dict, drop=('conv_lm.',))
-  conv1 = sd.get('conv1.weight')
-  stored_in = conv1.shape[1] if conv1 is not None and conv1.ndim == 4 else in_channels
-  if stored_in not in (3, 4) or stored_in > in_channels:
-    raise DaslError(f'{source}: conv1.weight has {stored_in} input channels; cannot build '
-                    f'a {in_channels}-channel model from it')
+  sd = torch_state.clean(state_dict, drop=('conv_lm.',))
+  stored_in = torch_state.stored_in_channels(sd, in_channels, source)
   want = resnet22_state_dict_shapes(stored_in, num_outputs)
-  check_state_dict(sd, want, '3DDFA_V2 resnet22', source)
+  torch_state.check(sd, want, '3DDFA_V2 resnet22', source)
   v = _convert_tree(sd, want, 'conv_param')
-  k1 = v['params']['conv1']['kernel']
-  if in_channels > stored_in:
-    pad = np.zeros(k1.shape[:2] + (in_channels - stored_in,) + k1.shape[3:], k1.dtype)
-    v['params']['conv1']['kernel'] = np.concatenate([k1, pad], axis=2)
+  v['params']['conv1']['kernel'] = torch_state.widen_first_conv(v['params']['conv1']['kernel'],
+                                                                in_channels)
   return v

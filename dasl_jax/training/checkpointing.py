@@ -9,18 +9,21 @@ held-out NME (Orbax ``AnyPreservationPolicy`` of ``LatestN`` and ``BestN``).
 """
 from __future__ import annotations
 
-import logging
-import sys
+import os
+from pathlib import Path
 from typing import Optional
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as cm
 
+from dasl_jax.errors import warn
 from dasl_jax.io import checkpoint
 
 ITEMS = (checkpoint.VARIABLES, 'train_state', 'data')
+UNREADABLE = 'unreadable_checkpoints'  # WORKDIR/unreadable_checkpoints/<step>: moved aside
 METRIC = 'nme'
 
 
@@ -68,25 +71,44 @@ class TrainCheckpointer:
   def restore_latest(self, target):
     """Newest readable step: (state, data_state, step), or None when there is none.
 
-    A step that cannot be read (truncated or corrupt files) is reported on
-    stderr and the step before it is tried.
+    A step that cannot be read (truncated or corrupt files: a disk error, a
+    half-copied folder; ``checkpoint.newest_readable``) is moved aside to
+    ``WORKDIR/unreadable_checkpoints/<step>`` with one warning naming both, and the
+    step before it is tried: the run then trains that step again and saves it in
+    its place (left where it was, the unreadable step would make that save fail).
 
     Args:
       target: a state with the right structure, dtypes and shardings.
     """
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
-    for step in reversed(self.all_steps()):
-      try:
-        out = self.mngr.restore(step, args=ocp.args.Composite(
-            train_state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
-      except Exception as e:  # orbax / tensorstore raise many types for bad files
-        msg = (f'{self.mngr.directory / str(step)}: cannot read checkpoint '
-               f'({type(e).__name__}: {str(e)[:200]}); trying the previous step')
-        print(f'warning: {msg}', file=sys.stderr)
-        logging.warning(msg)
-        continue
-      return out['train_state'], dict(out['data'] or {}), step
-    return None
+
+    def read(step):
+      return self.mngr.restore(step, args=ocp.args.Composite(
+          train_state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
+
+    step, out, unreadable = checkpoint.newest_readable(self.mngr.directory, self.all_steps(),
+                                                      read, warn_fallback=False)
+    if unreadable:
+      self._move_aside(unreadable, step)
+    if step is None:
+      return None
+    return out['train_state'], dict(out['data'] or {}), step
+
+  def _move_aside(self, unreadable, resumed_at):
+    aside = Path(self.workdir) / UNREADABLE
+    then = (f'resuming from step {resumed_at}' if resumed_at is not None
+            else 'starting from step 0')
+    if jax.process_index() == 0:  # one shared work directory
+      aside.mkdir(parents=True, exist_ok=True)
+      for step, msg in unreadable:
+        dst, k = aside / str(step), 1
+        while dst.exists():  # the same step may go bad twice
+          dst, k = aside / f'{step}-{k}', k + 1
+        os.replace(Path(str(self.mngr.directory)) / str(step), dst)
+        warn(f'{msg}; moved aside to {dst}; {then}')
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices('dasl_jax: unreadable checkpoints moved aside')
+    self.mngr.reload()
 
   def wait(self):
     self.mngr.wait_until_finished()

@@ -9,35 +9,32 @@ checkpoints, devices), ``eval`` and ``data`` (the data side's own flags,
 """
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import sys
+from pathlib import Path
+
 import ml_collections
+from absl import flags
+from ml_collections import config_flags
 
+from dasl_jax.data.config import data_config
+from dasl_jax.errors import DaslError
+from dasl_jax.models import ARCHES, COMPUTE_DTYPES, RESNET_POOLS, ModelConfig
 
-def _data_config():
-  try:
-    from dasl_jax.data.config import data_config
-  except ImportError:  # the data package is optional for the model/loss tests
-    c = ml_collections.ConfigDict()
-    c.batch_size_3d = 8
-    c.batch_size_wild = 8
-    c.convention = 'v1'
-    return c
-  return data_config()
+# The ModelConfig fields that are --config.model flags (num_params is fixed at 62; the
+# convention is the data's, --config.data.convention).
+MODEL_FLAGS = tuple(f.name for f in dataclasses.fields(ModelConfig)
+                    if f.name not in ('num_params', 'convention'))
 
 
 def default_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
 
-  # --- regressor (mirrors dasl_jax.models.ModelConfig; convention comes from data)
-  c.model = ml_collections.ConfigDict()
-  c.model.arch = 'mobilenet'        # mobilenet | resnet
-  c.model.width = 0.5               # MobileNetV1 widen factor
-  c.model.depth = 50                # ResNet depth: 18 | 34 | 50
-  c.model.resnet_width = 64         # ResNet stem width (64 = paper)
-  c.model.in_channels = 4           # 3 colour, 4 colour + FLM
-  c.model.depthwise = 'auto'        # MobileNet depthwise: auto | shifted | grouped
-  # Activations: float32 | bfloat16 (mixed precision for GPUs/TPUs: parameters, batch-norm
-  # statistics and the losses stay float32; on XLA:CPU bfloat16 is slower, a correctness check).
-  c.model.compute_dtype = 'float32'
+  # --- regressor: the fields and defaults of dasl_jax.models.ModelConfig (its docstring
+  # says what each means; the pixel convention comes from config.data), and two of training.
+  c.model = ml_collections.ConfigDict(
+      {f.name: f.default for f in dataclasses.fields(ModelConfig) if f.name in MODEL_FLAGS})
   c.model.freeze_bn = False         # True: batch norm in inference mode, statistics frozen
   c.model.init_checkpoint = ''      # model work dir (experiments.convert_checkpoint) to start from
 
@@ -138,7 +135,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict()
   c.eval.aflw2000_dir = ''          # AFLW2000-3D folder: NME at the end (and at eval steps)
 
-  c.data = _data_config()
+  c.data = data_config()
   return c
 
 
@@ -152,12 +149,14 @@ def get_config():
 _POS, _NONNEG = 'a positive number', 'a number >= 0'
 # flag (under --config.) -> (test, what it must be)
 RULES = {
+    'model.arch': (lambda v: v in ARCHES, ', '.join(ARCHES[:-1]) + ' or ' + ARCHES[-1]),
     'model.width': (lambda v: v > 0, _POS),
     'model.in_channels': (lambda v: v in (3, 4), '3 or 4'),
     'model.depth': (lambda v: v in (18, 34, 50), '18, 34 or 50'),
     'model.resnet_width': (lambda v: v >= 1, 'a positive integer'),
     'model.depthwise': (lambda v: v in ('auto', 'shifted', 'grouped'), 'auto, shifted or grouped'),
-    'model.compute_dtype': (lambda v: v in ('float32', 'bfloat16'), 'float32 or bfloat16'),
+    'model.compute_dtype': (lambda v: v in COMPUTE_DTYPES, ' or '.join(COMPUTE_DTYPES)),
+    'model.resnet_pool': (lambda v: v in RESNET_POOLS, ' or '.join(RESNET_POOLS)),
     'critic.latent_dim': (lambda v: v >= 1, 'a positive integer'),
     'loss.w_3d': (lambda v: v >= 0, _NONNEG), 'loss.w_2d': (lambda v: v >= 0, _NONNEG),
     'loss.w_3d_con': (lambda v: v >= 0, _NONNEG), 'loss.w_cyc': (lambda v: v >= 0, _NONNEG),
@@ -218,7 +217,6 @@ def _get(config, path):
 
 def check_config(config):
   """Raise ``DaslError`` naming the first ``--config.*`` value outside its range."""
-  from dasl_jax.errors import DaslError
   for path, (ok, what) in RULES.items():
     v = _get(config, path)
     if v is None:
@@ -238,7 +236,6 @@ def suggest_field(config, path: str) -> str:
   ``optim.learning_rate`` finds ``optim.lr`` through a table of common aliases,
   and ``data.batch_size`` finds ``data.batch_size_3d``).
   """
-  import difflib
   aliases = {'learning_rate': 'lr', 'steps': 'num_steps', 'batch_size': 'batch_size_3d',
              'seed': 'seed', 'wd': 'weight_decay', 'epochs': 'num_steps'}
   fields = []
@@ -269,7 +266,6 @@ def suggest_field(config, path: str) -> str:
 
 def config_flags_in(argv):
   """``--config.PATH`` names given on the command line or in its flagfiles."""
-  from pathlib import Path
   out = []
   for a in argv:
     if a.startswith('--flagfile='):
@@ -300,24 +296,28 @@ def _is_section(config, path):
   return True
 
 
-def config_from_args(args, base=None) -> ml_collections.ConfigDict:
-  """The config ``python -m experiments.train`` builds from ``args`` (``--flagfile=F``
-  and ``--config.PATH=VALUE`` items), parsed by the same ml_collections/absl flag
-  machinery, for code that needs a run's config without being that command
-  (benchmarks, notebooks). A bad field or value raises one-line DaslError.
+def config_from_args(args, base=None, flag_values=None) -> ml_collections.ConfigDict:
+  """The config of ``args`` (``--flagfile=F`` and ``--config.PATH=VALUE`` items, a later
+  value winning), parsed by ml_collections/absl's flag machinery: the one flags-to-config
+  path, for ``python -m experiments.train`` and for code that needs a run's config
+  without being that command (benchmarks, notebooks). A bad field or value, or a
+  positional argument, raises one-line DaslError.
 
   ml_collections registers the ``--config.*`` override flags from ``sys.argv`` when
   the config flag is defined, so ``sys.argv`` is set to ``args`` for that moment.
+
+  Args:
+    base: the config to override (default :func:`default_config`).
+    flag_values: the absl ``FlagValues`` to define ``--config`` on and parse with
+      (default a fresh one); the train command passes absl's global ``FLAGS``, so
+      that its other flags (``--workdir``, absl's ``--verbosity``), on the command
+      line or in a flagfile, are read in the same pass.
   """
-  import sys
-  from absl import flags
-  from ml_collections import config_flags
-  from dasl_jax.errors import DaslError
   args = [str(a) for a in args]
   bad = unknown_field_message(args)
   if bad:
     raise DaslError(bad)
-  fv = flags.FlagValues()
+  fv = flags.FlagValues() if flag_values is None else flag_values
   argv = ['config_from_args', *args]
   saved = sys.argv
   try:
@@ -325,9 +325,19 @@ def config_from_args(args, base=None) -> ml_collections.ConfigDict:
     config_flags.DEFINE_config_dict('config', base if base is not None else default_config(),
                                     flag_values=fv)
     sys.argv = saved
-    fv(argv)
-  except flags.Error as e:
-    raise DaslError(str(e).replace('ERROR:: ', '')) from None
+    rest = fv(argv)[1:]
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+    raise DaslError(_flag_error_text(e)) from None
   finally:
     sys.argv = saved
+  if rest:
+    raise DaslError(f'unexpected arguments {rest} (every setting is a --flag)')
   return fv.config
+
+
+def _flag_error_text(e) -> str:
+  """absl's or ml_collections' complaint about a flag, on one line."""
+  while e.args and isinstance(e.args[0], BaseException):  # AttributeError(KeyError(...))
+    e = e.args[0]
+  msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+  return ' '.join(str(msg).replace('ERROR:: ', '').split())

@@ -17,9 +17,13 @@ missing flag. On CPU the cross-process collectives are Gloo (JAX's default).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 
 import jax
+import numpy as np
+from jax.experimental import multihost_utils
 
 from dasl_jax.errors import DaslError
 
@@ -90,3 +94,29 @@ def initialize(train_cfg):
                     'set --config.train.coordinator_address, num_processes and process_id '
                     '(or $JAX_COORDINATOR_ADDRESS, $JAX_NUM_PROCESSES, $JAX_PROCESS_ID)') \
         from None
+
+
+def differing_processes(digests) -> list:
+  """Indices of the processes whose digest (a row of ``digests``, (P, K)) differs
+  from process 0's."""
+  digests = np.asarray(digests)
+  return [i for i in range(1, len(digests)) if not np.array_equal(digests[i], digests[0])]
+
+
+def assert_same_everywhere(value, what: str):
+  """Raise DaslError unless every process holds the same JSON-able ``value``.
+
+  A checkpoint's ``data`` item (the loaders' position) is written once, by
+  process 0, and read back by all processes on resume: a process whose streams
+  stood elsewhere would resume on other batches without a word. Compares SHA-256
+  digests of the sorted JSON (one small all-gather); one process: nothing to do.
+  """
+  if jax.process_count() == 1:
+    return
+  text = json.dumps(value, sort_keys=True).encode()
+  digest = np.frombuffer(hashlib.sha256(text).digest(), np.uint32)
+  bad = differing_processes(multihost_utils.process_allgather(digest))
+  if bad:
+    raise DaslError(f'{what} differs between processes 0 and {bad} (process '
+                    f'{jax.process_index()} has {text[:200].decode()}): the processes '
+                    'no longer read the same global batches')

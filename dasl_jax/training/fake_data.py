@@ -11,6 +11,7 @@ batch one process would yield, so the global batch is the same for any count.
 """
 from __future__ import annotations
 
+import jax
 import numpy as np
 
 from dasl_jax import assets
@@ -74,8 +75,14 @@ class FakeStream:
 
 
 class FakeData:
-  """Stands in for ``dasl_jax.data.build_data``'s result: ``.model``, ``.param_stats``,
-  ``.convention``, ``.train_3d``, ``.train_wild``, ``.heldout``."""
+  """Stands in for ``dasl_jax.data.build_data``'s result (a ``data.protocol.TrainData``):
+  ``.model``, ``.param_stats``, ``.convention``, ``.heldout``, ``next()`` and the
+  position of its two streams (``train_3d``, ``train_wild``)."""
+
+  dense_model = None
+  validation = None
+  wild_scheme = wild_scheme18 = None  # labels read as iBUG's points
+  has_wild = True
 
   def __init__(self, seed=0, batch_3d=4, batch_wild=4, image_size=120, n_heldout=8,
                convention='v1', use_assets=True, nan_batch=-1, shard=None):
@@ -89,7 +96,6 @@ class FakeData:
     self.nan_batch = nan_batch  # 3D batch whose first label is NaN (tests the NaN stop)
     # (index, count) of this process; batches are global, each process takes its rows.
     if shard is None:
-      import jax
       shard = (jax.process_index(), jax.process_count())
     self.shard = (int(shard[0]), int(shard[1]))
     for name, b in (('batch_size_3d', batch_3d), ('batch_size_wild', batch_wild)):
@@ -99,6 +105,25 @@ class FakeData:
     self.train_3d = FakeStream(self, 0, batch_3d, True)
     self.train_wild = FakeStream(self, 1, batch_wild, False)
     self.heldout = self.make_batch(2, 0, n_heldout, True)
+
+  def next(self):
+    return next(self.train_3d), next(self.train_wild)
+
+  def get_state(self):
+    return {'train_3d': self.train_3d.get_state(), 'train_wild': self.train_wild.get_state()}
+
+  def set_state(self, state):
+    if set(state) != {'train_3d', 'train_wild'}:
+      raise DaslError(f'saved data position has {sorted(state)}, not the streams of fake '
+                      'data (was the run started without --config.train.fake_data?)')
+    self.train_3d.set_state(state['train_3d'])
+    self.train_wild.set_state(state['train_wild'])
+
+  def close(self):
+    pass
+
+  def source_rows(self):
+    return {}  # endless
 
   def make_batch(self, stream, index, batch_size, with_labels):
     rng = np.random.default_rng([self.seed, stream, index])

@@ -10,6 +10,8 @@ import numpy as np
 import optax
 
 from dasl_jax.errors import DaslError
+from dasl_jax.io import checkpoint
+from dasl_jax.models import torch_state
 
 
 def learning_rate_schedule(optim, num_steps):
@@ -96,8 +98,7 @@ def adapt_variables(source, target, source_name='init checkpoint'):
     if (s.ndim == 4 and t.ndim == 4 and s.shape[:2] == t.shape[:2]
         and s.shape[3] == t.shape[3] and s.shape[2] == 3 and t.shape[2] == 4):
       widened.append(key)
-      pad = np.zeros(s.shape[:2] + (1,) + s.shape[3:], s.dtype)
-      return np.concatenate([s, pad], axis=2).astype(t.dtype)
+      return torch_state.widen_first_conv(s, 4).astype(t.dtype)
     raise DaslError(f'{source_name}: variable {key} has shape {s.shape}, the model needs {t.shape}')
 
   out = jax.tree_util.tree_map_with_path(fit, target)
@@ -113,7 +114,6 @@ def load_init_variables(workdir, target):
   Returns:
     (variables, Restored) — the caller checks whitening statistics against its data's.
   """
-  from dasl_jax.io import checkpoint
   restored = checkpoint.restore(workdir)
   return adapt_variables(restored.variables, target, f'--config.model.init_checkpoint={workdir}'), \
       restored

@@ -33,6 +33,7 @@ from dasl_jax.models import inputs
 from dasl_jax.geometry import landmarks as lm
 from dasl_jax import losses
 from dasl_jax.errors import DaslError
+from dasl_jax.face_model import schemes
 from dasl_jax.face_model.morphable_model import MorphableModel
 from dasl_jax.training.state import TrainState
 
@@ -67,7 +68,6 @@ def make_consts(model: MorphableModel, mean, std, wpdc_model: MorphableModel = N
   iBUG's own definitions, ``schemes.ibug18()``) and the 2D terms' per-point weights on
   the squared error (``sel18``: 2DASL's, to ``weight_power``; ``noise``: inverse to each
   point's fitted label disagreement, ``schemes.noise_weights``)."""
-  from dasl_jax.face_model import schemes
   scheme = wild_scheme if wild_scheme is not None else schemes.ibug18()
   if scheme.size != 18:
     raise DaslError(f'the wild labels\' scheme {scheme.name} has {scheme.size} points; '
@@ -85,7 +85,6 @@ def make_consts(model: MorphableModel, mean, std, wpdc_model: MorphableModel = N
 
 
 def _point_weights(scheme, kind, power):
-  from dasl_jax.face_model import schemes
   if kind == 'sel18':
     return (lm.SEL18_WEIGHTS.astype(np.float64) ** power).astype(np.float32)
   if kind == 'noise':

@@ -16,8 +16,8 @@ from dasl_jax.data import readers as R
 from dasl_jax.data import synthetic as SYN
 from dasl_jax.data import synthetic_300wlp as W
 from dasl_jax.errors import DaslError
-from tests.conftest import asset_path, requires_assets
-from tests.train_command import REPO, cache_dir, env
+from tests.helpers.asset_marks import asset_path, requires_assets
+from tests.helpers.train_runs import REPO, cache_dir, env
 
 needs_bfm = requires_assets('bfm', 'Model_PAF.pkl')
 FLAGFILE = REPO / 'experiments' / 'configs' / '2dasl_300wlp.flags'

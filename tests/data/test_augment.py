@@ -4,7 +4,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from tests.conftest import asset_path
+from tests.helpers.asset_marks import asset_path
 from dasl_jax.face_model import morphable_model as MM
 from dasl_jax.geometry import params as P
 from dasl_jax.data import augment as A

@@ -6,7 +6,7 @@ import pytest
 
 from dasl_jax.data import config as C
 from dasl_jax.data import pipeline as PL
-from tests import fake_data
+from tests.helpers import dataset_files
 
 N = 24
 
@@ -14,7 +14,7 @@ N = 24
 def _examples(n=N, with_3d=True, seed=0):
   """Toy examples whose params[0] / points18[0, 0] carry their id."""
   rng = np.random.default_rng(seed)
-  stats = fake_data.toy_stats()
+  stats = dataset_files.toy_stats()
   out = []
   for i in range(n):
     ex = {'image': rng.integers(0, 256, (120, 120, 3), dtype=np.uint8),
@@ -22,10 +22,10 @@ def _examples(n=N, with_3d=True, seed=0):
           'mask18': np.ones(18, np.float32)}
     ex['points18'][0, 0] = i
     if with_3d:
-      p = fake_data.toy_params(1, seed=i)[0]
+      p = dataset_files.toy_params(1, seed=i)[0]
       ex['params'] = stats.whiten(p).astype(np.float32)
       ex['params'][0] = i
-      ex['lms68'] = fake_data.lms68_v1(fake_data.toy_model(), p).astype(np.float32)
+      ex['lms68'] = dataset_files.lms68_v1(dataset_files.toy_model(), p).astype(np.float32)
     out.append(ex)
   return out
 
@@ -43,8 +43,8 @@ def _cfg(augment=True, threads=2, workers=0):
 
 def _streams(seed=0, augment=True, threads=2, workers=0, shard=(0, 1)):
   return PL.make_streams(_cfg(augment, threads, workers), seed, _examples(),
-                         _examples(18, with_3d=False, seed=1), fake_data.toy_model(),
-                         fake_data.toy_stats(), shard=shard)
+                         _examples(18, with_3d=False, seed=1), dataset_files.toy_model(),
+                         dataset_files.toy_stats(), shard=shard)
 
 
 def _ids(batch):

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from tests import fake_data
-from tests.conftest import asset_path, requires_assets
+from tests.helpers import dataset_files
+from tests.helpers.asset_marks import asset_path, requires_assets
 from dasl_jax.data import readers as R
 from dasl_jax.errors import DaslError
 from dasl_jax.io.landmark_files import read_landmark_file
@@ -23,7 +23,7 @@ def sel18_ref(p68):
 
 @pytest.fixture
 def train_aug(tmp_path):
-  return fake_data.write_train_aug(tmp_path / 'lp', n=8)
+  return dataset_files.write_train_aug(tmp_path / 'lp', n=8)
 
 
 def _source(d, **kw):
@@ -42,7 +42,7 @@ def test_train_aug_values(train_aug):
     assert ex['image'].dtype == np.uint8 and ex['image'].shape == (120, 120, 3)
     np.testing.assert_array_equal(ex['image'], cv2.imread(str(d['image_dir'] / d['names'][i])))
     np.testing.assert_array_equal(ex['params'], d['whitened'][i])
-    np.testing.assert_allclose(ex['lms68'], fake_data.lms68_v1(d['model'], d['params'][i]),
+    np.testing.assert_allclose(ex['lms68'], dataset_files.lms68_v1(d['model'], d['params'][i]),
                                atol=2e-3)
     np.testing.assert_allclose(ex['points18'], sel18_ref(d['detections'][i]), atol=1e-3)
     np.testing.assert_array_equal(ex['mask18'], np.ones(18))
@@ -123,7 +123,7 @@ def test_landmark_file_errors(tmp_path):
 
 @pytest.mark.parametrize('k,size', [(21, 240), (68, 120), (18, 60)])
 def test_wild_folder(tmp_path, k, size):
-  d = fake_data.write_wild_folder(tmp_path / 'w', n=4, k=k, size=size, header=(k == 21))
+  d = dataset_files.write_wild_folder(tmp_path / 'w', n=4, k=k, size=size, header=(k == 21))
   src = R.WildFolderSource(d['root'], d['landmark_file'])
   assert len(src) == 4
   ex = src[1]

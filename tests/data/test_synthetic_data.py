@@ -9,7 +9,7 @@ from dasl_jax.face_model import morphable_model as mm
 from dasl_jax.geometry import params as P
 from dasl_jax.data import synthetic as S
 from dasl_jax.face_model import synthetic as sm
-from tests.conftest import asset_path, requires_assets
+from tests.helpers.asset_marks import asset_path, requires_assets
 
 
 @pytest.fixture(scope='module')

@@ -14,8 +14,8 @@ from dasl_jax.data import teacher as T
 from dasl_jax.errors import DaslError
 from dasl_jax.models import ModelConfig, create_regressor
 from dasl_jax.training.fake_data import FakeData
-from tests.infer_helpers import random_variables
-from tests.train_utils import build, tiny_config
+from tests.helpers.random_models import random_variables
+from tests.helpers.tiny_training import build, tiny_config
 
 
 def test_validation_split_is_fixed_disjoint_and_seeded():
@@ -127,7 +127,7 @@ def test_flm_jitter_never_touches_the_wild_targets():
   """With zero FLM weights the jittered input cannot change the output, so L_2d_con
   (prediction against the given points) must be identical with and without jitter."""
   data = FakeData(seed=0, batch_3d=4, batch_wild=4)
-  b3, bw = next(data.train_3d), next(data.train_wild)
+  b3, bw = data.next()
   vals = []
   for jit in (0.0, 0.1):
     cfg = tiny_config(flm_jitter=jit)
@@ -148,7 +148,7 @@ def test_ema_follows_the_weights_with_warmup():
   cfg.train.ema_decay = 0.99
   compiled, state, consts, key = build(cfg, data)
   p0 = jax.device_get(state.params)
-  s1, _ = compiled(state, next(data.train_3d), next(data.train_wild), key, consts)
+  s1, _ = compiled(state, *data.next(), key, consts)
   p1, e1 = jax.device_get(s1.params), jax.device_get(s1.ema['params'])
   d = min(0.99, 1.0 / 10.0)   # step 0 of the warm-up
   for a, b, e in zip(jax.tree_util.tree_leaves(p0), jax.tree_util.tree_leaves(p1),
@@ -161,9 +161,9 @@ def test_ema_follows_the_weights_with_warmup():
 def test_critic_mismatch_negatives():
   data = FakeData(seed=0, batch_3d=4, batch_wild=4)
   compiled, state, consts, key = build(tiny_config(critic_mismatch=True), data)
-  _, m = compiled(state, next(data.train_3d), next(data.train_wild), key, consts)
+  _, m = compiled(state, *data.next(), key, consts)
   m = jax.device_get(m)
   assert 'critic_acc_mismatch' in m and 0.0 <= float(m['critic_acc_mismatch']) <= 1.0
   compiled, state, consts, key = build(tiny_config(), data)
-  _, m = compiled(state, next(data.train_3d), next(data.train_wild), key, consts)
+  _, m = compiled(state, *data.next(), key, consts)
   assert 'critic_acc_mismatch' not in jax.device_get(m)

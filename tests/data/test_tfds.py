@@ -11,7 +11,7 @@ import pytest
 from dasl_jax.data import readers as R
 from dasl_jax.data import tfds_builders as T
 from dasl_jax.errors import DaslError
-from tests import fake_data
+from tests.helpers import dataset_files
 
 _READ = textwrap.dedent('''
   import json, sys
@@ -44,7 +44,7 @@ def _write_keypoints68(folder, model):
 
 
 def test_prepare_and_read_300wlp_layout(tmp_path):
-  d = fake_data.write_train_aug(tmp_path / 'lp', n=6)
+  d = dataset_files.write_train_aug(tmp_path / 'lp', n=6)
   _write_keypoints68(tmp_path / 'bfm' / 'keypoints68', d['model'])
   T.prepare('300wlp', d['root'], tmp_path / 'tfds', bfm_dir=str(tmp_path / 'bfm'),
             landmark_file=str(d['landmark_file']))
@@ -63,7 +63,7 @@ def test_prepare_and_read_300wlp_layout(tmp_path):
 
 
 def test_prepare_wild_folder_resizes_and_skips(tmp_path):
-  d = fake_data.write_wild_folder(tmp_path / 'w', n=5, k=21, size=240)
+  d = dataset_files.write_wild_folder(tmp_path / 'w', n=5, k=21, size=240)
   (d['root'] / d['names'][2]).write_bytes(b'garbage, not an image')
   with pytest.raises(DaslError, match=r'row 2 .*cannot decode'):
     T.prepare('wild_folder', d['root'], tmp_path / 'tfds', landmark_file=str(d['landmark_file']))

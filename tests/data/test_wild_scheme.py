@@ -9,7 +9,7 @@ from dasl_jax.data import wild_scheme as WS
 from dasl_jax.face_model import schemes as S
 from dasl_jax.face_model.synthetic import build_synthetic_model
 from dasl_jax.geometry import landmarks as lm
-from tests.conftest import asset_path, requires_assets
+from tests.helpers.asset_marks import asset_path, requires_assets
 
 
 class _Wild:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import requires_assets
+from tests.helpers.asset_marks import requires_assets
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow

@@ -15,7 +15,7 @@ from dasl_jax import evaluation as E
 from dasl_jax.evaluation import aflw2000
 from dasl_jax.geometry import params as P
 from dasl_jax.errors import DaslError
-from tests.conftest import asset_path, requires_assets
+from tests.helpers.asset_marks import asset_path, requires_assets
 
 REPO = Path(__file__).resolve().parents[2]
 AFLW = asset_path('aflw2000-3d')
@@ -47,6 +47,17 @@ def test_yaw_bins_and_summary():
   assert s['mean_of_bins'] == pytest.approx(5.0)
   assert s['mean'] == pytest.approx(errors.mean() * 100)
   assert s['n'] == 8 and s['counts'] == [3, 3, 2]
+
+
+def test_jitter_by_hand():
+  """Frame-to-frame jitter: the change of the prediction minus that of the truth."""
+  gt = np.array([[[0, 0], [4, 0], [4, 9]]] * 3, np.float64)  # still face, box sqrt(36) = 6
+  gt[1:] += [1.0, 0.0]  # the truth moves 1 px right between frames 0 and 1
+  pred = gt.copy()
+  pred[1] += [[3, 4], [0, 0], [0, 0]]  # frame 1: one point off by 5 px
+  # Changes: 0 -> 1: (5, 0, 0) px, 1 -> 2: (5, 0, 0) px; mean 5/3 px per step, / 6.
+  assert np.isclose(E.jitter(pred, gt), (5 / 3) / 6)
+  assert E.jitter(gt, gt) == 0.0
 
 
 def test_aflw2000_nme_maps_crop_to_image():
@@ -306,7 +317,7 @@ def test_evaluate_four_channel_model_needs_detections(tmp_path):
   # With detections for every image the 4-channel path runs end to end; the
   # FLM channel reaches the network (a model with zero FLM weights would not care).
   from dasl_jax.inference import core as predict_batch
-  from tests.fake_data import toy_model
+  from tests.helpers.dataset_files import toy_model
   ds = aflw2000.load(tmp_path / 'a')
   module = checkpoint.create_regressor(cfg)
   fn = predict_batch.make_forward(module, 4, 'v1')

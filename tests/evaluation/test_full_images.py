@@ -12,7 +12,7 @@ import numpy as np
 
 from dasl_jax.evaluation import aflw2000
 from dasl_jax.evaluation.full_images import evaluate_full_images, pick_face
-from tests.conftest import asset_path, requires_assets
+from tests.helpers.asset_marks import asset_path, requires_assets
 
 
 def test_pick_face_takes_the_best_box_around_the_face():
@@ -40,7 +40,7 @@ def _slice(ds, n):
 def test_full_images_match_a_reference_from_the_original_boxes(tmp_path):
   from dasl_jax import inference
   from dasl_jax.io import checkpoint
-  from tests.infer_helpers import make_checkpoint  # a small random 3-channel model
+  from tests.helpers.random_models import make_checkpoint  # a small random 3-channel model
   ds = _slice(aflw2000.load(asset_path('aflw2000-3d')), 24)
   restored = checkpoint.restore(make_checkpoint(tmp_path / 'm', in_channels=3, convention='v2'))
   pred = inference.Predictor(restored, inference.face_models(restored).landmarks, batch_size=8)

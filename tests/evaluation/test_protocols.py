@@ -19,7 +19,7 @@ import pytest
 
 from dasl_jax.evaluation import aflw2000
 from dasl_jax.evaluation import protocols
-from tests.conftest import asset_path, requires_assets
+from tests.helpers.asset_marks import asset_path, requires_assets
 
 REPO = Path(__file__).resolve().parents[2]
 

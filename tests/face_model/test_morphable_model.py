@@ -12,7 +12,7 @@ import pytest
 
 from dasl_jax.face_model import morphable_model as mm
 from dasl_jax.errors import DaslError
-from tests.conftest import asset_path, requires_assets
+from tests.helpers.asset_marks import asset_path, requires_assets
 
 N = 100  # vertices of the small written models
 

@@ -12,7 +12,7 @@ import pytest
 
 from dasl_jax.geometry import camera
 from dasl_jax.errors import DaslError
-from tests.conftest import asset_path, requires_assets
+from tests.helpers.asset_marks import asset_path, requires_assets
 
 
 def _rx(a):

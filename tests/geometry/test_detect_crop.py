@@ -8,7 +8,7 @@ import pytest
 from dasl_jax.geometry import crop as C
 from dasl_jax.inference import detect as D
 from dasl_jax.errors import DaslError
-from tests.conftest import requires_assets
+from tests.helpers.asset_marks import requires_assets
 
 
 def _v2_roi_reference(bbox):

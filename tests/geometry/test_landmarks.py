@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from dasl_jax.geometry import landmarks as L
+from tests.helpers.flm_reference import flm_ref
 
 
 def _sel18_np(p):
@@ -40,20 +41,6 @@ def _aflw21_np(p):
     else:
       out.append(p[s - 1])
   return np.stack(out)
-
-
-def _flm_ref(points, mask=None, size=120):
-  """Plain loop: -1 map, +1 at (row = clamp(floor(y)), col = clamp(floor(x)))."""
-  out = -np.ones((size, size), np.float32)
-  for k, (x, y) in enumerate(points):
-    if mask is not None and mask[k] <= 0:
-      continue
-    if not (np.isfinite(x) and np.isfinite(y)):
-      continue
-    col = min(max(int(np.floor(x)), 0), size - 1)
-    row = min(max(int(np.floor(y)), 0), size - 1)
-    out[row, col] = 1
-  return out
 
 
 def test_select18_and_weights_by_hand(rng):
@@ -113,10 +100,10 @@ def test_flm_matches_reference_loop(rng):
   mask = (rng.uniform(size=18) > 0.3).astype(np.float32)
   mask[4] = 1
   for m in (None, mask):
-    want = _flm_ref(pts, m)
+    want = flm_ref(pts, m)
     np.testing.assert_array_equal(L.flm_np(pts, m), want)
     np.testing.assert_array_equal(np.asarray(L.flm(pts, m)), want)
-  full = _flm_ref(pts)
+  full = flm_ref(pts)
   assert full[71, 33] == 1 and full[0, 119] == 1 and full[60, 0] == 1 and full[119, 119] == 1
   assert set(np.unique(full)) == {-1.0, 1.0}
 
@@ -128,7 +115,7 @@ def test_flm_masked_point_not_drawn_and_batched(rng):
   got = np.asarray(L.flm(pts, mask))
   assert got.shape == (3, 120, 120) and got.dtype == np.float32
   for b in range(3):
-    np.testing.assert_array_equal(got[b], _flm_ref(pts[b], mask[b]))
+    np.testing.assert_array_equal(got[b], flm_ref(pts[b], mask[b]))
   assert got[1, 71, 33] == -1 or any(  # another point may share the pixel
       int(np.floor(y)) == 71 and int(np.floor(x)) == 33 for k, (x, y) in enumerate(pts[1]) if k != 4)
 
@@ -137,14 +124,14 @@ def test_flm_non_finite_points_not_drawn_in_both_twins(rng):
   pts = _flm_points(rng)
   pts[5] = [np.nan, 10.0]
   pts[6] = [np.inf, np.inf]
-  want = _flm_ref(pts)
+  want = flm_ref(pts)
   np.testing.assert_array_equal(L.flm_np(pts), want)
   np.testing.assert_array_equal(np.asarray(L.flm(pts)), want)
 
 
 def test_flm_other_size():
   pts = np.array([[3.2, 7.9], [100.0, 100.0]], np.float32)
-  want = _flm_ref(pts, size=64)
+  want = flm_ref(pts, size=64)
   np.testing.assert_array_equal(L.flm_np(pts, size=64), want)
   np.testing.assert_array_equal(np.asarray(L.flm(pts, size=64)), want)
 
@@ -153,7 +140,7 @@ def test_jit_vmap_and_gradients(rng):
   pts_np = np.stack([_flm_points(rng) for _ in range(2)])
   mask_np = np.ones((2, 18), np.float32)
   mask_np[1, :3] = 0
-  want = np.stack([_flm_ref(p, m) for p, m in zip(pts_np, mask_np)])
+  want = np.stack([flm_ref(p, m) for p, m in zip(pts_np, mask_np)])
   pts, mask = jnp.asarray(pts_np), jnp.asarray(mask_np)
   np.testing.assert_array_equal(np.asarray(jax.jit(L.flm)(pts, mask)), want)
   np.testing.assert_array_equal(np.asarray(jax.jit(jax.vmap(L.flm))(pts, mask)), want)

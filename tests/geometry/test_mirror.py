@@ -4,7 +4,7 @@ re-fit is the ridge least squares it claims to be."""
 import numpy as np
 import pytest
 
-from tests.mirror_reference import (PAIRS18, PAIRS68, case, mirrored_landmarks_np,
+from tests.helpers.mirror_reference import (PAIRS18, PAIRS68, case, mirrored_landmarks_np,
                                     mirrored_points18_np, perm_from_pairs, ridge_mirror_np)
 from dasl_jax.data import readers as R
 from dasl_jax.geometry import mirror as MIR

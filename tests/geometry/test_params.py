@@ -13,7 +13,7 @@ import pytest
 
 from dasl_jax.geometry import params as P
 from dasl_jax.errors import DaslError
-from tests.conftest import asset_path, requires_assets
+from tests.helpers.asset_marks import asset_path, requires_assets
 
 
 def _np_split(p):

@@ -10,7 +10,7 @@ from dasl_jax import inference
 from dasl_jax.io import checkpoint
 from dasl_jax.inference import export
 from dasl_jax.errors import DaslError
-from tests.infer_helpers import make_checkpoint
+from tests.helpers.random_models import make_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 

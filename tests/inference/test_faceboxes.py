@@ -13,7 +13,7 @@ import pytest
 from dasl_jax.inference import detect as D
 from dasl_jax.inference import faceboxes as F
 from dasl_jax.errors import DaslError
-from tests.conftest import asset_path, requires_assets
+from tests.helpers.asset_marks import asset_path, requires_assets
 
 WEIGHTS = ('pretrained', 'FaceBoxesProd.pth')
 REFERENCE = ('pretrained', 'faceboxes_reference.json')
@@ -190,7 +190,7 @@ def test_runner_uses_faceboxes_by_default(detector_and_reference, tmp_path):
   # The prediction command's path: no --boxes, default detector -> the
   # reference's two faces are the records' boxes.
   from dasl_jax import inference
-  from tests.infer_helpers import make_checkpoint
+  from tests.helpers.random_models import make_checkpoint
   _, ref = detector_and_reference
   runner = inference.Runner(make_checkpoint(tmp_path / 'ckpt'), tmp_path / 'out',
                             meshes=False, overlay=False)

@@ -12,8 +12,8 @@ import pytest
 from dasl_jax import inference
 from dasl_jax.io import checkpoint
 from dasl_jax.errors import DaslError
-from tests.conftest import asset_path, requires_assets
-from tests.infer_helpers import make_checkpoint
+from tests.helpers.asset_marks import asset_path, requires_assets
+from tests.helpers.random_models import make_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -23,8 +23,8 @@ from dasl_jax.inference import onnx as onnx_export
 from dasl_jax.face_model.synthetic import build_synthetic_model  # noqa: E402
 from dasl_jax.errors import DaslError  # noqa: E402
 from dasl_jax.models import ModelConfig, create_regressor  # noqa: E402
-from tests.conftest import requires_assets  # noqa: E402
-from tests.infer_helpers import random_variables, tiny_stats  # noqa: E402
+from tests.helpers.asset_marks import requires_assets  # noqa: E402
+from tests.helpers.random_models import random_variables, tiny_stats  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -129,7 +129,7 @@ def test_onnx_predictor_matches_predictor_and_export_command(tmp_path, request):
   """OnnxPredictor vs inference.Predictor (detector points, masks, bootstrap), and
   experiments.export --format onnx writes a file that loads and reports its error."""
   from dasl_jax import inference
-  from tests.infer_helpers import make_checkpoint
+  from tests.helpers.random_models import make_checkpoint
   path = make_checkpoint(tmp_path / 'tiny4', seed=3)
   # The command (writes the .onnx and checks it) runs beside the in-process checks.
   out = tmp_path / 'm.onnx'

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.mirror_reference import (PAIRS18, case, mirrored_points18_np, perm_from_pairs,
+from tests.helpers.mirror_reference import (PAIRS18, case, mirrored_points18_np, perm_from_pairs,
                                     ridge_mirror_np)
 from dasl_jax.data import readers as R
 from dasl_jax.errors import DaslError
@@ -99,6 +99,29 @@ def test_flip_tta_matches_the_numpy_reference(setup, in_channels):
   np.testing.assert_allclose(out['pose'], np.asarray(camera.pose_angles(fR)), atol=1e-2)
   # ... and differ from the direct prediction's.
   assert np.abs(R.lms68_from_params(m, direct, conv) - out['lms68']).mean() > 0.5
+
+
+def test_training_evaluator_averages_when_asked(setup):
+  """``--config.train.eval_tta=flip`` reaches the training run's evaluator: its
+  held-out NME is that of the numpy reference's averaged landmarks (here against the
+  direct prediction's landmarks, so without averaging it is 0)."""
+  from dasl_jax.evaluation import metrics
+  from dasl_jax.evaluation.heldout import Evaluator
+  from dasl_jax.models import ModelConfig
+  model, lm, stats, conv, crops, _, _ = setup
+  w = np.random.default_rng(3).normal(0, 0.3, (9, 62))
+  variables = {'params': {'w': jnp.asarray(w, jnp.float32)}}
+  want, direct = _reference(variables, model, stats, conv, crops)
+  m = R.LandmarkModelNP(model)
+  gt = R.lms68_from_params(m, direct, conv)
+  heldout = {'image': crops, 'points18': np.zeros((len(crops), 18, 2), np.float32),
+             'mask18': np.zeros((len(crops), 18), np.float32), 'lms68': gt}
+  cfg = ModelConfig(arch='mobilenet', in_channels=3, convention=conv)
+  got = {tta: Evaluator(Probe(), cfg, stats, lm, 8, tta=tta).heldout(variables, heldout)
+         for tta in ('none', 'flip')}
+  assert got['none'] < 1e-3, got
+  expected = 100 * metrics.nme(R.lms68_from_params(m, want, conv), gt).mean()
+  assert expected > 0.5 and abs(got['flip'] - expected) < 0.01 * expected + 1e-3, (got, expected)
 
 
 class Shown(nn.Module):

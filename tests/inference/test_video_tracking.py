@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from dasl_jax.geometry import crop as C
+from dasl_jax.evaluation import metrics as M
 from dasl_jax.inference import video as V
 from dasl_jax.errors import DaslError
-from tests.conftest import asset_path, requires_assets
+from tests.helpers.asset_marks import asset_path, requires_assets
 
 
 def _image_points(params, roi, pts, convention):
@@ -84,8 +85,8 @@ def test_smoothing_reduces_jitter_against_the_known_motion(rng):
   sm = V.smooth_track(noisy, rois, 5, 'v2')
   smooth = np.stack([_image_points(p, r, pts, 'v2') for p, r in zip(sm, rois)])
   # White noise in a centred 5-frame mean: sqrt(5) less; frame differences alike.
-  assert V.jitter(smooth, truth) < 0.6 * V.jitter(raw, truth)
-  assert V.nme(smooth, truth).mean() < 0.7 * V.nme(raw, truth).mean()
+  assert M.jitter(smooth, truth) < 0.6 * M.jitter(raw, truth)
+  assert M.nme(smooth, truth).mean() < 0.7 * M.nme(raw, truth).mean()
   # The streaming smoother (per-frame push) gives the offline result, in order.
   s = V.StreamSmoother(5, 'v2')
   got = []
@@ -221,7 +222,7 @@ def test_tracking_keeps_the_face_and_smoothing_cuts_jitter(clip):
   # -6 deg); a lost track (crop off the face) gives > 20%. 6% per frame is
   # twice the bin's mean, far below a lost face.
   assert [f['mode'] for f in raw['frames']] == ['detect'] + ['track'] * (N_FRAMES - 1)
-  e_raw = V.nme(_pred(raw), gts)
+  e_raw = 100 * M.nme(_pred(raw), gts)  # percent
   assert e_raw.max() < 6.0, e_raw
   lines = (runner.out / 'clip.jsonl').read_text().splitlines()
   assert [json.loads(l)['frame'] for l in lines] == list(range(N_FRAMES))
@@ -229,11 +230,11 @@ def test_tracking_keeps_the_face_and_smoothing_cuts_jitter(clip):
   ov = cv2.VideoCapture(str(runner.out / 'clip_overlay.mp4'))
   assert int(ov.get(cv2.CAP_PROP_FRAME_COUNT)) == N_FRAMES
   sm = runner.video(path, track=True, smooth=5)
-  e_sm = V.nme(_pred(sm), gts)
+  e_sm = 100 * M.nme(_pred(sm), gts)
   assert e_sm.max() < 6.0, e_sm
   # Same frames, same tracks: smoothing only averages. Pixel noise makes the
   # per-frame predictions jitter around the smooth true motion.
-  j_raw, j_sm = V.jitter(_pred(raw), gts), V.jitter(_pred(sm), gts)
+  j_raw, j_sm = M.jitter(_pred(raw), gts), M.jitter(_pred(sm), gts)
   assert j_sm < 0.75 * j_raw, (j_sm, j_raw)
 
 
@@ -247,7 +248,7 @@ def test_a_face_leaving_the_frame_is_dropped_not_ghosted(clip):
   for fr, g in zip(rec['frames'], gt):
     if g[:, 0].max() < width - 5:  # the whole face in the frame: tracked, not lost
       assert fr['mode'] in ('detect', 'track') and len(fr['faces']) == 1
-      assert V.nme(np.asarray(fr['faces'][0]['landmarks68'])[None], g[None])[0] < 6.0
+      assert 100 * M.nme(np.asarray(fr['faces'][0]['landmarks68'])[None], g[None])[0] < 6.0
     if g[:, 0].min() > width:  # wholly outside: no face may be reported there
       assert fr['faces'] == [], (fr['frame'], fr['mode'])
   assert any(f['mode'].startswith('redetect: ') for f in rec['frames'])  # lost, by a rule

@@ -1,20 +1,17 @@
 """Torch-free .pth reader, the 3DDFA_V2 -> Flax converter, and the end-to-end match
 with the released model's reference outputs on AFLW2000-3D."""
 import collections
-import io
 import json
 import pickle
-import struct
 import subprocess
 import sys
-import types
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import asset_path, requires_assets
+from tests.helpers.asset_marks import asset_path, requires_assets
+from tests.helpers.torch_files import FakeStorage, FakeTensor, write_legacy, write_zip
 from dasl_jax.io import torch_pickle
 from dasl_jax.errors import DaslError
 from dasl_jax.models import mobilenet as M
@@ -23,97 +20,16 @@ REPO = Path(__file__).resolve().parents[2]
 PTH = asset_path('pretrained', 'mb05_120x120.pth')
 
 
-# --------------------------------------------------------------------------
-# Writing PyTorch's formats by hand (no torch), following torch/serialization.py.
-
-
-class _FakeStorage:
-  def __init__(self, key, data):
-    self.key, self.data = key, np.ascontiguousarray(data)
-
-
-class _FakeTensor:
-  def __init__(self, storage, offset, size, stride):
-    self.args = (storage, offset, tuple(size), tuple(stride), False, collections.OrderedDict())
-
-  def __reduce__(self):
-    return (sys.modules['torch._utils']._rebuild_tensor_v2, self.args)
-
-
-def _fake_torch_modules(monkeypatch):
-  """Modules named torch / torch._utils so pickle records the right globals."""
-  torch = types.ModuleType('torch')
-  utils = types.ModuleType('torch._utils')
-
-  def _rebuild_tensor_v2(*args):
-    raise AssertionError('never called while writing')
-
-  _rebuild_tensor_v2.__module__ = 'torch._utils'
-  _rebuild_tensor_v2.__qualname__ = '_rebuild_tensor_v2'
-  utils._rebuild_tensor_v2 = _rebuild_tensor_v2
-  for name in ('FloatStorage', 'LongStorage'):
-    cls = type(name, (), {'__module__': 'torch'})
-    setattr(torch, name, cls)
-  torch._utils = utils
-  monkeypatch.setitem(sys.modules, 'torch', torch)
-  monkeypatch.setitem(sys.modules, 'torch._utils', utils)
-  return torch
-
-
-def _storage_type(torch, data):
-  return torch.FloatStorage if data.dtype == np.float32 else torch.LongStorage
-
-
-def write_legacy(path, obj, storages, monkeypatch):
-  torch = _fake_torch_modules(monkeypatch)
-
-  class P(pickle.Pickler):
-    def persistent_id(self, o):
-      if isinstance(o, _FakeStorage):
-        return ('storage', _storage_type(torch, o.data), o.key, 'cpu', o.data.size, None)
-      return None
-
-  with open(path, 'wb') as f:
-    pickle.dump(torch_pickle.LEGACY_MAGIC, f, protocol=2)
-    pickle.dump(torch_pickle.LEGACY_PROTOCOL, f, protocol=2)
-    pickle.dump({'protocol_version': 1001, 'little_endian': True,
-                 'type_sizes': {'short': 2, 'int': 4, 'long': 4}}, f, protocol=2)
-    P(f, protocol=2).dump(obj)
-    keys = [s.key for s in storages]
-    pickle.dump(keys, f, protocol=2)
-    for s in storages:
-      f.write(struct.pack('<q', s.data.size))
-      f.write(s.data.astype(s.data.dtype.newbyteorder('<')).tobytes())
-
-
-def write_zip(path, obj, storages, monkeypatch):
-  torch = _fake_torch_modules(monkeypatch)
-
-  class P(pickle.Pickler):
-    def persistent_id(self, o):
-      if isinstance(o, _FakeStorage):
-        return ('storage', _storage_type(torch, o.data), o.key, 'cpu', o.data.size)
-      return None
-
-  buf = io.BytesIO()
-  P(buf, protocol=2).dump(obj)
-  with zipfile.ZipFile(path, 'w') as z:
-    z.writestr('archive/data.pkl', buf.getvalue())
-    z.writestr('archive/version', '3\n')
-    for s in storages:
-      z.writestr(f'archive/data/{s.key}', s.data.tobytes())
-
-
 def _example():
   """A state dict with a shared storage, an offset and a transposed (strided) view."""
   rng = np.random.default_rng(0)
   a = rng.normal(size=24).astype(np.float32)
   b = np.arange(5, dtype=np.int64)
-  sa, sb = _FakeStorage('0', a), _FakeStorage('1', b)
+  sa, sb = FakeStorage('0', a), FakeStorage('1', b)
   sd = collections.OrderedDict()
-  sd['module.w'] = _FakeTensor(sa, 0, (2, 3, 2), (6, 2, 1))
-  sd['module.wt'] = _FakeTensor(sa, 12, (3, 4), (1, 3))  # transposed view of a[12:]
-  sd['module.count'] = _FakeTensor(sb, 4, (), ())
+  sd['module.w'] = FakeTensor(sa, 0, (2, 3, 2), (6, 2, 1))
+  sd['module.wt'] = FakeTensor(sa, 12, (3, 4), (1, 3))  # transposed view of a[12:]
+  sd['module.count'] = FakeTensor(sb, 4, (), ())
   expect = {'w': a[:12].reshape(2, 3, 2), 'wt': a[12:].reshape(4, 3).T,
             'count': np.array(4)}
   return {'epoch': 7, 'state_dict': sd}, [sa, sb], expect

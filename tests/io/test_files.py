@@ -28,3 +28,16 @@ def test_failure_mid_write_keeps_old_file(tmp_path, monkeypatch):
     files.write_text_atomic(p, 'new content that never lands\n')
   assert p.read_text() == 'old\n'
   assert sorted(x.name for x in tmp_path.iterdir()) == ['model_config.json']
+
+
+def test_jsonable_makes_valid_json():
+  """Every kind a loader state or metric record holds, against values written by hand."""
+  import json
+  import numpy as np
+  x = {1: (np.int64(3), np.float32(0.5)), 'b': b'\x00\xff', 'n': float('nan'),
+       'i': np.array([1.0, -np.inf]), 'ok': [True, None, 'text', 2], 'o': object}
+  got = files.jsonable(x)
+  assert got == {'1': [3, 0.5], 'b': '\x00\xff', 'n': 'nan', 'i': [1.0, '-inf'],
+                 'ok': [True, None, 'text', 2], 'o': str(object)}
+  assert json.loads(json.dumps(got, allow_nan=False)) == got
+  assert got['b'].encode('latin1') == b'\x00\xff'  # bytes survive the round trip

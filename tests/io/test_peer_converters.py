@@ -25,8 +25,8 @@ from dasl_jax.io import peer_checkpoints as PC
 from dasl_jax.errors import DaslError
 from dasl_jax.models import mobilenet as M
 from dasl_jax.models import resnet as R
-from tests.conftest import asset_path, requires_assets
-from tests.io.test_convert import _FakeStorage, _FakeTensor, write_legacy, write_zip
+from tests.helpers.asset_marks import asset_path, requires_assets
+from tests.helpers.torch_files import FakeStorage, FakeTensor, write_legacy, write_zip
 
 REPO = Path(__file__).resolve().parents[2]
 EPS = 1e-5
@@ -57,9 +57,9 @@ def save_pth(path, sd, monkeypatch, writer=write_legacy, wrapper='state_dict', e
   (DataParallel's prefix, as all three peers train with it)."""
   storages, tensors = [], collections.OrderedDict()
   for i, (k, a) in enumerate(sd.items()):
-    st = _FakeStorage(str(i), a.ravel())
+    st = FakeStorage(str(i), a.ravel())
     strides = tuple(int(s) // a.itemsize for s in np.ascontiguousarray(a).strides)
-    tensors['module.' + k] = _FakeTensor(st, 0, a.shape, strides)
+    tensors['module.' + k] = FakeTensor(st, 0, a.shape, strides)
     storages.append(st)
   obj = {'epoch': 50, wrapper: tensors}
   obj.update(extra or {})

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from dasl_jax.models import inputs
-from tests.geometry.test_landmarks import _flm_ref
+from tests.helpers.flm_reference import flm_ref
 
 
 def _batch(rng, b=2):
@@ -32,9 +32,9 @@ def test_model_input_four_channels(rng):
   assert x.shape == (2, 120, 120, 4) and x.dtype == np.float32
   np.testing.assert_allclose(x[..., :3], (image - 127.5) / 128, atol=1e-7)
   for b in range(2):
-    np.testing.assert_array_equal(x[b, ..., 3], _flm_ref(pts[b], mask[b]))
+    np.testing.assert_array_equal(x[b, ..., 3], flm_ref(pts[b], mask[b]))
   x_nomask = np.asarray(inputs.model_input(image, pts, in_channels=4))
-  np.testing.assert_array_equal(x_nomask[0, ..., 3], _flm_ref(pts[0]))
+  np.testing.assert_array_equal(x_nomask[0, ..., 3], flm_ref(pts[0]))
 
 
 def test_model_input_three_channels_and_errors(rng):
@@ -52,7 +52,7 @@ def test_model_input_jit_vmap_grad(rng):
   image, pts, mask = _batch(rng)
   f = jax.jit(inputs.model_input, static_argnames='in_channels')
   want = np.concatenate([(image - 127.5) / 128, np.stack(
-      [_flm_ref(p, m) for p, m in zip(pts, mask)])[..., None]], -1).astype(np.float32)
+      [flm_ref(p, m) for p, m in zip(pts, mask)])[..., None]], -1).astype(np.float32)
   np.testing.assert_allclose(np.asarray(f(image, pts, mask, in_channels=4)), want, atol=1e-7)
   per = jax.jit(jax.vmap(lambda i, p, m: inputs.model_input(i[None], p[None], m[None])[0]))
   np.testing.assert_allclose(np.asarray(per(image, pts, mask)), want, atol=1e-7)

@@ -15,7 +15,7 @@ import pytest
 from dasl_jax.errors import DaslError
 from dasl_jax.models import ModelConfig, create_regressor, layers
 from dasl_jax.training import config as C
-from tests.infer_helpers import random_variables
+from tests.helpers.random_models import random_variables
 
 # A bf16 mantissa has 8 bits (relative rounding 2^-9 = 0.2%); through ~15 to 30 layers
 # the error of the whole network grows to about 1%. 5% of the output's scale is the bound
@@ -144,7 +144,7 @@ def test_bf16_train_step_params_float32_losses_close():
     state, consts, _ = start
     state = jax.tree_util.tree_map(jnp.copy, state)  # the step donates its input state
     key = bundle.compiled.put_replicated(jax.random.PRNGKey(0))
-    state, metrics = bundle.compiled(state, next(data.train_3d), next(data.train_wild), key,
+    state, metrics = bundle.compiled(state, *data.next(), key,
                                      consts)
     out[dtype] = (p0, jax.device_get(state.params), jax.device_get(state.batch_stats),
                   jax.device_get(metrics))

@@ -10,7 +10,7 @@ import pytest
 from dasl_jax.training import config as C
 from dasl_jax.errors import DaslError
 from dasl_jax.models import ModelConfig
-from dasl_jax.training.loop import record_flags
+from dasl_jax.training.logging import record_flags
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -56,7 +56,7 @@ def test_train_command_lines():
                       (['--config.optim.learning_rate=0.1'],
                        'error: bad flag: --config.optim.learning_rate: no such field (did you '
                        'mean --config.optim.lr?)')):
-    r = subprocess.run(base + extra, cwd=REPO, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(base + extra, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip().splitlines()[-1] == want, r.stderr
     assert 'Traceback' not in r.stderr

@@ -26,7 +26,7 @@ from dasl_jax.data import readers as R
 from dasl_jax.models.critic import SelfCritic
 from dasl_jax.training import optimizers
 from dasl_jax.training import state as state_lib
-from tests.conftest import asset_path, requires_assets
+from tests.helpers.asset_marks import asset_path, requires_assets
 
 pytestmark = [pytest.mark.assets]
 

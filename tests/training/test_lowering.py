@@ -18,7 +18,7 @@ from dasl_jax.inference import export
 from dasl_jax.training.config import default_config
 from dasl_jax.models import layers
 from dasl_jax.training import loop
-from tests.infer_helpers import make_checkpoint
+from tests.helpers.random_models import make_checkpoint
 
 PLATFORMS = ('cuda', 'tpu')
 
@@ -52,7 +52,7 @@ def _lower_step(config, workdir):
   """The real factory (loop.setup: data, networks, optimisers, losses, critic) lowered."""
   run = loop.setup(config, workdir)
   assert run.has_wild  # the full 2DASL step: all losses and the critic update
-  b3, bw = next(run.data.train_3d), next(run.data.train_wild)
+  b3, bw = run.data.next()
   return run.compiled.export(PLATFORMS, run.state, b3, bw, run.base_key, run.consts)
 
 
@@ -139,7 +139,7 @@ def test_accelerator_forms_compute_the_same_function(arch, monkeypatch):
                                    resnet_width=4), 'test')
   module = create_regressor(cfg)
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 64, 64, 4))
-  from tests.infer_helpers import random_variables
+  from tests.helpers.random_models import random_variables
   variables = random_variables(cfg, seed=1)  # no initialiser compile (AVX2: ~20 s)
 
   def both(v, x):

@@ -18,11 +18,11 @@ def run_steps(out_path):
   """Three full 2DASL steps of the tiny regressor (batch 8 + 8) on all local devices."""
   import jax
   from dasl_jax.training.fake_data import FakeData
-  from tests.train_utils import build, tiny_config
+  from tests.helpers.tiny_training import build, tiny_config
   data = FakeData(seed=0, batch_3d=8, batch_wild=8)
   compiled, state, consts, key = build(tiny_config(), data)
   for _ in range(STEPS):
-    state, _ = compiled(state, next(data.train_3d), next(data.train_wild), key, consts)
+    state, _ = compiled(state, *data.next(), key, consts)
   leaves = jax.tree_util.tree_leaves_with_path(jax.device_get(
       {'params': state.params, 'batch_stats': state.batch_stats, 'critic': state.critic_params}))
   np.savez(out_path, n_devices=len(jax.devices()), mesh=compiled.mesh.devices.size,
@@ -59,7 +59,7 @@ from dasl_jax.io import checkpoint
 from dasl_jax.inference import core as predict_batch
 from dasl_jax.geometry import params as P
 from dasl_jax.models import ModelConfig
-from tests.fake_data import toy_model
+from tests.helpers.dataset_files import toy_model
 cfg = ModelConfig(arch='mobilenet', width=0.25, in_channels=3, convention='v1')
 rng = np.random.default_rng(0)
 v = jax.tree_util.tree_map(lambda s: (rng.normal(size=s.shape) * 0.1).astype(np.float32),

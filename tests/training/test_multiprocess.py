@@ -46,7 +46,7 @@ from dasl_jax.errors import DaslError
 from dasl_jax.io import checkpoint
 from dasl_jax.training import distributed
 from dasl_jax.training.fake_data import FakeData
-from tests.train_command import (REPO, cache_dir, checkpoint_steps, command, env,
+from tests.helpers.train_runs import (REPO, cache_dir, checkpoint_steps, command, env,
                                  logged_steps)
 
 
@@ -78,7 +78,7 @@ def start_two(workdir, *flags):
   return procs
 
 
-def finish(procs, timeout=240):
+def finish(procs, timeout=900):
   out = []
   for p, log in procs:
     try:
@@ -107,7 +107,7 @@ def test_two_processes_sigterm_one_then_resume_equal_one_process_two_devices(tmp
   ref = subprocess.Popen(command(ref_wd), cwd=REPO, env=_env(2), stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
   procs = start_two(wd, *flags)
-  deadline = time.time() + 240
+  deadline = time.time() + 900
   # Training is underway once the first step's losses are in log.jsonl.
   while (not logged_steps(wd) and time.time() < deadline
          and all(p.poll() is None for p, _ in procs)):
@@ -132,7 +132,7 @@ def test_two_processes_sigterm_one_then_resume_equal_one_process_two_devices(tmp
     assert rc == 0, f'process {i}:\n{text[-3000:]}'
     assert f'resumed from {wd / "checkpoints" / str(step)}' in text
     assert re.search(r'^step=6 ', text, re.M)
-  _, err = ref.communicate(timeout=240)
+  _, err = ref.communicate(timeout=900)
   assert ref.returncode == 0, err[-3000:]
   a, b = checkpoint.restore(ref_wd), checkpoint.restore(wd)
   assert a.step == b.step == 6
@@ -196,3 +196,13 @@ def test_fake_data_processes_split_the_global_batch():
         np.testing.assert_array_equal(np.concatenate([p[k] for p in parts]), whole[k])
   with pytest.raises(DaslError, match='--config.data.batch_size_wild=3'):
     FakeData(batch_3d=4, batch_wild=3, shard=(0, 2), use_assets=False)
+
+
+def test_a_process_whose_data_position_differs_is_named():
+  """Before a save, every process's data position must be process 0's (the only one
+  written): the digests of processes 1 and 3 differ here, and one process has
+  nothing to compare."""
+  d = np.array([[5, 1], [5, 2], [5, 1], [6, 1]], np.uint32)
+  assert distributed.differing_processes(d) == [1, 3]
+  assert distributed.differing_processes(d[[0, 2]]) == []
+  distributed.assert_same_everywhere({'streams': {'3d': {'next_index': 3}}}, 'x')  # 1 process

@@ -1,8 +1,9 @@
-"""Preemption: SIGTERM saves the step reached and exits 143; a run killed with SIGKILL
-again and again (during checkpoint writes too) and restarted each time ends
+"""Preemption: SIGTERM and Ctrl-C save the step reached and exit 143 / 130; a run whose
+newest checkpoint is unreadable moves it aside and finishes; a run killed with
+SIGKILL again and again (during checkpoint writes too) and restarted each time ends
 bit-identical to an uninterrupted one.
 
-The reference is the uninterrupted tiny run of ``tests/train_command.py`` (shared
+The reference is the uninterrupted tiny run of ``tests/helpers/train_runs.py`` (shared
 with test_resume and test_train_command), whose checkpoints hold parameters
 computed without any interruption: an independent reference.
 """
@@ -10,14 +11,13 @@ import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
 from dasl_jax.io import checkpoint
-from tests.train_command import (REPO, cache_dir, checkpoint_steps, command, env,
+from tests.helpers.train_runs import (REPO, cache_dir, checkpoint_steps, command, env,
                                  logged_steps, reference_run, run)
 
 TMP = '.orbax-checkpoint-tmp'  # Orbax writes a step into '<step>.orbax-checkpoint-tmp' first
@@ -45,40 +45,83 @@ def _assert_same_as_reference(wd):
 
 
 
-def test_sigterm_saves_exits_143_and_resumes_bit_identical(tmp_path):
-  reference_run()  # compiles into the shared cache first
-  wd = tmp_path / 'preempted'
-  # No periodic or evaluation checkpoints before the end: the step SIGTERM stops at
-  # is saved by the SIGTERM path itself, not by the cadence.
-  flags = ('--config.train.checkpoint_every=1000', '--config.train.eval_every=0',
-           '--config.train.log_every=1')
+def _stop_after_first_logged_step(wd, flags, signum):
+  """Start the command, send ``signum`` once its first step is logged, and check the
+  one line it ends with. Returns the step it saved."""
   proc = subprocess.Popen(command(wd, *flags), cwd=REPO, env=env(cache_dir()),
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  deadline = time.time() + 240
-  # Training is underway once the first step's losses are in log.jsonl.
-  while not logged_steps(wd) and proc.poll() is None and time.time() < deadline:
+  before = set(logged_steps(wd))
+  deadline = time.time() + 600
+  # Training is underway once a new step's losses are in log.jsonl.
+  while not set(logged_steps(wd)) - before and proc.poll() is None and time.time() < deadline:
     time.sleep(0.01)
-  assert proc.poll() is None, 'the run ended before SIGTERM could be sent'
-  proc.send_signal(signal.SIGTERM)
-  out, err = proc.communicate(timeout=120)
-  assert proc.returncode == 143, err[-3000:]
+  assert proc.poll() is None, 'the run ended before the signal could be sent'
+  proc.send_signal(signum)
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 128 + signum, err[-3000:]
+  assert 'Traceback' not in err, err[-3000:]
   last = err.strip().splitlines()[-1]
-  prefix = 'terminated (SIGTERM): saved step '
+  prefix = {signal.SIGINT: 'interrupted (Ctrl-C): saved step ',
+            signal.SIGTERM: 'terminated (SIGTERM): saved step '}[signum]
   assert last.startswith(prefix) and last.endswith(
       f' in {wd}; rerun the same command to resume'), last
-  step = int(last[len(prefix):].split()[0])
-  assert 1 <= step < 6
-  assert checkpoint_steps(wd) == [step]  # exactly the step reached, nothing later
-  assert checkpoint.restore(wd).step == step
   assert 'step=' not in out  # no "finished" summary line
+  return int(last[len(prefix):].split()[0])
+
+
+def test_ctrl_c_and_sigterm_save_the_step_reached_and_resume_bit_identical(tmp_path):
+  """Ctrl-C, then SIGTERM to the resumed run: each saves exactly the step reached,
+  says so in one line and exits 130 / 143; the run resumed to the end is the
+  uninterrupted reference, bit for bit."""
+  reference_run()  # compiles into the shared cache first
+  wd = tmp_path / 'preempted'
+  # No periodic or evaluation checkpoints before the end: the step a signal stops at
+  # is saved by the stopping path itself, not by the cadence.
+  flags = ('--config.train.checkpoint_every=1000', '--config.train.eval_every=0',
+           '--config.train.log_every=1')
+  first = _stop_after_first_logged_step(wd, flags, signal.SIGINT)
+  assert 1 <= first < 6
+  assert checkpoint_steps(wd) == [first]  # exactly the step reached, nothing later
+  assert checkpoint.restore(wd).step == first
+  if first <= 4:  # room for a logged step before the SIGTERM (a very slow machine: none)
+    second = _stop_after_first_logged_step(wd, flags, signal.SIGTERM)
+    assert first < second < 6 and checkpoint_steps(wd) == [first, second]
+  print(f'stopped by Ctrl-C at step {first}' + (f', by SIGTERM at {second}' if first <= 4 else ''))
   r = run(wd, *flags, cache_dir=cache_dir())
   assert r.returncode == 0, r.stderr[-3000:]
-  assert f'resumed from {wd / "checkpoints" / str(step)}' in r.stderr
+  assert f'resumed from {wd / "checkpoints"}' in r.stderr
   _assert_same_as_reference(wd)
 
 
-def test_sigterm_handler_is_restored(tmp_path):
-  """train_and_evaluate puts the previous SIGTERM handler back, also when it fails."""
+def test_unreadable_newest_checkpoint_is_moved_aside_and_the_run_finishes(tmp_path):
+  """The fault of issue 21: the newest step's data files corrupted (a disk error, a
+  half-copied folder). The restart warns once, naming the step and where it went,
+  resumes from the step before, trains the lost steps again and saves them where the
+  unreadable step was (exit 0, no traceback), ending as the reference did."""
+  import shutil
+  ref_wd, ref = reference_run()
+  assert ref.returncode == 0, ref.stderr[-3000:]
+  wd = tmp_path / 'corrupt'
+  shutil.copytree(ref_wd, wd)
+  for f in (wd / 'checkpoints' / '6' / 'train_state').rglob('*'):
+    if f.is_file() and f.name != '_CHECKPOINT_METADATA':
+      f.write_bytes(b'\0garbage')
+  r = run(wd, cache_dir=cache_dir())
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert 'Traceback' not in r.stderr and 'Event loop is closed' not in r.stderr, r.stderr
+  warnings = [l for l in r.stderr.splitlines() if l.startswith('warning: ')]
+  assert len(warnings) == 1, warnings
+  assert warnings[0].startswith(f'warning: {wd / "checkpoints" / "6"}: cannot read checkpoint')
+  assert warnings[0].endswith(f'moved aside to {wd / "unreadable_checkpoints" / "6"}; '
+                              'resuming from step 3'), warnings[0]
+  assert f'resumed from {wd / "checkpoints" / "3"}' in r.stderr
+  assert checkpoint_steps(wd) == [3, 6] and (wd / 'unreadable_checkpoints' / '6').is_dir()
+  _assert_same_as_reference(wd)
+
+
+def test_signal_handlers_are_restored(tmp_path):
+  """train_and_evaluate puts the previous SIGTERM and SIGINT handlers back, also when
+  it fails."""
   from dasl_jax.training.config import default_config
   from dasl_jax.errors import DaslError
   from dasl_jax.training.loop import train_and_evaluate
@@ -88,13 +131,47 @@ def test_sigterm_handler_is_restored(tmp_path):
 
   cfg = default_config()
   cfg.train.fake_data = True
-  previous = signal.signal(signal.SIGTERM, mine)
+  previous = {s: signal.signal(s, mine) for s in (signal.SIGTERM, signal.SIGINT)}
   try:
     with pytest.raises(DaslError, match='data convention'):  # fails early in setup
       train_and_evaluate(cfg, tmp_path / 'wd', data=_ConventionOnly('no-such-convention'))
-    assert signal.getsignal(signal.SIGTERM) is mine
+    assert signal.getsignal(signal.SIGTERM) is mine and signal.getsignal(signal.SIGINT) is mine
   finally:
-    signal.signal(signal.SIGTERM, previous)
+    for s, h in previous.items():
+      signal.signal(s, h)
+
+
+def test_ctrl_c_asks_for_a_stop_and_a_second_one_stops_at_once():
+  """The first Ctrl-C only sets the flag the loop reads at step boundaries (never a
+  KeyboardInterrupt inside a compiled step or a checkpoint write); the second raises
+  KeyboardInterrupt at once; SIGTERM sets the flag and names itself."""
+  from dasl_jax.training.preemption import StopSignals, Terminated
+  with StopSignals() as s:
+    os.kill(os.getpid(), signal.SIGINT)
+    assert s.requested and s.signum == signal.SIGINT
+    with pytest.raises(KeyboardInterrupt):
+      os.kill(os.getpid(), signal.SIGINT)
+  with StopSignals() as s:
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert s.requested and s.signum == signal.SIGTERM
+  assert Terminated(3, 'w', signal.SIGINT).exit_code == 130
+  assert Terminated(3, 'w', signal.SIGTERM).exit_code == 143
+
+
+def test_unhandled_ctrl_c_in_a_command_is_one_line(capsys):
+  from dasl_jax import cli
+
+  def body(argv):
+    raise KeyboardInterrupt
+
+  before = jax.config.jax_compilation_cache_dir  # the preamble turns the cache on
+  try:
+    with pytest.raises(SystemExit) as e:
+      cli.command(body, tune_malloc=False)(['x'])
+  finally:
+    jax.config.update('jax_compilation_cache_dir', before)
+  assert e.value.code == 130
+  assert capsys.readouterr().err == 'interrupted (Ctrl-C)\n'
 
 
 class _ConventionOnly:
@@ -103,7 +180,7 @@ class _ConventionOnly:
 
 
 N_KILLS = 10
-STEPS = 6  # the reference run's length (tests/train_command.py, tiny.flags)
+STEPS = 6  # the reference run's length (tests/helpers/train_runs.py, tiny.flags)
 
 
 def _kill_moment(proc, wd, mode, resumed_at, rng, startup_s):
@@ -165,7 +242,7 @@ def test_repeated_sigkill_then_resume_is_bit_identical(tmp_path):
   ``<step>.orbax-checkpoint-tmp`` folder exists), 3 at a random time after a
   checkpoint is complete, before the next write. Kills of the first two kinds
   leave no new step; the third kind leaves one, so the 6-step reference run
-  (tests/train_command.py, uninterrupted, an independent reference) has room for
+  (tests/helpers/train_runs.py, uninterrupted, an independent reference) has room for
   10 kills and the last run still trains. Where each kill landed is printed
   (``pytest -s``): a planned moment can land in the next one on a slow machine
   (an 'after' kill inside the next write), which the counts below allow.

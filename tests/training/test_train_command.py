@@ -4,7 +4,7 @@ import json
 import numpy as np
 
 from dasl_jax.io import checkpoint
-from tests.train_command import cache_dir, reference_run, run
+from tests.helpers.train_runs import cache_dir, reference_run, run
 
 
 def test_tiny_run_writes_everything():
@@ -23,6 +23,7 @@ def test_tiny_run_writes_everything():
   for rec in train:
     for k in ('l3d', 'l2d_con', 'l3d_con', 'lcyc', 'lsc', 'critic', 'images_per_s', 'lr'):
       assert np.isfinite(rec[k]), k
+    assert rec['steps_averaged'] == 2  # log_every
   nmes = [r for r in records if any('nme' in k for k in r)]
   assert [r['step'] for r in nmes] == [0, 3, 6] and all(np.isfinite(r['heldout_nme']) for r in nmes)
   flags = json.loads((wd / 'flags.json').read_text())
@@ -46,3 +47,17 @@ def test_nonfinite_loss_stops_with_message(tmp_path):
   # Steps 0 and 1 were good: checkpoints 1 and 2 (steps done), nothing after.
   assert saved == [1, 2]
   assert checkpoint.restore(wd).step == max(saved)
+  # Training records are means over their interval, taken on device: the reference
+  # run's step-2 record (log_every=2) is the mean of this run's records at steps 1
+  # and 2 (log_every=1), its first two steps being the reference's.
+  ref_wd, _ = reference_run()
+  ref, mine = _train_records(ref_wd), _train_records(wd)
+  assert sorted(mine) == [1, 2] and mine[1]['steps_averaged'] == 1
+  assert ref[2]['steps_averaged'] == 2
+  for k in ('total', 'l3d', 'l2d_con', 'lcyc', 'critic', 'grad_norm', 'lr'):
+    np.testing.assert_allclose(ref[2][k], (mine[1][k] + mine[2][k]) / 2, rtol=1e-5, err_msg=k)
+
+
+def _train_records(wd):
+  lines = [json.loads(l) for l in (wd / 'log.jsonl').read_text().splitlines()]
+  return {r['step']: r for r in lines if 'total' in r}

@@ -5,7 +5,7 @@ import pytest
 
 from dasl_jax.training import step as step_lib
 from dasl_jax.training.fake_data import FakeData
-from tests.train_utils import build, tiny_config
+from tests.helpers.tiny_training import build, tiny_config
 
 
 def _np(tree):
@@ -33,7 +33,7 @@ def test_full_step_compiles_once_and_updates(full):
   data, compiled, state, consts, key = _unpack(full)
   snaps = [_np(state)]
   for _ in range(3):
-    state, metrics = compiled(state, next(data.train_3d), next(data.train_wild), key, consts)
+    state, metrics = compiled(state, *data.next(), key, consts)
     snaps.append(_np(state))
   full['state'] = state
   assert compiled.traces == 1  # no recompilation after the first step
@@ -53,11 +53,11 @@ def test_full_step_compiles_once_and_updates(full):
 
 def test_nonfinite_loss_keeps_state_and_names_term(full):
   data, compiled, state, consts, key = _unpack(full)
-  b3 = next(data.train_3d)
+  b3, bw = data.next()
   b3['params'] = b3['params'].copy()
   b3['params'][0, 5] = np.nan
   before = _np(state)
-  state, _ = compiled(state, b3, next(data.train_wild), key, consts)
+  state, _ = compiled(state, b3, bw, key, consts)
   after = _np(state)
   assert compiled.traces == 1
   assert int(after.bad_step) == int(before.step)
@@ -73,7 +73,7 @@ def test_critic_loss_does_not_move_regressor_and_frozen_bn():
   c.model.freeze_bn = True
   compiled, state, consts, key = build(c, data)
   before = _np(state)
-  state, m = compiled(state, next(data.train_3d), next(data.train_wild), key, consts)
+  state, m = compiled(state, *data.next(), key, consts)
   after = _np(state)
   assert np.isfinite(jax.device_get(m['critic']))
   assert _same(before.params, after.params)
@@ -118,7 +118,7 @@ def test_sgd_matches_pytorch_nesterov_with_weight_decay():
 def test_widening_three_to_four_channels_keeps_outputs():
   import jax.numpy as jnp
   from dasl_jax.training.optimizers import adapt_variables
-  from tests.train_utils import TinyRegressor
+  from tests.helpers.tiny_training import TinyRegressor
   m = TinyRegressor()
   x3 = jnp.asarray(np.random.default_rng(0).normal(size=(2, 120, 120, 3)), jnp.float32)
   x4 = jnp.concatenate([x3, jnp.ones((2, 120, 120, 1))], axis=-1)
@@ -150,3 +150,37 @@ def test_init_from_converted_checkpoint_widens_first_conv(tmp_path, capfd):
   np.testing.assert_array_equal(np.asarray(v4['params']['fc']['kernel']),
                                 np.asarray(v3['params']['fc']['kernel']))
   assert restored.model_config.in_channels == 3
+
+
+def test_init_checkpoint_network_must_be_the_configs(tmp_path):
+  """A converted 2DASL model pools with ``avg7s2`` (the top-left 7x7 window of the
+  8x8 map); a run that leaves --config.model.resnet_pool at 'mean' would train
+  another function from the same variables without a word. Refused, and with the
+  flag set the run's network computes what the saved model computes (the saved
+  model restored on its own, through io.checkpoint)."""
+  import dataclasses
+  from dasl_jax.errors import DaslError
+  from dasl_jax.io import checkpoint
+  from dasl_jax.models import ModelConfig, create_regressor
+  from dasl_jax.training import loop, state as state_lib
+  saved = ModelConfig(arch='resnet', depth=18, resnet_width=4, in_channels=4,
+                      resnet_pool='avg7s2')
+  data = FakeData(seed=0, batch_3d=2, batch_wild=2)
+  v = state_lib.init_variables(create_regressor(saved), 5, (120, 120), 4)
+  checkpoint.save_model(tmp_path / 'init', saved, v, data.param_stats)
+  config = tiny_config()
+  config.model.arch, config.model.depth, config.model.resnet_width = 'resnet', 18, 4
+  config.model.init_checkpoint = str(tmp_path / 'init')
+  with pytest.raises(DaslError, match=r"init_checkpoint=.*init: its network has resnet_pool="
+                     r"'avg7s2', the config 'mean'; set --config.model.resnet_pool=avg7s2"):
+    loop.init_state(config, loop.build_step(config, data), data)
+  config.model.resnet_pool = 'avg7s2'
+  bundle = loop.build_step(config, data)
+  state, _, _ = loop.init_state(config, bundle, data)
+  r = checkpoint.restore(tmp_path / 'init')
+  x = np.random.default_rng(0).normal(size=(2, 120, 120, 4)).astype(np.float32)
+  want = np.asarray(r.module.apply(r.variables, x))
+  np.testing.assert_allclose(np.asarray(bundle.module.apply(jax.device_get(state.variables), x)),
+                             want, rtol=1e-5, atol=1e-5)
+  mean_pool = create_regressor(dataclasses.replace(saved, resnet_pool='mean'))
+  assert not np.allclose(np.asarray(mean_pool.apply(r.variables, x)), want, atol=1e-3)

@@ -24,7 +24,7 @@ def tiny_stats():
   mean[:12] = [SCALE, 0, 0, 60.37, 0, SCALE, 0, 60.29, 0, 0, SCALE, 0]
   std = np.full(62, 0.3, np.float32)
   std[:12] = [SCALE * 0.05] * 3 + [2.0] + [SCALE * 0.05] * 3 + [2.0] + [SCALE * 0.05] * 3 + [1.0]
-  return P.ParamStats(mean, std, 'tests/infer_helpers.py')
+  return P.ParamStats(mean, std, 'tests/helpers/random_models.py')
 
 
 def random_variables(cfg, seed=0):

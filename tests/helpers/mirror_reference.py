@@ -7,7 +7,7 @@ re-fit as a per-face ridge least-squares problem solved with ``np.linalg.lstsq``
 """
 import numpy as np
 
-from tests.conftest import asset_path
+from tests.helpers.asset_marks import asset_path
 from dasl_jax.data import readers as R
 from dasl_jax.face_model import morphable_model as MM
 from dasl_jax.geometry import params as P

@@ -1,13 +1,17 @@
-"""Running ``python -m experiments.train`` in a subprocess for the tests."""
+"""Running ``python -m experiments.train`` in a subprocess for the tests: the command,
+its environment, the uninterrupted reference run every command test compares with
+(done once per pytest process), and readers of a work directory."""
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / 'experiments' / 'configs' / 'tiny.flags'
-# Smaller than tiny.flags' network so the tests stay inside their time budget.
-TEST_FLAGS = ['--config.train.fake_data=True', '--config.model.resnet_width=4']
+# Smaller than tiny.flags' network so the tests stay inside their time budget; no
+# progress bar, so that the run's last line on stderr is its own.
+TEST_FLAGS = ['--config.train.fake_data=True', '--config.model.resnet_width=4',
+              '--config.train.progress=False']
 
 
 def command(workdir, *flags):
@@ -16,7 +20,8 @@ def command(workdir, *flags):
 
 
 def env(cache_dir):
-  """Subprocess environment; a shared persistent compilation cache saves recompiling."""
+  """Subprocess environment: the repository on the path, and the test run's persistent
+  compilation cache (``cache_dir()``), so a step compiled once is loaded after that."""
   e = dict(os.environ, PYTHONPATH=str(REPO), JAX_COMPILATION_CACHE_DIR=str(cache_dir),
            JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
            JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
@@ -24,7 +29,7 @@ def env(cache_dir):
   return e
 
 
-def run(workdir, *flags, cache_dir, timeout=300):
+def run(workdir, *flags, cache_dir, timeout=900):
   return subprocess.run(command(workdir, *flags), cwd=REPO, env=env(cache_dir),
                         capture_output=True, text=True, timeout=timeout)
 
@@ -44,7 +49,9 @@ def session_dir():
 
 
 def cache_dir():
-  return session_dir() / 'jax_cache'
+  """The test run's persistent compilation cache (tests/conftest.py chooses it), or
+  outside pytest a folder of this process."""
+  return Path(os.environ.get('JAX_COMPILATION_CACHE_DIR') or session_dir() / 'jax_cache')
 
 
 def reference_run():
