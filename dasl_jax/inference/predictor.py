@@ -33,6 +33,7 @@ class Predictor:
       models without detector landmarks): the first from the mean face's
       landmarks, each next one from the previous prediction's.
   """
+  backend = 'jax'
 
   def __init__(self, restored, landmark_model, batch_size=32, bootstrap_iters=2):
     self.module = restored.module
@@ -59,6 +60,10 @@ class Predictor:
   @property
   def in_channels(self):
     return self.config.in_channels
+
+  def describe(self):
+    """One phrase for the console and the JSON: runtime and version."""
+    return f'jax {jax.__version__} ({jax.default_backend()})'
 
   def predict_many(self, crops, n, points18=None, iters=None, batch_size=None,
                    progress=True, desc='predict'):
