@@ -77,6 +77,37 @@ def parse_flags(argv):
   from absl import flags
   try:
     return flags.FLAGS(argv)
+  except flags.UnrecognizedFlagError as e:
+    msg = str(e)
+    if 'did you mean' not in msg.lower():
+      msg += suggest_flag(e.flagname, command_flags())
+    print(f'error: {msg}', file=sys.stderr)
+    sys.exit(2)
   except flags.Error as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
+
+
+def command_flags():
+  """Names of the flags the running command defines (absl's own left out)."""
+  from absl import flags
+  return sorted({f.name for module, fs in flags.FLAGS.flags_by_module_dict().items()
+                 if not module.startswith('absl') for f in fs})
+
+
+def suggest_flag(name, known) -> str:
+  """' (did you mean --X?)' for an unknown flag, or ''.
+
+  A known flag that starts with the typed name or that the typed name starts with
+  (``--output`` -> ``--out``, ``--check`` -> ``--checkpoint``) is taken first, then
+  the closest by edit similarity.
+  """
+  import difflib
+  name = str(name).lstrip('-').split('=')[0]
+  if name.startswith('no') and name[2:] in known:
+    return ''
+  pre = [k for k in known if len(k) >= 3 and len(name) >= 3
+         and (k.startswith(name) or name.startswith(k))]
+  close = sorted(pre, key=lambda k: abs(len(k) - len(name))) or \
+      difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+  return f' (did you mean --{close[0]}?)' if close else ''

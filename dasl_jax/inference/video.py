@@ -59,6 +59,9 @@ from dasl_jax.geometry import crop as C
 
 
 DEFAULT_SMOOTH = 3  # --smooth: frames of the centred window (module docstring)
+# --detect_every: while tracking, the detector also runs every this many frames so that
+# faces entering later start tracks (module docstring: "Faces that enter later").
+DEFAULT_DETECT_EVERY = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -326,24 +329,46 @@ def jitter(pred, gt):
 # The per-frame loop's tracking step.
 
 
+def same_face(box, lms68):
+  """Whether a detection is a tracked face: its box centre lies inside the box of
+  the tracked face's 68 landmarks (tight: a neighbour's centre never is).
+
+  Args:
+    box: (>=4,) x1, y1, x2, y2; lms68: (68, 2) image pixels.
+  """
+  c = (np.asarray(box[:2], np.float64) + np.asarray(box[2:4], np.float64)) / 2
+  lo, hi = np.min(lms68, axis=0), np.max(lms68, axis=0)
+  return bool(np.all(c >= lo) and np.all(c <= hi))
+
+
 class Tracker:
   """Detect once, then follow each face by alignment until it is lost.
 
   Args:
     detect: ``detect(frame, name) -> (faces, messages)``; faces have
-      ``roi_box`` (4,) and ``lms68`` (68, 2) image pixels
+      ``roi_box`` (4,), ``box`` (5,) and ``lms68`` (68, 2) image pixels
       (:class:`dasl_jax.inference.Face`).
     align: ``align(frame, lms68 (F, 68, 2), name) -> (faces, messages)``: the
       faces predicted in the ROI boxes of the given landmarks (landmark rule).
     enabled: False detects on every frame (``--notrack``).
     rules: :class:`TrackRules`.
+    detect_every: while tracking, also detect on every ``detect_every``-th frame
+      (counted from the last detection; 0: never): detections that are no
+      tracked face (:func:`same_face`) start new tracks (mode ``track+detect``).
   """
 
-  def __init__(self, detect, align, enabled=True, rules: TrackRules = TrackRules()):
+  def __init__(self, detect, align, enabled=True, rules: TrackRules = TrackRules(),
+               detect_every: int = 0):
+    from dasl_jax.errors import DaslError
+    if detect_every < 0:
+      raise DaslError(f'--detect_every must be >= 0 (0: only when a track is lost), '
+                      f'got {detect_every}')
     self.detect, self.align, self.enabled, self.rules = detect, align, enabled, rules
+    self.detect_every = int(detect_every)
     self.faces: list = []
     self.ids: List[int] = []
     self._next_id = 0
+    self._since_detect = 0  # frames since the detector last ran
 
   def _new_tracks(self, faces):
     """Start tracks for detected faces; a face that passes :func:`check_roi`
@@ -373,34 +398,50 @@ class Tracker:
         self._next_id += 1
     self.faces, self.ids = list(faces), ids
 
+  def _track(self, frame, name):
+    """Align every tracked face in ``frame``: (faces, messages, None) or
+    (None, None, why the tracks are lost)."""
+    h, w = frame.shape[:2]
+    for f in self.faces:
+      _, reason = check_roi(f.lms68, f.roi_box, h, w, self.rules)
+      if reason:
+        return None, None, reason
+    faces, messages = self.align(frame, np.stack([f.lms68 for f in self.faces]), name)
+    if len(faces) != len(self.faces):
+      return None, None, 'a tracked face fell below --min_face'
+    if not all(np.isfinite(f.params).all() for f in faces):
+      return None, None, 'non-finite prediction'
+    # The prediction itself must pass the rules against the ROI it was made in (a
+    # collapsed or exploded face, or one leaving the frame, is re-detected in this frame).
+    for f in faces:
+      _, reason = check_roi(f.lms68, f.roi_box, h, w, self.rules)
+      if reason:
+        return None, None, reason
+    return faces, messages, None
+
   def step(self, frame, name):
     """One frame -> (faces, track ids, messages, mode).
 
-    mode: 'detect' (no track to follow), 'track', or 'redetect: <reason>'.
+    mode: 'detect' (no track to follow), 'track', 'track+detect' (tracked, and
+    the periodic detection ran), or 'redetect: <reason>'.
     """
-    h, w = frame.shape[:2]
     reason = None
+    self._since_detect += 1
     if self.enabled and self.faces:
-      for f in self.faces:
-        _, reason = check_roi(f.lms68, f.roi_box, h, w, self.rules)
-        if reason:
-          break
+      faces, messages, reason = self._track(frame, name)
       if reason is None:
-        faces, messages = self.align(frame, np.stack([f.lms68 for f in self.faces]), name)
-        if len(faces) != len(self.faces):
-          reason = 'a tracked face fell below --min_face'
-        elif not all(np.isfinite(f.params).all() for f in faces):
-          reason = 'non-finite prediction'
-        else:
-          # The prediction itself must pass the rules against the ROI it was
-          # made in (a collapsed or exploded face is re-detected in this frame).
-          for f in faces:
-            _, reason = check_roi(f.lms68, f.roi_box, h, w, self.rules)
-            if reason:
-              break
-          if reason is None:
-            self.faces = list(faces)
-            return faces, list(self.ids), messages, 'track'
+        self.faces = list(faces)
+        if not (self.detect_every and self._since_detect >= self.detect_every):
+          return faces, list(self.ids), messages, 'track'
+        self._since_detect = 0
+        found, more = self.detect(frame, name)
+        new = [f for f in found if not any(same_face(f.box, g.lms68) for g in faces)]
+        for f in new:
+          self.faces.append(f)
+          self.ids.append(self._next_id)
+          self._next_id += 1
+        return list(self.faces), list(self.ids), messages + more, 'track+detect'
+    self._since_detect = 0
     faces, messages = self.detect(frame, name)
     self._new_tracks(faces)
     mode = 'detect' if reason is None else f'redetect: {reason}'
