@@ -29,3 +29,12 @@ def test_use_compilation_cache_sets_jax_and_survives_a_read_only_home(tmp_path, 
     assert cli.use_compilation_cache({'JAX_COMPILATION_CACHE_DIR': ''}) is None
   finally:
     jax.config.update('jax_compilation_cache_dir', before)
+
+
+def test_unknown_flags_get_a_suggestion():
+  known = ['out', 'checkpoint', 'aflw2000_images', 'input', 'detect_every', 'track']
+  assert cli.suggest_flag('output', known) == ' (did you mean --out?)'
+  assert cli.suggest_flag('--checkpointt', known) == ' (did you mean --checkpoint?)'
+  assert cli.suggest_flag('aflw_images', known) == ' (did you mean --aflw2000_images?)'
+  assert cli.suggest_flag('zzz', known) == ''
+  assert cli.suggest_flag('notrack', known) == ''  # absl's --noFLAG form is not unknown
