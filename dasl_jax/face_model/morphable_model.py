@@ -67,8 +67,9 @@ def shape(model: MorphableModel, alpha_shp, alpha_exp):
   Returns:
     (..., N, 3) ``u + w_shp @ alpha_shp + w_exp @ alpha_exp``.
   """
-  flat = (model.u + jnp.einsum('vk,...k->...v', model.w_shp, alpha_shp)
-          + jnp.einsum('vk,...k->...v', model.w_exp, alpha_exp))
+  xp = camera.array_module(alpha_shp, alpha_exp)  # numpy coefficients: numpy (host)
+  flat = (xp.asarray(model.u) + xp.einsum('vk,...k->...v', xp.asarray(model.w_shp), alpha_shp)
+          + xp.einsum('vk,...k->...v', xp.asarray(model.w_exp), alpha_exp))
   return flat.reshape(flat.shape[:-1] + (-1, 3))
 
 
@@ -102,7 +103,8 @@ def landmarks2d(model: MorphableModel, p, convention, size=camera.CROP_SIZE):
 def vertices2d(model: MorphableModel, p, convention, size=camera.CROP_SIZE):
   """All vertices in crop pixels with depth: (..., 62) -> (..., N, 3) (x, y, z)."""
   v = vertices(model, p)
-  return jnp.concatenate([camera.to_crop_pixels(v, convention, size), v[..., 2:]], -1)
+  xp = camera.array_module(v)
+  return xp.concatenate([camera.to_crop_pixels(v, convention, size), v[..., 2:]], -1)
 
 
 # ----------------------------------------------------------------------------

@@ -451,8 +451,10 @@ def read_regressor(path):
   arr = {n: numpy_helper.to_array(inits[n]).astype(np.float32) for n in needed}
   basis = arr[LM_BASIS]  # (50, 204): shape then expression rows
   n_shp = P.SHAPE.stop - P.SHAPE.start
-  lm = mm.MorphableModel(u=arr[LM_U].reshape(-1), w_shp=basis[:n_shp].T, w_exp=basis[n_shp:].T,
-                         keypoints=np.arange(arr[LM_U].size // 3, dtype=np.int32),
+  import jax.numpy as jnp  # leaves as jax arrays, as every loader makes them (jit-safe)
+  lm = mm.MorphableModel(u=jnp.asarray(arr[LM_U].reshape(-1)),
+                         w_shp=jnp.asarray(basis[:n_shp].T), w_exp=jnp.asarray(basis[n_shp:].T),
+                         keypoints=jnp.arange(arr[LM_U].size // 3, dtype=jnp.int32),
                          name=f'{path}[68 landmarks]')
   stats = P.ParamStats(arr[PARAM_MEAN], arr[PARAM_STD],
                        meta.get('param_stats_source', str(path)))

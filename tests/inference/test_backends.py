@@ -89,6 +89,23 @@ def test_photos_on_both_backends_and_from_the_exported_file(mb05, tmp_path):
         np.testing.assert_allclose(np.array(fb['landmarks68']), np.array(fa['landmarks68']),
                                    atol=0.01)
         np.testing.assert_allclose(fb['roi_box'], fa['roi_box'], atol=0.01)
+  # A short video (the photo moved 2 px a frame), tracked and smoothed: the smoothing
+  # recomputes landmarks from the parameters with the landmark model read from the file.
+  import cv2
+  img = inference.load_image(asset_path('images', 'JianzhuGuo.jpg'))
+  small = cv2.resize(img, None, fx=480 / img.shape[1], fy=480 / img.shape[1])
+  vid = tmp_path / 'moved.avi'
+  w = cv2.VideoWriter(str(vid), cv2.VideoWriter_fourcc(*'MJPG'), 25, (400, 300))
+  for t in range(5):
+    w.write(np.ascontiguousarray(small[20:320, 2 * t:400 + 2 * t]))
+  w.release()
+  vids = {k: r.video(vid, smooth=3) for k, r in runs.items()}
+  for k in ('ort', 'file'):
+    for fa, fb in zip(vids['jax']['frames'], vids[k]['frames']):
+      assert len(fa['faces']) == len(fb['faces']) == 1 and fa['mode'] == fb['mode']
+      np.testing.assert_allclose(np.array(fb['faces'][0]['landmarks68']),
+                                 np.array(fa['faces'][0]['landmarks68']), atol=0.01)
+  assert vids['file']['regressor'] == recs['file']['regressor']
   assert recs['jax']['regressor'].startswith('jax ')
   assert recs['jax']['detector'] == 'faceboxes (jax)' and recs['jax']['refine'] == 1
   assert recs['ort']['regressor'].startswith('onnxruntime ')
