@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from dasl_jax.geometry import camera
 from dasl_jax.geometry import landmarks as lm
 from dasl_jax.face_model import morphable_model as mm
+from dasl_jax.face_model import schemes
 from dasl_jax.geometry import params as P
 
 # 3DDFA's scale on the shape/expression weights (``magic_number`` in its
@@ -134,39 +135,70 @@ def vdc(pw, target_w, model, mean, std):
   return jnp.mean((mm.vertices(model, p) - mm.vertices(model, pg)) ** 2)
 
 
-def weighted_points_2d(pred18, target18, mask18, weights=lm.SEL18_WEIGHTS, weight_power=2):
+def weighted_points_2d(pred18, target18, mask18, weights=lm.SEL18_WEIGHTS, weight_power=2,
+                       robust=0.0):
   """Masked, weighted squared distance of 18 2D points.
 
-  ``sum(m * w^p * ||pred - target||^2) / (2 * sum(m))`` over the batch: with every
-  point visible and w = 1 this is the mean squared error over all coordinates
-  (PyTorch's ``mse_loss``). ``weight_power=2`` reproduces the released code,
+  ``sum(m * w^p * rho(||pred - target||^2)) / (2 * sum(m))`` over the batch: with every
+  point visible, w = 1 and ``robust=0`` this is the mean squared error over all
+  coordinates (PyTorch's ``mse_loss``). ``weight_power=2`` reproduces the released code,
   which multiplies both sides by w before a squared error, so the effective
   weights on the squared error are 4, 1 and 0.25;
   ``weight_power=1`` uses the paper's weights on the squared error directly.
+  ``robust`` > 0 (pixels) replaces the squared distance ``e`` by the pseudo-Huber
+  ``2 c^2 (sqrt(1 + e / c^2) - 1)``: the same for errors well under ``c``, growing
+  like ``2 c |d|`` beyond, so a mislabelled point pulls with a bounded force.
 
   Args:
-    pred18, target18: (B, 18, 2) crop pixels.
-    mask18: (B, 18) 1 for visible target points.
+    pred18, target18: (B, K, 2) crop pixels (K = 18 with the default weights).
+    mask18: (B, K) 1 for visible target points (or soft weights in [0, 1]).
+    weights: (K,) per-point weights.
   Returns:
     scalar.
   """
   w = jnp.asarray(weights, pred18.dtype) ** weight_power
-  d2 = jnp.sum((pred18 - target18) ** 2, axis=-1)  # (B, 18)
+  d2 = jnp.sum((pred18 - target18) ** 2, axis=-1)  # (B, K)
+  if robust:
+    c2 = jnp.asarray(robust, pred18.dtype) ** 2
+    d2 = 2.0 * c2 * (jnp.sqrt(1.0 + d2 / c2) - 1.0)
   m = jnp.asarray(mask18, pred18.dtype)
   return jnp.sum(m * w * d2) / (2.0 * jnp.maximum(jnp.sum(m), 1.0))
 
 
-def landmark_2d_consistency(pred68_2d, detector18, mask18, weight_power=2):
+def wild_points_2d(pw, pred68_2d, mean, std, combine=None, offsets=None):
+  """The 18 wild-label points of a prediction, by the labels' scheme.
+
+  ``face_model.schemes``: ``combine @ 68 points + fR @ d`` in crop pixels. Without a
+  scheme (``combine`` None) this is ``landmarks.select18`` (iBUG's definitions).
+
+  Args:
+    pw: (B, 62) whitened parameters (for fR); pred68_2d: (B, 68, 2) crop pixels.
+    combine: (18, 68) or None; offsets: (18, 3) model-frame offsets or None.
+  Returns:
+    (B, 18, 2) crop pixels.
+  """
+  if combine is None:
+    return lm.select18(pred68_2d)
+  fR = P.split(dewhiten(pw, mean, std))[0]
+  d = jnp.zeros((combine.shape[0], 3), pred68_2d.dtype) if offsets is None else offsets
+  return schemes.points2d(pred68_2d, fR, combine, d)
+
+
+def landmark_2d_consistency(pred68_2d, detector18, mask18, weight_power=2, pred18=None,
+                            robust=0.0):
   """L_2d_con: ``sel18(proj(L3(p_hat)))`` against the detector's 18 points.
 
   Args:
     pred68_2d: (B, 68, 2) predicted landmarks in crop pixels.
     detector18: (B, 18, 2) detector landmarks (crop pixels); mask18: (B, 18).
+    pred18: (B, 18, 2) the prediction's points by the labels' scheme
+      (:func:`wild_points_2d`); default ``select18(pred68_2d)``.
   Returns:
     scalar.
   """
-  return weighted_points_2d(lm.select18(pred68_2d), detector18, mask18,
-                            weight_power=weight_power)
+  pred18 = lm.select18(pred68_2d) if pred18 is None else pred18
+  return weighted_points_2d(pred18, detector18, mask18, weight_power=weight_power,
+                            robust=robust)
 
 
 def landmark_3d_consistency(l3_second, l3_first):
@@ -180,17 +212,20 @@ def landmark_3d_consistency(l3_second, l3_first):
   return jnp.mean((l3_second - l3_first) ** 2)
 
 
-def cycle_consistency(pred68_2d_second, detector18, mask18, weight_power=2):
+def cycle_consistency(pred68_2d_second, detector18, mask18, weight_power=2, pred18=None,
+                      robust=0.0):
   """L_cyc: the second pass's projected landmarks against the original detector points.
 
   Args:
     pred68_2d_second: (B, 68, 2) crop pixels from ``p_hat2``.
     detector18: (B, 18, 2); mask18: (B, 18).
+    pred18: the second pass's points by the labels' scheme (default ``select18``).
   Returns:
     scalar.
   """
-  return weighted_points_2d(lm.select18(pred68_2d_second), detector18, mask18,
-                            weight_power=weight_power)
+  pred18 = lm.select18(pred68_2d_second) if pred18 is None else pred18
+  return weighted_points_2d(pred18, detector18, mask18, weight_power=weight_power,
+                            robust=robust)
 
 
 def self_critic_generator(fake_logits):

@@ -33,10 +33,15 @@ flags.DEFINE_list('runs', list(study.ARMS), 'Arms to train (flagfiles under '
                   'experiments/configs/aflw2000).')
 flags.DEFINE_list('levers', [], f'Levers to try on seed 0, validation only: some of '
                   f'{list(study.LEVERS)} (or "all").')
+flags.DEFINE_list('diagnostics', [], 'Fair-start diagnostics (the first 30 steps, seed 0, '
+                  'validated every 5): some of dasl_jax.evaluation.study_def.DIAGNOSTICS '
+                  '(or "all").')
 flags.DEFINE_string('root', 'runs/aflw2000', 'Work directories go here.')
 flags.DEFINE_string('pretrained', None, "3DDFA_V2's mb05_120x120.pth (default: "
                     '$DASL_ASSETS/pretrained/mb05_120x120.pth); converted once into <root>/mb05.')
 flags.DEFINE_string('aflw2000_dir', None, 'AFLW2000-3D folder (default $DASL_ASSETS/aflw2000-3d).')
+flags.DEFINE_bool('tta', True, 'Also evaluate the start model (arm a_tta) and issue 20\'s '
+                  'chosen checkpoints with flip test-time averaging.')
 flags.DEFINE_bool('page_only', False, 'Do not train or evaluate; write the page from what exists.')
 flags.DEFINE_list('extra', [], 'Extra training flags for every run (e.g. '
                   '--extra=--config.train.num_steps=5 for a smoke run).')
@@ -53,9 +58,12 @@ def _main(argv):
   except ValueError:
     raise DaslError(f'--seeds: whole numbers separated by commas, got {FLAGS.seeds}') from None
   levers = list(study.LEVERS) if FLAGS.levers == ['all'] else FLAGS.levers
+  from dasl_jax.evaluation import study_def
+  diagnostics = (list(study_def.DIAGNOSTICS) if FLAGS.diagnostics == ['all']
+                 else FLAGS.diagnostics)
   page = study_runs.run_study(FLAGS.root, seeds, FLAGS.runs, levers, FLAGS.page_only,
                               FLAGS.results_dir, FLAGS.pretrained, FLAGS.aflw2000_dir,
-                              FLAGS.extra)
+                              FLAGS.extra, diagnostics, FLAGS.tta)
   print(f'{page} written ({time.perf_counter() - t0:.0f} s)')
 
 

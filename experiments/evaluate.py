@@ -21,6 +21,9 @@ has no detection for images 1081 and 1798: only --subset 1998 works for them,
 unless --flm bootstrap (the landmark map self-bootstrapped from the mean face,
 --bootstrap_iters passes; no detector needed).
 
+--tta flip averages each crop's prediction with its mirror image's, mapped back
+(dasl_jax.geometry.mirror); landmarks and pose come from the averaged parameters.
+
 Protocol variants: --yaw_file default|new bins by AFLW2000-3D.pose.npy
 (1312/383/305 images) or AFLW2000-3D-new.pose.npy (1306/462/232); --nme 3d is
 2DASL's 3D 68-point NME (z shifted to a minimum of 0 per face, normalised by the
@@ -101,6 +104,9 @@ flags.DEFINE_enum('flm', 'detector', ['detector', 'bootstrap'], '4-channel model
                   'from detect_testData_1998.txt (2DASL\'s protocol) or self-bootstrapped from '
                   'the mean face (no detector; any subset).')
 flags.DEFINE_integer('bootstrap_iters', 2, 'Forward passes of the self-bootstrapped FLM.')
+flags.DEFINE_enum('tta', 'none', ['none', 'flip'], 'Test-time averaging of --checkpoint\'s '
+                  'predictions: flip = each crop and its mirror image, the mirrored '
+                  'parameters mapped back and averaged (twice the regression cost).')
 flags.DEFINE_string('aflw_dir', None, 'Instead of AFLW2000-3D: the AFLW 21-point benchmark on a '
                     'folder with the aflw-wild layout (list.txt, images/, pts21.npy, yaws.npy, '
                     'roi_box.npy); 68 predicted points mapped to 21, invisible points masked.')

@@ -13,9 +13,10 @@ ONNX (``dasl_jax.inference.onnx``): symbolic batch, float32, inputs ``crops``
 
 ``--quantize int8`` (``dasl_jax.inference.quantize``): onnxruntime's static
 quantization of that graph, calibrated on face crops from ``--calibration DIR``
-(training-side crops such as aflw-wild's, never the test set): int8 weights and
-uint8 activations in the convolutions and the linear head; the input and landmark
-stages stay float32. Score it with ``experiments.evaluate --onnx FILE``.
+(training-side crops such as aflw-wild's, never the test set): 8-bit weights
+(``--int8_weights``, uint8 by default) and uint8 activations in the convolutions;
+the input stage, the linear head and the landmark stage stay float32. Score it
+with ``experiments.evaluate --onnx FILE``.
 
 The artefact maps uint8 crops (+ FLM points for 4-channel models) to whitened
 parameters, parameters and 68 crop landmarks; reload it with

@@ -4,6 +4,7 @@ r"""Predict 3D faces on photos or videos: JSON records, overlays, meshes.
       [--detector faceboxes|haar] [--faceboxes_weights FILE]
       [--boxes FILE] [--landmarks FILE] [--bfm DIR] [--depth] [--every N]
       [--backend jax|onnxruntime] [--onnx MODEL.onnx] [--refine 1] [--detect_every 10]
+      [--tta none|flip]
 
 PATH is an image, a folder of images/videos, or a video; several may follow
 ``--input`` (a shell glob such as ``images/*.jpg``), be given after the options,
@@ -107,6 +108,9 @@ flags.DEFINE_enum('backend', 'jax', ['jax', 'onnxruntime'], 'runtime of FaceBoxe
                   'regressor: jax (jitted) or onnxruntime (dasl_jax.inference.onnx: the same '
                   'functions as ONNX graphs built from the weights; float32). --onnx implies '
                   'onnxruntime')
+flags.DEFINE_enum('tta', 'none', ['none', 'flip'], 'test-time averaging: flip = each face '
+                  'crop and its mirror image, the mirrored parameters mapped back and averaged '
+                  '(twice the regression cost; --backend jax)')
 flags.DEFINE_bool('calibrate', False, 'print the Haar box calibration measured on '
                   'AFLW2000-3D originals and exit')
 
@@ -162,7 +166,7 @@ def run(argv):
                   profile=FLAGS.profile, alpha=FLAGS.alpha, detector=FLAGS.detector,
                   faceboxes_weights=FLAGS.faceboxes_weights, mesh_axes=FLAGS.mesh_axes,
                   dot_dtype=FLAGS.dot_dtype, backend=backend, onnx=FLAGS.onnx,
-                  refine=FLAGS.refine)
+                  refine=FLAGS.refine, tta=FLAGS.tta)
   what = runner.describe()
   print(f'face model: {runner.models.note or runner.models.kind}', file=sys.stderr)
   print(f'backend: regressor {what["regressor"]}, detector {what["detector"]}, '

@@ -7,9 +7,8 @@ landmarks.
 
 3D-annotated examples also get their parameters changed to match the image:
 the pose follows the pixel warp (through ``camera.to_crop_pixels``'s y-flip,
-derived in ``camera.pixel_affine_np``), and a flip mirrors the rotation and
-re-fits shape and expression to the mirrored landmark shape by least squares
-(the BFM is not exactly symmetric, so no permutation of coefficients would do).
+derived in ``camera.pixel_affine_np``), and a flip mirrors the parameters and
+re-indexes the landmarks (``geometry.mirror``, the one mirror definition).
 
 Everything is deterministic given a ``np.random.Generator``; the pipeline seeds
 one per example from the run seed and the example's position.
@@ -21,20 +20,10 @@ import numpy as np
 
 from dasl_jax.geometry import params as P
 from dasl_jax.geometry import camera
+from dasl_jax.geometry import mirror as MIR
 from dasl_jax.data import readers as R
 
 SIZE = R.SIZE
-
-# iBUG-68 left/right mirror: index i of a flipped face is point FLIP68[i] of the
-# original. Jaw, brows, nose bottom, eyes, outer and inner lips.
-FLIP68 = np.array(
-    list(range(16, -1, -1)) + list(range(26, 16, -1)) + [27, 28, 29, 30] +
-    [35, 34, 33, 32, 31] + [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40] +
-    [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55] + [64, 63, 62, 61, 60, 67, 66, 65])
-# The 18 points (landmarks.SEL18 order): brows reversed, eye corner/centre/corner
-# of one eye <-> the other eye's (mirrored order), nostrils and mouth corners swap.
-FLIP18 = np.array([5, 4, 3, 2, 1, 0, 11, 10, 9, 8, 7, 6, 14, 13, 12, 17, 16, 15])
-
 
 # ----------------------------------------------------------------------------
 # Geometry.
@@ -67,36 +56,22 @@ def warp_image(image, M, size=SIZE):
 class ParamWarper:
   """Changes de-whitened parameters so their landmarks follow a pixel map.
 
-  The mirror fit solves for 50 coefficients from 68 landmarks, which leaves
-  near-null directions: unregularised it reproduces the mirrored landmarks to
-  0.14 px but inflates the coefficients (mean |whitened| 0.62 against 0.26 in
-  the data; measured on 500 of mb05's AFLW2000-3D fits with the real BFM). A
-  ridge on the whitened coefficients (``ridge=1e6``, residuals in BFM units)
-  gives 0.17 px (max 0.33) and mean |whitened| 0.31, and the smallest drift after two
-  flips (0.18 whitened units; 1e7: 0.27 px, 1e8: 0.61 px).
+  A flip mirrors the parameters (``geometry.mirror.mirror_params``: rotation
+  mirrored, shape and expression re-fitted to the mirrored landmarks with a
+  ridge on the whitened coefficients); a scale and shift move the pose.
 
   Args:
     model: a MorphableModel (its 68 landmarks are used for the mirror fit).
     convention: the labels' crop pixel convention.
     stats: ParamStats (whitening scale of the ridge); None = no ridge.
-    ridge: weight of ``sum(z ** 2)`` on whitened shape/expression coefficients.
+    ridge: see ``geometry.mirror.mirror_fit``.
   """
 
-  def __init__(self, model, convention, stats=None, ridge=1e6):
-    self.model_np = model if isinstance(model, R.LandmarkModelNP) else R.LandmarkModelNP(model)
+  def __init__(self, model, convention, stats=None, ridge=MIR.RIDGE):
     self.convention = convention
     self.A, self.b = camera.pixel_affine_np(convention)   # pixels = A @ cam_xy + b
     self.A_inv = np.linalg.inv(self.A)
-    # Least squares of [alpha (50), delta (3)] against a 68-point object shape,
-    # solved in whitened units z = alpha / std (delta unpenalised).
-    design = np.concatenate([self.model_np.w, np.tile(np.eye(3), (68, 1))], axis=1)
-    if stats is None or not ridge:
-      self.pinv = np.linalg.pinv(design)          # (53, 204)
-    else:
-      scale = np.concatenate([np.asarray(stats.std, np.float64)[P.N_POSE:], np.ones(3)])
-      D = design * scale
-      reg = float(ridge) * np.diag(np.r_[np.ones(50), np.zeros(3)])
-      self.pinv = scale[:, None] * np.linalg.solve(D.T @ D + reg, D.T)
+    self.fit = MIR.mirror_fit(model, convention, stats, ridge, SIZE)
 
   def _camera_map(self, M):
     """Pixel map (2, 3) -> camera-space xy map: ``x' = Lc @ x + e``."""
@@ -105,19 +80,9 @@ class ParamWarper:
     e = self.A_inv @ (L @ self.b + d - self.b)
     return Lc, e
 
-  def mirror(self, p, M_flip):
-    """Mirror (62,) parameters for a flip map ``M_flip`` (from affine_matrix(flip=True))."""
-    p = np.asarray(p, np.float64)
-    fR, t, a_shp, a_exp = P.split(p)
-    Lc, e = self._camera_map(M_flip)                  # Lc = diag(-1, 1)
-    F = np.diag([Lc[0, 0], Lc[1, 1], 1.0])
-    S = self.model_np.shape(np.concatenate([a_shp, a_exp]))   # (68, 3)
-    target = (S @ F)[FLIP68]                          # mirrored, re-indexed shape
-    sol = self.pinv @ (target.reshape(-1) - self.model_np.u)
-    alpha, delta = sol[:50], sol[50:]
-    fR2 = F @ fR @ F
-    t2 = F @ t + np.array([e[0], e[1], 0.0]) + fR2 @ delta
-    return _join(fR2, t2, alpha[:P.N_SHAPE], alpha[P.N_SHAPE:])
+  def mirror(self, p):
+    """Parameters (..., 62) of the horizontally flipped crop (``affine_matrix(flip=True)``)."""
+    return MIR.mirror_params(np.asarray(p, np.float64), self.fit)
 
   def scale_shift(self, p, M):
     """Apply a flip-free pixel map (scale s, shift) to (62,) parameters."""
@@ -196,7 +161,6 @@ def apply(example, draw, warper: ParamWarper | None = None, stats=None):
   """
   out = dict(example)
   flip = draw['flip']
-  M_flip = affine_matrix(flip=True)
   M_ss = affine_matrix(scale=draw['scale'], shift=draw['shift'])
   # Composite map: flip first, then scale/shift.
   M = affine_matrix(scale=draw['scale'], shift=draw['shift'], flip=flip)
@@ -204,18 +168,21 @@ def apply(example, draw, warper: ParamWarper | None = None, stats=None):
   out['image'] = color_jitter(img, draw['brightness'], draw['contrast'], draw['saturation'])
   p18, m18 = example['points18'], example['mask18']
   if flip:
-    p18, m18 = p18[FLIP18], m18[FLIP18]
+    p18, m18 = p18[MIR.FLIP18], m18[MIR.FLIP18]
   out['points18'] = np.where(m18[:, None] > 0, warp_points(p18, M), 0.0).astype(np.float32)
   out['mask18'] = np.asarray(m18, np.float32)
+  if 'flm18' in example:  # FLM points of the same 18 (data/wild_scheme.py)
+    f18 = example['flm18'][MIR.FLIP18] if flip else example['flm18']
+    out['flm18'] = np.where(m18[:, None] > 0, warp_points(f18, M), 0.0).astype(np.float32)
   if 'lms68' in example:
-    l68 = example['lms68'][FLIP68] if flip else example['lms68']
+    l68 = example['lms68'][MIR.FLIP68] if flip else example['lms68']
     out['lms68'] = warp_points(l68, M)
   if 'params' in example:
     if warper is None or stats is None:
       raise ValueError('augmenting params needs a ParamWarper and ParamStats')
     p = stats.dewhiten(np.asarray(example['params'], np.float64))
     if flip:
-      p = warper.mirror(p, M_flip)
+      p = warper.mirror(p)
     p = warper.scale_shift(p, M_ss)
     out['params'] = stats.whiten(p).astype(np.float32)
   return out

@@ -55,6 +55,18 @@ def data_config() -> ml_collections.ConfigDict:
   c.dir_wild_folder = ''             # images folder for source_wild=folder
   c.wild_landmarks = ''              # CSV / 3DDFA list of landmarks (68, 21 or 18 points)
   c.dir_aflw2000 = ''                # '' = <assets>/aflw2000-3d
+  # Which points of the face the wild labels name (face_model/schemes.py): ibug (the
+  # labels are read as iBUG-68's points, as 2DASL does), fit (AFLW's own definitions:
+  # offsets fitted on the training crops with the teacher's parameters; needs
+  # source_3d=teacher or teacher_checkpoint, and source_wild=aflw), or a scheme .json file.
+  c.wild_scheme = 'ibug'
+  # The scheme of the validation NME on AFLW's labels: auto (the wild labels' own 21-point
+  # scheme, none without one), fit (AFLW's definitions fitted as above, whatever the wild
+  # labels are), none, or a scheme .json file.
+  c.val_scheme = 'auto'
+  # With a fitted scheme and a teacher: the wild FLM channel is drawn from the labels moved
+  # into iBUG's definitions by the teacher's pose (the test-time FLM is iBUG's).
+  c.scheme_flm = True
   # Prepared TFDS datasets (read with tfds.data_source, no TensorFlow).
   c.tfds_data_dir = ''               # '' = read the raw files
   # --- synthetic sizes

@@ -35,6 +35,7 @@ from dasl_jax.assets import asset
 from dasl_jax.data import augment as AUG
 from dasl_jax.data import readers as R
 from dasl_jax.data import teacher as TEACHER
+from dasl_jax.data import wild_scheme as WILD_SCHEME
 from dasl_jax.errors import DaslError
 
 KEYS_3D = ('image', 'points18', 'mask18', 'params', 'lms68')
@@ -257,6 +258,10 @@ class DataBundle:
   # ``pts21`` (N, 21, 2) crop pixels, ``vis21`` (N, 21), ``yaws`` (N,), and with a
   # teacher source its landmarks ``teacher_lms68`` (N, 68, 2); or None.
   validation: Optional[dict] = None
+  # The wild labels' scheme (``data/wild_scheme.py``): 21 points (validation) and the 18 of
+  # the 2D terms; None when the labels are read as iBUG's points.
+  wild_scheme: Any = None
+  wild_scheme18: Any = None
 
   @property
   def train_3d(self):
@@ -464,8 +469,8 @@ def build_data(cfg, seed) -> DataBundle:
     keep = [i for i, n in enumerate(names) if n not in val_names]
     if not keep:
       raise DaslError(f'{image_dir}: every teacher crop is in the validation split')
-    teacher = {'names': names, 'lms68': R.lms68_from_params(R.LandmarkModelNP(model), tp,
-                                                            cfg.convention)}
+    teacher = {'names': names, 'params': tp,
+               'lms68': R.lms68_from_params(R.LandmarkModelNP(model), tp, cfg.convention)}
     sources['3d'] = TEACHER.TeacherSource(image_dir, [names[i] for i in keep], tp[keep], stats,
                                           model, cfg.convention, skip_bad_rows=cfg.skip_bad_rows,
                                           tolerance=cfg.landmark_tolerance)
@@ -477,7 +482,7 @@ def build_data(cfg, seed) -> DataBundle:
   else:
     wild = _source_wild(cfg, seed)
     if wild is not None:
-      if val_names and cfg.source_wild == 'aflw' and hasattr(wild, 'rows'):
+      if val_names and cfg.source_wild in ('aflw', 'folder') and hasattr(wild, 'rows'):
         wild = TEACHER.NameSubset(wild, set(wild.names) - val_names)
       sources['wild'] = wild
   held = None
@@ -493,13 +498,24 @@ def build_data(cfg, seed) -> DataBundle:
   if 'heldout' in sources:
     held = stack_examples(sources['heldout'], cfg.heldout_size)
   validation = _validation(cfg, val_names, teacher) if cfg.validation == 'aflw_wild' else None
-  streams = make_streams(cfg, seed, sources['3d'], sources.get('wild'), model, stats)
+  scheme21, scheme18 = WILD_SCHEME.resolve(cfg, model, sources.get('wild'), teacher, val_names,
+                                           _aflw_wild_root(cfg))
+  wild_keys = KEYS_WILD
+  if scheme18 is not None and teacher is not None and cfg.scheme_flm:
+    flm = WILD_SCHEME.flm_points(sources['wild'], scheme18, teacher, model, cfg.convention)
+    if flm is not None:
+      (sources['wild'].source if isinstance(sources['wild'], TEACHER.NameSubset)
+       else sources['wild']).flm_points = flm
+      wild_keys = KEYS_WILD + ('flm18',)
+  streams = make_streams(cfg, seed, sources['3d'], sources.get('wild'), model, stats,
+                         wild_keys=wild_keys)
   return DataBundle(model=model, dense_model=dense, param_stats=stats,
                     convention=cfg.convention, streams=streams, heldout=held, sources=sources,
-                    validation=validation)
+                    validation=validation, wild_scheme=scheme21, wild_scheme18=scheme18)
 
 
-def make_streams(cfg, seed, source_3d, source_wild, model, stats, shard=None) -> TrainStreams:
+def make_streams(cfg, seed, source_3d, source_wild, model, stats, shard=None,
+                 wild_keys=KEYS_WILD) -> TrainStreams:
   """The two streams of :func:`build_data` for given sources."""
   aug = cfg.augment if cfg.augment.enabled else None
   warper = AUG.ParamWarper(model, cfg.convention, stats) if aug is not None else None
@@ -513,6 +529,6 @@ def make_streams(cfg, seed, source_3d, source_wild, model, stats, shard=None) ->
     sw = stream_seed(seed, 1)
     wild_aug = aug if (aug is not None and cfg.augment.wild) else None
     stream_wild = Stream(source_wild, cfg.batch_size_wild, sw,
-                         ExampleMap(KEYS_WILD, sw, wild_aug, opencv_threads=cfg.opencv_threads),
+                         ExampleMap(wild_keys, sw, wild_aug, opencv_threads=cfg.opencv_threads),
                          **common)
   return TrainStreams(stream_3d, stream_wild)

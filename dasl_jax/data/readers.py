@@ -421,7 +421,11 @@ class _WildSource(RowSource):
         p[None], self.mask[row][None], self.tolerance)[0]:
       raise _BadRow(f'{what}: landmarks outside the crop after resizing')
     p = np.where(self.mask[row][:, None] > 0, p, 0.0)
-    return {'image': img, 'points18': p.astype(np.float32), 'mask18': self.mask[row]}
+    out = {'image': img, 'points18': p.astype(np.float32), 'mask18': self.mask[row]}
+    flm = getattr(self, 'flm_points', None)
+    if flm is not None:  # the labels in iBUG's definitions (data/wild_scheme.py)
+      out['flm18'] = (flm[row] * scale).astype(np.float32)
+    return out
 
 
 class AflwWildSource(_WildSource):

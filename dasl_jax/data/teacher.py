@@ -79,14 +79,14 @@ def teacher_params(checkpoint_dir, image_dir, names, landmark_model, mirror=True
     landmark_model: 68-point morphable model (FLM bootstrap of 4-channel
       teachers; mirroring re-fits shape to the mirrored landmarks).
     mirror: average with the teacher's prediction on the flipped crop, mapped
-      back through ``augment.ParamWarper.mirror`` (halves left/right bias).
+      back through ``geometry.mirror`` (the prediction core's flip test-time
+      averaging; halves left/right bias).
     cache_dir: folder for ``teacher_<hash>.npz``; '' or None = no cache.
   Returns:
     (N, 62) float32 in the teacher's pixel convention.
   """
   from dasl_jax.io import checkpoint
   from dasl_jax import inference
-  from dasl_jax.data import augment as AUG
   restored = checkpoint.restore(checkpoint_dir)
   key = json.dumps({'weights': _digest(restored.variables), 'names': hashlib.sha1(
       '\n'.join(names).encode()).hexdigest(), 'mirror': bool(mirror),
@@ -101,16 +101,9 @@ def teacher_params(checkpoint_dir, image_dir, names, landmark_model, mirror=True
   print(f'teacher: labelling {len(names)} crops with {checkpoint_dir}'
         f"{' and their mirrors' if mirror else ''}", file=sys.stderr, flush=True)
   crops = read_crops(image_dir, names)
-  predictor = inference.Predictor(restored, landmark_model, batch_size=batch_size)
-  p = predictor.predict_crops(crops)['params'].astype(np.float64)
-  if mirror:
-    warper = AUG.ParamWarper(landmark_model, restored.model_config.convention,
-                             restored.param_stats)
-    M_flip = AUG.affine_matrix(flip=True)
-    pf = predictor.predict_crops(np.ascontiguousarray(crops[:, :, ::-1]))['params']
-    back = np.stack([warper.mirror(q, M_flip) for q in np.asarray(pf, np.float64)])
-    p = 0.5 * (p + back)
-  p = p.astype(np.float32)
+  predictor = inference.Predictor(restored, landmark_model, batch_size=batch_size,
+                                  tta='flip' if mirror else 'none')
+  p = predictor.predict_crops(crops)['params'].astype(np.float32)
   if cache is not None:
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix('.tmp.npz')

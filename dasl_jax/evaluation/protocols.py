@@ -310,6 +310,8 @@ def protocol_line(res) -> str:
   p = res['protocol']
   bins = '/'.join(str(c) for c in p['per_bin'])
   flm = f'; FLM {p["flm"]}' if p.get('flm') else ''
+  if p.get('tta', 'none') != 'none':
+    flm += f'; test-time averaging {p["tta"]}'
   if p['benchmark'] == 'AFLW 21-point':
     return (f'protocol: AFLW 21-point, {p["images"]} images, {p["nme"]}, normaliser '
             f'{p["normaliser"]}, yaw bins {bins}{flm}')

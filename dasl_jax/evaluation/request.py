@@ -50,6 +50,7 @@ class Request:
   backend: str = 'jax'
   onnx: Optional[str] = None
   refine: int = 1
+  tta: str = 'none'
   # flags given that a checkpoint overrides (a note is printed for each)
   ignored_with_checkpoint: Tuple[str, ...] = ()
 
@@ -85,7 +86,7 @@ def _predictor(req):
     return OnnxPredictor(restored, _bfm(req.bfm), batch_size=req.batch_size,
                          bootstrap_iters=req.bootstrap_iters)
   return inference.Predictor(restored, _bfm(req.bfm), batch_size=req.batch_size,
-                             bootstrap_iters=req.bootstrap_iters)
+                             bootstrap_iters=req.bootstrap_iters, tta=req.tta)
 
 
 def _backend(req):
@@ -165,12 +166,30 @@ def run_full_images(req: Request):
 
 
 def run(req: Request):
-  """One evaluation as the command's flags describe it; returns the results dict."""
+  """One evaluation as the command's flags describe it; returns the results dict
+  (with ``tta``, the test-time averaging of a model's predictions)."""
+  res = _run(req)
+  if req.checkpoint or req.onnx:
+    res['tta'] = req.tta
+    if 'protocol' in res:
+      res['protocol']['tta'] = req.tta
+  return res
+
+
+def _run(req: Request):
   if sum(map(bool, (req.predictions, req.checkpoint, req.onnx))) != 1:
     raise DaslError('give exactly one of --predictions FILE.npy, --checkpoint DIR or '
                     '--onnx FILE.onnx')
   if req.refine < 0:
     raise DaslError(f'--refine must be >= 0, got {req.refine}')
+  from dasl_jax.inference import core
+  if req.tta not in core.TTA:
+    raise DaslError(f'--tta must be one of {", ".join(core.TTA)}, got {req.tta!r}')
+  if req.tta != 'none' and not req.checkpoint:
+    raise DaslError(f'--tta {req.tta} goes with --checkpoint (saved --predictions are '
+                    'scored as they are; an --onnx file runs on onnxruntime, without it)')
+  if req.tta != 'none' and req.backend != 'jax':
+    raise DaslError(f'--tta {req.tta}: only with --backend jax')
   _backend(req)
   if req.batch_size < 1:
     raise DaslError(f'--batch_size must be positive, got {req.batch_size}')

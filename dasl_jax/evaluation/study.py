@@ -31,14 +31,35 @@ from dasl_jax import evaluation
 from dasl_jax.evaluation import published
 
 START = 'a_start'
+# The start model with flip test-time averaging: the honest baseline of a student
+# distilled from a mirror-averaged teacher (evaluated, not trained).
+START_TTA = 'a_tta'
 ARMS = {
     'b_l3d': '(b) 3D side only (L_3d on teacher-labelled crops)',
     'c_2d_cyc': '(c) + L_2d_con + L_cyc',
     'd_3d_con': '(d) + L_3d_con',
     'e_full': '(e) + self-critic (full 2DASL)',
     'f_wild': '(f) wild side only (no L_3d)',
+    # Issue 20: definition-aware wild targets, a fair start, style-free selection.
+    'b_def': '(b_def) the def recipe without a wild side (the control)',
+    'c_def': '(c_def) (c) with AFLW\'s definitions, warm-up, scheme selection',
+    'd_def': '(d_def) + L_3d_con',
+    'e_def': '(e_def) + self-critic (full 2DASL, definition-aware)',
+    'g_dlib': '(g_dlib) e_def on dlib\'s iBUG-68 labels',
+    # Where 2D labels should help: a start whose 3D side is synthetic (h_start).
+    'h_syn': '(h_syn) synthetic start, synthetic 3D side only',
+    'h_syn_wild': '(h_syn_wild) synthetic start + AFLW labels through the scheme',
 }
-LABELS = {START: '(a) start model', **ARMS}
+# The synthetic start: trained by the study, read once, the start of the h arms.
+H_START = 'h_start'
+H_ARMS = ('h_syn', 'h_syn_wild')
+# The arms of issue 12 (kept as they ran) and of issue 20.
+ARMS_ISSUE12 = ('b_l3d', 'c_2d_cyc', 'd_3d_con', 'e_full', 'f_wild')
+ARMS_ISSUE20 = ('b_def', 'c_def', 'd_def', 'e_def', 'g_dlib', 'h_syn', 'h_syn_wild')
+# Arms whose wild labels are dlib's (experiments.label_dlib, made once under <root>/dlib).
+DLIB_ARMS = ('g_dlib',)
+LABELS = {START: '(a) start model', START_TTA: '(a_tta) start model, flip-averaged',
+          'h_start': '(h_start) start fine-tuned on synthetic BFM faces only', **ARMS}
 # Levers tried on seed 0 against the chosen setting of (e), scored on validation only:
 # name -> (what changed, the arm it modifies, extra training flags).
 LEVERS = {
@@ -53,6 +74,16 @@ LEVERS = {
                   ['--config.loss.flm_jitter=0']),
     'bn_train': ('batch norm trained instead of frozen', 'e_full',
                  ['--config.model.freeze_bn=False']),
+    # Issue 20, on e_def (scored on val21_scheme_nme). They ran before the pseudo-Huber
+    # lever was chosen into base_def.flags, so each sets robust_2d=0 to be what ran; the
+    # pseudo-Huber lever's run became e_def's seed 0 (the same flags).
+    'def_no_robust': ('e_def without pseudo-Huber 2D terms (the recipe before the levers)',
+                      'e_def', ['--config.loss.robust_2d=0']),
+    'def_w0.005': ('e_def without pseudo-Huber, wild-side weights 0.005 instead of 0.05',
+                   'e_def', ['--config.loss.robust_2d=0', '--config.loss.w_2d=0.005',
+                             '--config.loss.w_cyc=0.005', '--config.loss.w_3d_con=0.005']),
+    'def_noise_w': ('e_def without pseudo-Huber, per-point weights from the label noise',
+                    'e_def', ['--config.loss.robust_2d=0', '--config.loss.point_weights=noise']),
 }
 
 
@@ -101,7 +132,7 @@ def selection_numbers(workdir, records) -> dict:
   sel = json.loads(sel_path.read_text()) if sel_path.exists() else {}
   best = sel.get('best_step')
   out = {'best_step': best, 'select_metric': sel.get('metric')}
-  for key in ('val21_nme', 'val_teacher_nme'):
+  for key in ('val21_nme', 'val_teacher_nme', 'val21_scheme_nme'):
     steps, vals = validation_curve(records, key)
     if len(steps):
       out[key + '_start'] = float(vals[0]) if steps[0] == 0 else float('nan')
@@ -144,7 +175,8 @@ def collect(root) -> Dict[str, list]:
     return out
   for d in sorted(root.iterdir()):
     name, seed = _run_name(d)
-    if not (d / 'aflw2000.json').exists() or (name not in ARMS and name != START):
+    if not (d / 'aflw2000.json').exists() or (name not in ARMS and name not in (
+        START, START_TTA, H_START)):
       continue
     res = json.loads((d / 'aflw2000.json').read_text())
     t = json.loads((d / 'run_time.json').read_text()) if (d / 'run_time.json').exists() else {}
@@ -156,13 +188,15 @@ def collect(root) -> Dict[str, list]:
       n_wild = _wild_rows(d)
       if n_wild:
         epochs = steps * int(flags['data']['batch_size_wild']) / n_wild
-    boot = None
+    boot = tta = None
     if (d / 'aflw2000_bootstrap.json').exists():
       boot = test_metrics(json.loads((d / 'aflw2000_bootstrap.json').read_text()))
+    if (d / 'aflw2000_tta.json').exists():
+      tta = test_metrics(json.loads((d / 'aflw2000_tta.json').read_text()))
     out.setdefault(name, []).append({
         'seed': seed, 'dir': str(d), 'metrics': test_metrics(res),
         'validation': selection_numbers(d, records), 'critic': critic_accuracies(records),
-        'time': t, 'steps': steps, 'wild_epochs': epochs, 'bootstrap': boot})
+        'time': t, 'steps': steps, 'wild_epochs': epochs, 'bootstrap': boot, 'tta': tta})
   return out
 
 
@@ -203,7 +237,7 @@ TEST_KEYS = ('orig_mean_of_bins', 'orig_mean', 're_mean_of_bins', 're_mean', 'ya
 def summarise(found) -> dict:
   """Per arm: mean and range over seeds of each number; per-seed values."""
   rows = {}
-  for name in [START] + list(ARMS):
+  for name in [START, START_TTA, H_START] + list(ARMS):
     if name not in found:
       continue
     entries = sorted(found[name], key=lambda e: -1 if e['seed'] is None else e['seed'])
@@ -214,7 +248,8 @@ def summarise(found) -> dict:
       row[k], row[k + '_range'] = mean_range([e['metrics'][k] for e in entries])
     row['orig_bins'] = np.mean([e['metrics']['orig_bins'] for e in entries], 0).tolist()
     row['re_bins'] = np.mean([e['metrics']['re_bins'] for e in entries], 0).tolist()
-    for k in ('val21_nme', 'val_teacher_nme', 'val21_nme_start', 'best_step'):
+    for k in ('val21_nme', 'val_teacher_nme', 'val21_nme_start', 'best_step',
+              'val21_scheme_nme', 'val21_scheme_nme_start'):
       v = [e['validation'].get(k) for e in entries]
       v = [x for x in v if x is not None]
       if v:
@@ -228,6 +263,10 @@ def summarise(found) -> dict:
       row['bootstrap_orig_mean_of_bins'], row['bootstrap_orig_mean_of_bins_range'] = mean_range(
           [b['orig_mean_of_bins'] for b in boots])
       row['bootstrap_re_mean_of_bins'] = float(np.mean([b['re_mean_of_bins'] for b in boots]))
+    ttas = [e['tta'] for e in entries if e.get('tta')]
+    if ttas:
+      for k in ('orig_mean_of_bins', 're_mean_of_bins'):
+        row['tta_' + k], row['tta_' + k + '_range'] = mean_range([x[k] for x in ttas])
     row['per_seed'] = {str(e['seed']): dict(e['metrics'], validation=e['validation'],
                                             critic=e['critic'], time=e['time'])
                        for e in entries}
@@ -260,11 +299,28 @@ def comparisons(rows) -> List[dict]:
   for n in ARMS:
     if n not in rows:
       continue
-    for ref in (START, 'b_l3d'):
+    refs = (START, 'b_l3d') + ((START_TTA, 'b_def') if n in ARMS_ISSUE20 else ())
+    if n == 'e_def':
+      refs += ('d_def',)  # does the self-critic add anything (the paper's claim)?
+    if n in H_ARMS:
+      refs = (H_START, 'h_syn')  # where 2D labels should help: against the synthetic start
+    for ref in refs:
       if ref in rows and ref != n:
         for key in ('orig_mean_of_bins', 're_mean_of_bins'):
           out.append(compare(rows, n, ref, key))
   return out
+
+
+def floor_target_def(rows) -> dict:
+  """Issue 20's floor: e_def beats (a) and (b) beyond the seed range on BOTH ground
+  truths (mean of bins, 1,998 images)."""
+  if not all(k in rows for k in ('e_def', START, 'b_l3d')):
+    return {'met': None, 'why': 'not every arm has run'}
+  parts = {ref: [compare(rows, 'e_def', ref, k) for k in ('orig_mean_of_bins',
+                                                         're_mean_of_bins')]
+           for ref in (START, 'b_l3d')}
+  met = all(c['real'] and c['diff'] < 0 for cs in parts.values() for c in cs)
+  return {'met': bool(met), 'parts': parts}
 
 
 def floor_target(rows) -> dict:
@@ -307,7 +363,7 @@ def plot_ced(found, path, aflw_dir):
   plt = _plt()
   ds, idx = _test_set(aflw_dir)
   fig, ax = plt.subplots(figsize=(6.4, 4.4))
-  for name in [START] + list(ARMS):
+  for name in ORDER:
     if name not in found:
       continue
     per = np.mean([per_image_nme(e['dir'], ds, idx) for e in found[name]], 0)
@@ -331,11 +387,11 @@ def plot_validation(found, path, levers_root=None):
   """Validation curves (21-point NME on the held-out aflw-wild crops, and the
   distance to the teacher) per arm, mean over seeds with the seed range shaded."""
   plt = _plt()
-  fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+  fig, axes = plt.subplots(1, 3, figsize=(16, 4.4))
   for name in ARMS:
     if name not in found:
       continue
-    for ax, key in zip(axes, ('val21_nme', 'val_teacher_nme')):
+    for ax, key in zip(axes, ('val21_nme', 'val21_scheme_nme', 'val_teacher_nme')):
       curves = [validation_curve(read_log(e['dir']), key) for e in found[name]]
       curves = [c for c in curves if len(c[0])]
       if not curves:
@@ -345,8 +401,9 @@ def plot_validation(found, path, levers_root=None):
       line, = ax.plot(steps, vals.mean(0), label=LABELS[name])
       if len(vals) > 1:
         ax.fill_between(steps, vals.min(0), vals.max(0), color=line.get_color(), alpha=0.15)
-  axes[0].set_title('validation: AFLW 21-point NME (%), 1,000 held-out crops')
-  axes[1].set_title('validation: 68-point NME (%) to the teacher\'s landmarks')
+  axes[0].set_title('validation: AFLW 21-point NME (%), 1,000 held-out crops', fontsize=9)
+  axes[1].set_title('the same through AFLW\'s fitted definitions (issue 20 arms)', fontsize=9)
+  axes[2].set_title('validation: 68-point NME (%) to the teacher\'s landmarks', fontsize=9)
   for ax in axes:
     ax.set_xlabel('training step')
     ax.grid(alpha=0.3)
@@ -415,22 +472,156 @@ def _pct(v):
   return '-' if v is None or not np.isfinite(v) else f'{v:.2f}'
 
 
+ORDER = (START, START_TTA) + tuple(a for a in ARMS if a not in H_ARMS) + (H_START,) + H_ARMS
+
+
+def kept_rows(results_dir, rows) -> Dict[str, dict]:
+  """Rows of the previous page's JSON whose runs are not on disk now (issue 12's arms,
+  trained in an earlier session): kept as they were measured."""
+  path = Path(results_dir) / 'aflw2000_ablation.json'
+  if not path.exists():
+    return {}
+  old = json.loads(path.read_text()).get('rows', {})
+  return {n: dict(r, kept=True) for n, r in old.items() if n not in rows and n in LABELS}
+
+
+def kept_levers(results_dir, levers) -> Dict[str, dict]:
+  path = Path(results_dir) / 'aflw2000_ablation.json'
+  if not path.exists():
+    return {}
+  old = json.loads(path.read_text()).get('levers', {})
+  return {n: dict(v, kept=True) for n, v in old.items() if n not in levers and n in LEVERS}
+
+
+def _lever_row(desc, v, kept):
+  c = v.get('critic', {})
+  return (f"| {desc} | {v.get('best_step')} | {_fmt(v.get('val21_nme'))} | "
+          f"{_fmt(v.get('val21_scheme_nme'))} | {_fmt(v.get('val_teacher_nme'))} | "
+          + ' / '.join(_pct(c.get(k)) for k in ('critic_acc_real', 'critic_acc_fake',
+                                                'critic_acc_mismatch')) + f' | {kept} |')
+
+
+def _def_sections(analyses, rows, results_dir):
+  """Issue 20's sections: scheme, label noise, a fair start, which landmarks moved."""
+  from dasl_jax.evaluation import study_def as D
+  L = []
+  sch = analyses.get('scheme')
+  if sch:
+    f = sch['fit']
+    L += ["## AFLW's definitions on the face model (the fitted scheme)", '',
+          "Each AFLW point is the iBUG point(s) 3DDFA maps to it plus a 3D offset in the face "
+          "model's frame (so it turns with the head), fitted by symmetric, Huber-reweighted least "
+          f"squares on the {f['crops']} training crops with the teacher's parameters "
+          '(`face_model/schemes.py`; validation crops never enter). NME: mean label-to-model '
+          'distance over the labelled crops, % of the face size (68-point box of the teacher\'s '
+          'landmarks); "typical" is the robust RMS disagreement left after the fit. Offsets in % '
+          'of the mean face\'s size, front view x right, y up, z toward the camera.', '',
+          f"Over all points: {f['nme_before']:.2f}% before, {f['nme_after']:.2f}% after.", '',
+          '| # | AFLW point | crops | NME before | after | typical after | dx % | dy % | dz % |',
+          '|---|---|---|---|---|---|---|---|---|']
+    for k, p in enumerate(sch['rows']):
+      dx, dy, dz = p['offset_pct']
+      L.append(f"| {k} | {p['point']} | {p['n']} | {p['nme_before']:.2f} | "
+               f"{p['nme_after']:.2f} | {_pct(p['rms_after'])} | {dx:+.1f} | {dy:+.1f} | "
+               f"{dz:+.1f} |")
+    L += ['', f"![scheme]({sch['png']})", '']
+  noise = analyses.get('noise')
+  if noise:
+    L += ['## How noisy are the labels? (validation crops)', '',
+          f"{noise['crops']} of the {noise['of_validation']} validation crops that dlib's "
+          'detector also labels. Three estimates of each AFLW point: the hand label, the '
+          "teacher's prediction through the scheme and dlib's 68 points through the same "
+          'scheme; with independent errors, the three pairwise spreads give each one\'s own '
+          "error (`evaluation/label_noise.py`, robust: median-based). RMS 2D error, % of the face "
+          'size; "-" where the estimate came out negative (errors not independent: teacher and '
+          'dlib both learnt iBUG-68).', '',
+          f"Agreement (mean distance, % of the face size, visible AFLW points): dlib vs AFLW "
+          f"{noise['agreement']['dlib_vs_label']:.2f}, teacher vs AFLW "
+          f"{noise['agreement']['teacher_vs_label']:.2f}, dlib vs teacher "
+          f"{noise['agreement']['dlib_vs_teacher']:.2f}.", '',
+          '| |yaw| | crops | points | AFLW label | teacher | dlib |', '|---|---|---|---|---|---|']
+    for k, v in noise['yaw'].items():
+      L.append(f"| {k} | {v['crops']} | {v['points']} | {_pct(v['a'])} | {_pct(v['t'])} | "
+               f"{_pct(v['d'])} |")
+    L += ['', '| AFLW point | n | label | teacher | dlib |', '|---|---|---|---|---|']
+    for p in noise['points']:
+      L.append(f"| {p['point']} | {p['n']} | {_pct(p['label'])} | {_pct(p['teacher'])} | "
+               f"{_pct(p['dlib'])} |")
+    L.append('')
+  dv = analyses.get('dlib_validation')
+  if dv:
+    L += ["## After the fact: against dlib's iBUG-68 labels (validation crops)", '',
+          f"68-point NME (%) of each chosen checkpoint against dlib's points on the {dv['crops']} "
+          f"of the {dv['of_validation']} validation crops dlib's detector labels (mostly "
+          "near-frontal). dlib labels in iBUG's definitions and is independent of the teacher, "
+          'whose systematic placements the fitted scheme absorbs; measured after the runs '
+          'were chosen, it chose nothing.', '', '| arm | NME to dlib | seeds |', '|---|---|---|']
+    for n, v in dv['rows'].items():
+      L.append(f"| {LABELS[n]} | {_fmt(v['mean'], v['range'])} | "
+               + ', '.join(f'{s}: {x:.3f}' for s, x in v['per_seed'].items()) + ' |')
+    L.append('')
+  diag = analyses.get('diagnostics')
+  if diag:
+    steps = (0, 5, 10, 20, 30)
+    L += ['## A fair start: what the first steps do to the start model', '',
+          'Seed 0, the first steps of a 400-step run (same schedule), validation every 5 steps '
+          '(`--diagnostics`; runs validated every 10 steps show - at step 5). Validation '
+          '21-point NME to AFLW\'s labels / 68-point NME to the teacher\'s landmarks (%); step 0 '
+          'is the start model.', '',
+          '| run | ' + ' | '.join(f'step {t}' for t in steps) + ' | largest gradient norm |',
+          '|---|' + '---|' * (len(steps) + 1)]
+    for name, v in diag.items():
+      cells = []
+      for t in steps:
+        c = v['curve'].get(str(t))
+        cells.append('-' if c is None else f'{c[0]:.2f} / {c[1]:.2f}')
+      if v.get('stopped'):
+        cells[-1] = v['stopped']
+      L.append(f"| {D.DIAGNOSTICS[name][0]} | " + ' | '.join(cells)
+               + f" | {_fmt(v['max_grad_norm'], None, 0)} |")
+    L.append('')
+  br = analyses.get('breakdown')
+  if br:
+    arms = [a for a in br['original']['arms']]
+    L += ['## Which landmarks moved (AFLW2000-3D, runs already chosen)', '',
+          'Mean point error per iBUG-68 region, % of the ground-truth box size, 1,998 images: '
+          'the start model and each arm\'s change (mean over its seeds; negative = closer). '
+          f"Per landmark: ![per-landmark change]({br['png']})", '',
+          '| ground truth | region | start | ' + ' | '.join(LABELS[a] for a in arms) + ' |',
+          '|---|---|---|' + '---|' * len(arms)]
+    for r in br['regions']:
+      L.append(f"| {r['gt']} | {r['region']} | {r['start']:.3f} | "
+               + ' | '.join(f"{r[a]:+.3f}" for a in arms) + ' |')
+    L.append('')
+  return L
+
+
 def write_page(found, results_dir, root, aflw_dir, commands: dict, levers=None,
-               study_seconds=None):
+               study_seconds=None, analyses=None):
   """Write ``aflw2000_ablation.{md,json}``, the CED, validation-curve and
-  picture-grid images; return the page path."""
+  picture-grid images (and issue 20's analyses when given); return the page path.
+
+  Rows of arms whose runs are not under ``root`` (issue 12's, trained in an earlier
+  session) are kept from the previous JSON as they were measured.
+  """
   results_dir = Path(results_dir)
   results_dir.mkdir(parents=True, exist_ok=True)
   rows = summarise(found)
+  kept = kept_rows(results_dir, rows)
+  rows = {n: rows.get(n) or kept[n] for n in ORDER if n in rows or n in kept}
+  levers = dict(levers or {})
+  levers_kept = kept_levers(results_dir, levers)
+  analyses = analyses or {}
   ced_png = results_dir / 'aflw2000_ablation_ced.png'
   val_png = results_dir / 'aflw2000_ablation_validation.png'
   grid_jpg = results_dir / 'aflw2000_ablation_examples.jpg'
   plot_ced(found, ced_png, aflw_dir)
   plot_validation(found, val_png)
-  grid = picture_grid(found, grid_jpg, aflw_dir)
+  grid_arm = 'e_def' if 'e_def' in found else 'e_full'
+  grid = picture_grid(found, grid_jpg, aflw_dir, arm=grid_arm)
   cmp_ = comparisons(rows)
   floor = floor_target(rows)
-  levers = levers or {}
+  floor20 = floor_target_def(rows)
   L = [
       '# AFLW2000-3D study: do 2D in-the-wild landmarks improve a released 3D regressor?',
       '',
@@ -447,11 +638,19 @@ def write_page(found, results_dir, root, aflw_dir, commands: dict, levers=None,
       '`detect_testData_1998.txt`) is read once per finished run, on that checkpoint. '
       'Settings: `experiments/configs/aflw2000/base.flags`.',
       '',
+      "Issue 20's arms (`*_def`, `g_dlib`, `base_def.flags`) read AFLW's labels by AFLW's own "
+      'definitions (a fitted scheme, below), start with a 50-step warm-up, and are selected '
+      '(step 0 included) on the validation NME through the scheme, which the labelling style no '
+      "longer rewards. (a_tta) is the start model with flip test-time averaging: the honest "
+      'baseline of a student distilled from the mirror-averaged teacher.',
+      '',
       'The aflw-wild crops are part of 3DDFA\'s AFLW 21-point test set, so these models have '
       'no valid AFLW-21 benchmark number; none is reported.',
       '',
       'Values: mean over seeds ± half the range (max - min). A difference counts only beyond '
-      'the larger seed range of the two arms.',
+      'the larger seed range of the two arms. Rows marked † were trained in an earlier session '
+      'and are kept as measured then (their runs are not on this disk: no CED curve, validation '
+      'curve or landmark breakdown for them).',
       '',
       '## AFLW2000-3D (test set), 68 points, NME %',
       '',
@@ -463,17 +662,24 @@ def write_page(found, results_dir, root, aflw_dir, commands: dict, levers=None,
     b = r['orig_bins']
     seeds = ','.join('-' if s is None else str(s) for s in r['seeds'])
     ep = f" ({r['wild_epochs']:.1f})" if r.get('wild_epochs') else ''
-    L.append(f"| {LABELS[name]} | {seeds} | {r['steps'] or 0}{ep} | {b[0]:.3f} | {b[1]:.3f} | "
-             f"{b[2]:.3f} | **{_fmt(r['orig_mean_of_bins'], r['orig_mean_of_bins_range'])}** | "
+    mark = ' †' if r.get('kept') else ''
+    L.append(f"| {LABELS[name]}{mark} | {seeds} | {r['steps'] or 0}{ep} | {b[0]:.3f} | "
+             f"{b[1]:.3f} | {b[2]:.3f} | "
+             f"**{_fmt(r['orig_mean_of_bins'], r['orig_mean_of_bins_range'])}** | "
              f"{_fmt(r['orig_mean'], r['orig_mean_range'])} | "
-             f"{_fmt(r['re_mean_of_bins'], r['re_mean_of_bins_range'])} | "
+             f"**{_fmt(r['re_mean_of_bins'], r['re_mean_of_bins_range'])}** | "
              f"{_fmt(r['re_mean'], r['re_mean_range'])} | {r['train_s'] / 60:.1f} min |")
   L += ['', 'Published (original ground truth, mean of bins): '
         + '; '.join(f'{k} {v[3]:.2f}' for k, v in published.AFLW2000_NME.items() if len(v) > 3)
-        + '.', '', '## Pose, critic, validation', '',
+        + '.', '']
+  if floor20['met'] is not None:
+    L += [f"**Issue 20's floor (e_def beats (a) and (b) beyond the seed range on both ground "
+          f"truths): {'met' if floor20['met'] else 'not met'}.**", '']
+  L += ['## Pose, critic, validation', '',
         '| arm | yaw MAE (°) | pitch | roll | mean | critic acc. real / fake / mismatched '
         '(mean over logged steps) | chosen step | val 21-pt NME at start → chosen | '
-        'val NME to teacher |', '|---|---|---|---|---|---|---|---|---|']
+        'val 21-pt NME through the scheme, start → chosen | val NME to teacher |',
+        '|---|---|---|---|---|---|---|---|---|---|']
   for name, r in rows.items():
     crit = ' / '.join(_pct(r.get(k)) for k in ('critic_acc_real', 'critic_acc_fake',
                                                 'critic_acc_mismatch'))
@@ -483,6 +689,8 @@ def write_page(found, results_dir, root, aflw_dir, commands: dict, levers=None,
              f"{_fmt(r['roll_mae'], r['roll_mae_range'])} | {_fmt(r['pose_mae_mean'])} | {crit} | "
              f"{_fmt(r.get('best_step'), None, 0)} | {_fmt(r.get('val21_nme_start'))} → "
              f"{_fmt(r.get('val21_nme'), r.get('val21_nme_range'))} | "
+             f"{_fmt(r.get('val21_scheme_nme_start'))} → "
+             f"{_fmt(r.get('val21_scheme_nme'), r.get('val21_scheme_nme_range'))} | "
              f"{_fmt(r.get('val_teacher_nme'), r.get('val_teacher_nme_range'))} |")
   pose_n = next(iter(rows.values()))['per_seed'] if rows else {}
   n_pose = next(iter(pose_n.values()))['pose_n'] if pose_n else 0
@@ -498,57 +706,73 @@ def write_page(found, results_dir, root, aflw_dir, commands: dict, levers=None,
                f"{_fmt(r['bootstrap_orig_mean_of_bins'], r['bootstrap_orig_mean_of_bins_range'])}"
                f" | {_fmt(r['re_mean_of_bins'])} | {_fmt(r['bootstrap_re_mean_of_bins'])} |")
     L.append('')
+  ttas = [(n, r) for n, r in rows.items() if 'tta_orig_mean_of_bins' in r]
+  if ttas:
+    L += ['## With flip test-time averaging (same checkpoints; `--tta flip`)', '',
+          'The chosen checkpoint of each run evaluated once more on the crop and its mirror, '
+          'parameters averaged back through the mirror mapping. Not used for any choice.', '',
+          '| arm | original: mean of bins | re-annotated: mean of bins |', '|---|---|---|']
+    if START_TTA in rows:
+      r = rows[START_TTA]
+      L.append(f"| {LABELS[START_TTA]} | {_fmt(r['orig_mean_of_bins'])} | "
+               f"{_fmt(r['re_mean_of_bins'])} |")
+    for n, r in ttas:
+      L.append(f"| {LABELS[n]} | "
+               f"{_fmt(r['tta_orig_mean_of_bins'], r['tta_orig_mean_of_bins_range'])} | "
+               f"{_fmt(r['tta_re_mean_of_bins'], r['tta_re_mean_of_bins_range'])} |")
+    L.append('')
   L += ['## Differences against the seed spread', '']
   for c in cmp_:
     gt = 'original' if c['key'].startswith('orig') else 're-annotated'
     L.append(f"- {LABELS[c['a']]} vs {LABELS[c['b']]}, {gt}: {c['diff']:+.3f} NME, "
              f"{c['verdict']}.")
   if floor['met'] is not None:
-    L += ['', f"**Floor target ((e) beats (a) and (b) beyond the seed range on the original "
-          f"ground truth without losing on the re-annotated one): "
-          f"{'met' if floor['met'] else 'not met'}.**"]
-  if levers:
-    L += ['', '## Levers tried on seed 0 (validation only; the test set was not read)', '',
-          '| lever | chosen step | val 21-pt NME | val NME to teacher | critic real / fake / '
-          'mismatched | kept? |', '|---|---|---|---|---|---|']
-    ref = found.get('e_full', [])
-    ref0 = next((e for e in ref if e['seed'] == 0), None)
-    if ref0 is not None:
-      v = ref0['validation']
-      L.append(f"| (e) as chosen (base.flags) | {v.get('best_step')} | {_fmt(v.get('val21_nme'))}"
-               f" | {_fmt(v.get('val_teacher_nme'))} | "
-               + ' / '.join(_pct(ref0['critic'].get(k)) for k in (
-                   'critic_acc_real', 'critic_acc_fake', 'critic_acc_mismatch')) + ' | yes |')
-    for name, v in levers.items():
-      c = v.get('critic', {})
-      L.append(f"| {LEVERS[name][0]} | {v.get('best_step')} | {_fmt(v.get('val21_nme'))} | "
-               f"{_fmt(v.get('val_teacher_nme'))} | "
-               + ' / '.join(_pct(c.get(k)) for k in ('critic_acc_real', 'critic_acc_fake',
-                                                     'critic_acc_mismatch')) + ' | no |')
-  L += ['', '## Per seed', '', '| arm | seed | chosen step | val 21-pt | mean of bins | plain | '
-        're-annotated | yaw MAE | train (s) | eval (s) |', '|---|---|---|---|---|---|---|---|---|---|']
-  for name in rows:
-    for e in sorted(found[name], key=lambda e: -1 if e['seed'] is None else e['seed']):
-      m, t, v = e['metrics'], e['time'], e['validation']
-      L.append(f"| {LABELS[name]} | {'-' if e['seed'] is None else e['seed']} | "
+    L += ['', f"Issue 12's floor target ((e) beats (a) and (b) beyond the seed range on the "
+          f"original ground truth without losing on the re-annotated one): "
+          f"{'met' if floor['met'] else 'not met'}."]
+  L += ['']
+  L += _def_sections(analyses, rows, results_dir)
+  if levers or levers_kept:
+    L += ['## Levers tried on seed 0 (validation only; the test set was not read)', '',
+          "Issue 12's levers modify (e) and were judged on the plain validation NME; issue 20's "
+          'modify e_def and are judged on the NME through the scheme.', '',
+          '| lever | chosen step | val 21-pt NME | through the scheme | val NME to teacher | '
+          'critic real / fake / mismatched | kept? |', '|---|---|---|---|---|---|---|']
+    for arm, desc in (('e_full', '(e) as chosen (base.flags)'),
+                      ('e_def', 'e_def as chosen (base_def.flags)')):
+      ref0 = next((e for e in found.get(arm, []) if e['seed'] == 0), None)
+      if ref0 is not None:
+        L.append(_lever_row(desc, dict(ref0['validation'], critic=ref0['critic']), 'yes'))
+    for name, v in {**levers_kept, **levers}.items():
+      L.append(_lever_row(LEVERS[name][0] + (' †' if v.get('kept') else ''), v, 'no'))
+    L.append('')
+  L += ['## Per seed', '', '| arm | seed | chosen step | val 21-pt | through the scheme | '
+        'mean of bins | plain | re-annotated | yaw MAE | train (s) | eval (s) |',
+        '|---|---|---|---|---|---|---|---|---|---|---|']
+  for name, r in rows.items():
+    for seed, e in sorted(r['per_seed'].items(), key=lambda kv: kv[0]):
+      t, v = e.get('time', {}), e.get('validation', {})
+      L.append(f"| {LABELS[name]} | {seed if seed != 'None' else '-'} | "
                f"{v.get('best_step', '-')} | {_fmt(v.get('val21_nme'))} | "
-               f"{m['orig_mean_of_bins']:.3f} | {m['orig_mean']:.3f} | {m['re_mean_of_bins']:.3f} | "
-               f"{m['yaw_mae']:.3f} | {t.get('train_s', float('nan')):.0f} | "
+               f"{_fmt(v.get('val21_scheme_nme'))} | "
+               f"{e['orig_mean_of_bins']:.3f} | {e['orig_mean']:.3f} | {e['re_mean_of_bins']:.3f} | "
+               f"{e['yaw_mae']:.3f} | {t.get('train_s', float('nan')):.0f} | "
                f"{t.get('eval_s', float('nan')):.0f} |")
   L += ['', f'![CED]({ced_png.name})', '', f'![validation curves]({val_png.name})', '']
   if grid is not None:
-    L += ['Largest improvements (top row) and regressions (bottom row) of (e) against the '
-          'start, per image (NME of the seed mean); green ground truth, blue start, red (e) '
-          'seed 0:', '', f'![examples]({grid_jpg.name})', '']
+    L += [f'Largest improvements (top row) and regressions (bottom row) of {LABELS[grid_arm]} '
+          'against the start, per image (NME of the seed mean); green ground truth, blue start, '
+          'red seed 0:', '', f'![examples]({grid_jpg.name})', '']
   L += ['## Commands', '', '```', *commands.get('study', []), '```', '',
         'Per run (the study command runs these):', '', '```', *commands.get('runs', []), '```', '']
   if study_seconds:
-    L.append(f'Wall time of the runs on this page: {study_seconds / 60:.0f} min of training and '
-             'evaluation.')
+    L.append(f'Wall time of the runs on disk for this page: {study_seconds / 60:.0f} min of '
+             'training and evaluation.')
   L += ['', f'Machine: {platform.node()}, {platform.processor() or platform.machine()}, '
         f'{os.cpu_count()} CPUs; written {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}.', '']
   (results_dir / 'aflw2000_ablation.md').write_text('\n'.join(L))
   (results_dir / 'aflw2000_ablation.json').write_text(json.dumps(
-      {'rows': rows, 'comparisons': cmp_, 'floor_target': floor, 'levers': levers,
-       'commands': commands}, indent=1, default=float) + '\n')
+      {'rows': rows, 'comparisons': cmp_, 'floor_target': floor, 'floor_target_issue20': floor20,
+       'levers': {**levers_kept, **levers}, 'analyses': analyses, 'commands': commands},
+      indent=1, default=float) + '\n')
   return results_dir / 'aflw2000_ablation.md'

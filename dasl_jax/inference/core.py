@@ -10,6 +10,13 @@ The FLM channel of a 4-channel model is drawn either from given points
 (``points18``, e.g. a detector's landmarks; ``bootstrap_iters=0``) or
 self-bootstrapped: the first pass from the mean face's 18 points under the
 mean pose, each next pass from the previous pass's prediction.
+
+Flip test-time averaging (``tta='flip'``, a :class:`geometry.mirror.MirrorFit`
+given to :func:`make_forward`): each crop and its mirror image run in one batch
+of twice the size (the mirror's FLM points mirrored and re-ordered left/right),
+the mirror's de-whitened parameters are mapped back
+(``geometry.mirror.mirror_params``) and averaged with the direct ones, and
+landmarks and pose come from the averaged parameters.
 """
 from __future__ import annotations
 
@@ -24,10 +31,28 @@ from tqdm import tqdm
 from dasl_jax.geometry import camera
 from dasl_jax.models import inputs
 from dasl_jax.geometry import landmarks
+from dasl_jax.geometry import mirror as MIR
 from dasl_jax.face_model import morphable_model as mm
 from dasl_jax.geometry.params import ParamStats
 
 OUTPUTS = ('whitened', 'params', 'lms68', 'pose')
+TTA = ('none', 'flip')  # test-time averaging: none, or with the mirror image
+
+
+def mirror_fit(tta: str, stats: ParamStats, lm_model: mm.MorphableModel, convention: str):
+  """The ``flip`` argument of :func:`make_forward` for a ``--tta`` value.
+
+  Returns:
+    None for 'none'; for 'flip' the model's :class:`geometry.mirror.MirrorFit`
+    (float32; the ridge that the teacher's and augmentation's mirror use).
+  Raises:
+    ValueError: an unknown ``tta`` (commands check their flag first).
+  """
+  if tta not in TTA:
+    raise ValueError(f'tta must be one of {", ".join(TTA)}, got {tta!r}')
+  if tta == 'none':
+    return None
+  return MIR.mirror_fit(lm_model, convention, stats).astype(np.float32)
 
 
 def outputs(whitened, stats: ParamStats, lm_model: mm.MorphableModel, convention: str):
@@ -57,7 +82,7 @@ def mean_face_points18(stats: ParamStats, lm_model: mm.MorphableModel, conventio
 
 def forward(module, variables, stats: ParamStats, lm_model: mm.MorphableModel, crops,
             points18=None, mask18=None, *, in_channels: int, convention: str,
-            bootstrap_iters: int = 0):
+            bootstrap_iters: int = 0, flip: Optional[MIR.MirrorFit] = None):
   """One regression of a batch of crops (pure; jit it with :func:`make_forward`).
 
   Args:
@@ -70,36 +95,64 @@ def forward(module, variables, stats: ParamStats, lm_model: mm.MorphableModel, c
     in_channels: 3 or 4.
     bootstrap_iters: 4-channel models: 0 uses ``points18``; k > 0 runs k
       self-bootstrapped passes from the mean face (``points18`` ignored).
+    flip: None, or flip test-time averaging with this mirror
+      (:func:`mirror_fit`): the crops and their mirror images run as one batch
+      of 2B, and the parameters are the mean of the direct ones and the
+      mirrored prediction's mapped back.
   Returns:
     dict as :func:`outputs`.
   """
-  if in_channels == 3:
-    w = module.apply(variables, inputs.model_input(crops, in_channels=3), train=False)
+  if flip is None:
+    w = _regress(module, variables, stats, lm_model, crops, points18, mask18,
+                 in_channels, convention, bootstrap_iters)
     return outputs(w, stats, lm_model, convention)
+  b, size = crops.shape[0], crops.shape[2]
+  crops = jnp.concatenate([crops, crops[:, :, ::-1]])
+  if points18 is not None:
+    points18 = jnp.concatenate([points18, MIR.mirror_points(points18, size)])
+  if mask18 is not None:
+    mask18 = jnp.concatenate([mask18, MIR.mirror_mask(mask18)])
+  p = stats.dewhiten(_regress(module, variables, stats, lm_model, crops, points18, mask18,
+                              in_channels, convention, bootstrap_iters))
+  p = 0.5 * (p[:b] + MIR.mirror_params(p[b:], flip))
+  return outputs(stats.whiten(p), stats, lm_model, convention)
+
+
+def _regress(module, variables, stats, lm_model, crops, points18, mask18, in_channels,
+             convention, bootstrap_iters):
+  """:func:`forward` without test-time averaging: -> whitened (B, 62)."""
+  if in_channels == 3:
+    return module.apply(variables, inputs.model_input(crops, in_channels=3), train=False)
   if bootstrap_iters == 0:
     if points18 is None:
       raise ValueError('a 4-channel model needs points18 or bootstrap_iters > 0')
     x = inputs.model_input(crops, points18, mask18, in_channels=4)
-    return outputs(module.apply(variables, x, train=False), stats, lm_model, convention)
+    return module.apply(variables, x, train=False)
   pts = jnp.broadcast_to(mean_face_points18(stats, lm_model, convention),
                          (crops.shape[0], 18, 2))
-  out = None
-  for _ in range(bootstrap_iters):
+  w = None
+  for k in range(bootstrap_iters):
+    if k:  # predicted points: all visible
+      pts = landmarks.select18(mm.landmarks2d(lm_model, stats.dewhiten(w), convention))
     x = inputs.model_input(crops, pts, None, in_channels=4)
-    out = outputs(module.apply(variables, x, train=False), stats, lm_model, convention)
-    pts = landmarks.select18(out['lms68'])  # predicted points: all visible
-  return out
+    w = module.apply(variables, x, train=False)
+  return w
 
 
-def make_forward(module, in_channels: int, convention: str, bootstrap_iters: int = 0):
+def make_forward(module, in_channels: int, convention: str, bootstrap_iters: int = 0,
+                 flip: Optional[MIR.MirrorFit] = None):
   """Jitted ``f(variables, stats, lm_model, crops, points18, mask18) -> dict``.
 
   Same arguments and outputs as :func:`forward`; ``points18`` and ``mask18``
   must be arrays (zeros and ones when unused) so one trace serves all calls.
+  ``flip`` (:func:`mirror_fit`) turns on flip test-time averaging; its arrays
+  are constants of the compiled function.
   """
+  if flip is not None:
+    flip = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), flip)
   return jax.jit(functools.partial(forward, module, in_channels=int(in_channels),
                                    convention=str(convention),
-                                   bootstrap_iters=int(bootstrap_iters)))
+                                   bootstrap_iters=int(bootstrap_iters), flip=flip))
 
 
 def batch_placement(batch_size: int):

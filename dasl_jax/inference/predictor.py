@@ -32,10 +32,13 @@ class Predictor:
     bootstrap_iters: forward passes of the self-bootstrapped FLM (4-channel
       models without detector landmarks): the first from the mean face's
       landmarks, each next one from the previous prediction's.
+    tta: test-time averaging, 'none' or 'flip' (each crop and its mirror
+      image; the mirrored prediction mapped back and averaged:
+      ``core.forward``). 'flip' runs twice the batch.
   """
   backend = 'jax'
 
-  def __init__(self, restored, landmark_model, batch_size=32, bootstrap_iters=2):
+  def __init__(self, restored, landmark_model, batch_size=32, bootstrap_iters=2, tta='none'):
     self.module = restored.module
     self.variables = jax.tree_util.tree_map(jnp.asarray, restored.variables)
     self.config = restored.model_config
@@ -46,6 +49,10 @@ class Predictor:
     if bootstrap_iters < 1:
       raise DaslError(f'--bootstrap_iters must be >= 1, got {bootstrap_iters}')
     self.bootstrap_iters = bootstrap_iters
+    if tta not in core.TTA:
+      raise DaslError(f'--tta must be one of {", ".join(core.TTA)}, got {tta!r}')
+    self.tta = tta
+    self.flip = core.mirror_fit(tta, self.stats, self.lm_model, self.convention)
     # The mean face under the mean pose: the FLM a 4-channel model starts from.
     self.mean_lms68 = np.asarray(mm.landmarks2d(self.lm_model, jnp.asarray(self.stats.mean),
                                                 self.convention))
@@ -86,7 +93,8 @@ class Predictor:
 
   def _fn(self, iters):
     if iters not in self._fns:
-      self._fns[iters] = core.make_forward(self.module, self.in_channels, self.convention, iters)
+      self._fns[iters] = core.make_forward(self.module, self.in_channels, self.convention, iters,
+                                           self.flip)
     return self._fns[iters]
 
   def predict_crops(self, crops, lms68=None, iters=None, points18=None, mask18=None):

@@ -79,7 +79,8 @@ class Runner:
   regressor on 'jax' or 'onnxruntime' (the regressor's graph built from
   ``checkpoint``, or read from an exported ``onnx`` file, float or int8, which
   then replaces the checkpoint). ``refine``: landmark re-crop passes of detected
-  faces (``inference.faces.DEFAULT_REFINE``). ``dot_dtype`` 'bfloat16' runs a
+  faces (``inference.faces.DEFAULT_REFINE``). ``tta`` 'flip': flip test-time
+  averaging of the regressor (``Predictor``; jax only). ``dot_dtype`` 'bfloat16' runs a
   MobileNetV1's stem and 1x1 products on bf16 operands
   (:func:`dasl_jax.io.checkpoint.with_dot_dtype`); ``mesh_axes``: see
   :mod:`dasl_jax.io.meshes`.
@@ -89,7 +90,7 @@ class Runner:
                bootstrap_iters=2, batch_size=32, depth=False, meshes=True, overlay=True,
                profile=True, alpha=visualize.DEFAULT_ALPHA, detector='faceboxes', faceboxes_weights=None,
                mesh_axes='3ddfa', dot_dtype='float32', backend='jax', onnx=None,
-               refine=DEFAULT_REFINE):
+               refine=DEFAULT_REFINE, tta='none'):
     if mesh_axes not in mesh_io.MESH_AXES:
       raise DaslError(f'--mesh_axes must be one of {", ".join(mesh_io.MESH_AXES)}, '
                       f'got {mesh_axes!r}')
@@ -105,10 +106,12 @@ class Runner:
       raise DaslError(f'--onnx {onnx} runs on onnxruntime: drop --backend {backend}')
     if backend == 'onnxruntime' and dot_dtype != 'float32':
       raise DaslError('--dot_dtype bfloat16: only with --backend jax (the ONNX graph is float32)')
+    if backend == 'onnxruntime' and tta != 'none':
+      raise DaslError(f'--tta {tta}: only with --backend jax')
     if refine < 0:
       raise DaslError(f'--refine must be >= 0, got {refine}')
     self.refine = int(refine)
-    self.backend = backend
+    self.backend, self.tta = backend, tta
     self.detector_name = detector if boxes is None else None
     self.detector = (make_detector(detector, faceboxes_weights, profile, backend)
                      if boxes is None else None)
@@ -127,7 +130,8 @@ class Runner:
                                        batch_size=batch_size, bootstrap_iters=bootstrap_iters)
       else:
         self.predictor = Predictor(self.restored, self.models.landmarks,
-                                   batch_size=batch_size, bootstrap_iters=bootstrap_iters)
+                                   batch_size=batch_size, bootstrap_iters=bootstrap_iters,
+                                   tta=tta)
     self.boxes = detect.load_boxes(boxes) if boxes else None
     self.landmarks = detect.load_landmarks(landmarks) if landmarks else None
     self.out = Path(out)
@@ -149,7 +153,8 @@ class Runner:
       det = f'haar (OpenCV {cv2.__version__})'
     else:
       det = f'{self.detector_name} ({self.backend})'
-    return {'regressor': self.predictor.describe(), 'detector': det, 'refine': self.refine}
+    return {'regressor': self.predictor.describe(), 'detector': det, 'refine': self.refine,
+            'tta': self.tta}
 
   def faces(self, image, name):
     key = Path(name).name

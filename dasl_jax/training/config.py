@@ -75,6 +75,13 @@ def default_config() -> ml_collections.ConfigDict:
   c.loss.flm_jitter = 0.0
   # Critic negatives that only the pairing gives away: 3D images with another example's label.
   c.loss.critic_mismatch = False
+  # L_2d_con / L_cyc: > 0 = pseudo-Huber scale in crop pixels (a mislabelled point pulls
+  # with a bounded force); 0 = squared error (the paper).
+  c.loss.robust_2d = 0.0
+  # Per-point weights of L_2d_con / L_cyc: sel18 (2DASL's, to weight_power) or noise
+  # (inverse to each point's label disagreement left after fitting the wild scheme,
+  # same mean; needs --config.data.wild_scheme=fit or a fitted scheme file).
+  c.loss.point_weights = 'sel18'
 
   # --- optimisers
   c.optim = ml_collections.ConfigDict()
@@ -86,6 +93,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.optim.decay_to = 0.001          # exponential decay to lr * decay_to at the last step
   c.optim.warmup_steps = 0          # linear warm-up from 0
   c.optim.clip_norm = 0.0           # > 0: clip gradients by global norm
+  # Adam's denominator floor: with 1e-8 every weight moves ~lr per step whatever its
+  # gradient, noise included; a floor near the gradients' scale makes tiny-gradient
+  # weights move little (as SGD would).
+  c.optim.adam_eps = 1e-8
   c.optim.critic_name = 'adam'
   c.optim.critic_lr = 1e-4
   c.optim.critic_b1 = 0.5           # GAN-usual Adam beta1
@@ -115,6 +126,13 @@ def default_config() -> ml_collections.ConfigDict:
   # Validation (config.data.validation): FLM passes of the self-bootstrapped landmark map
   # (4-channel models; the held-out crops have no detector landmarks).
   c.train.val_bootstrap_iters = 2
+  # What ranks checkpoints (the kept "best" one and selection.json): auto = val21_scheme_nme
+  # with a fitted wild scheme, else val21_nme with a validation split, else heldout_nme;
+  # or one of val21_nme, val21_scheme_nme, val_teacher_nme, heldout_nme. Never a test set.
+  c.train.select_metric = 'auto'
+  # Test-time averaging of the held-out, validation and AFLW2000-3D evaluation: 'none', or
+  # 'flip' (each crop with its mirror image, averaged back: inference.core).
+  c.train.eval_tta = 'none'
 
   # --- evaluation besides the held-out set
   c.eval = ml_collections.ConfigDict()
@@ -148,6 +166,11 @@ RULES = {
     'loss.wpdc_resample': (lambda v: v >= 0, 'an integer >= 0'),
     'loss.weight_power': (lambda v: v in (1, 2), '1 or 2'),
     'loss.flm_jitter': (lambda v: v >= 0, _NONNEG),
+    'loss.robust_2d': (lambda v: v >= 0, '>= 0 (pixels; 0 = squared error)'),
+    'loss.point_weights': (lambda v: v in ('sel18', 'noise'), 'sel18 or noise'),
+    'train.select_metric': (lambda v: v in ('auto', 'val21_nme', 'val21_scheme_nme',
+                                            'val_teacher_nme', 'heldout_nme'),
+                            'auto, val21_nme, val21_scheme_nme, val_teacher_nme or heldout_nme'),
     'optim.name': (lambda v: v in ('sgd', 'adam', 'adamw'), 'sgd, adam or adamw'),
     'optim.lr': (lambda v: v > 0, _POS),
     'optim.momentum': (lambda v: 0 <= v < 1, 'in [0, 1)'),
@@ -155,6 +178,7 @@ RULES = {
     'optim.decay_to': (lambda v: 0 < v <= 1, 'in (0, 1] (1 = constant learning rate)'),
     'optim.warmup_steps': (lambda v: v >= 0, 'an integer >= 0'),
     'optim.clip_norm': (lambda v: v >= 0, '>= 0 (0 = no clipping)'),
+    'optim.adam_eps': (lambda v: v > 0, _POS),
     'optim.critic_lr': (lambda v: v > 0, _POS),
     'optim.critic_b1': (lambda v: 0 <= v < 1, 'in [0, 1)'),
     'optim.critic_every': (lambda v: v >= 1, 'an integer >= 1'),
@@ -166,6 +190,7 @@ RULES = {
     'train.eval_batch': (lambda v: v >= 1, 'an integer >= 1'),
     'train.ema_decay': (lambda v: 0 <= v < 1, 'in [0, 1) (0 = no average)'),
     'train.val_bootstrap_iters': (lambda v: v >= 1, 'an integer >= 1'),
+    'train.eval_tta': (lambda v: v in ('none', 'flip'), 'none or flip'),
     'data.batch_size_3d': (lambda v: v >= 1, 'an integer >= 1'),
     'data.batch_size_wild': (lambda v: v >= 1, 'an integer >= 1'),
     'data.num_threads': (lambda v: v >= 1, 'an integer >= 1'),

@@ -79,21 +79,29 @@ class Evaluator:
   run's held-out metrics; the FLM of a 4-channel model comes from the held-out
   set's ``points18`` (synthetic held-out set) or is self-bootstrapped
   (``bootstrap_iters`` passes; validation crops have no detector landmarks).
+  ``tta``: test-time averaging ('none' or 'flip', ``core.mirror_fit``).
   """
 
   def __init__(self, module, in_channels, convention, stats, lm_model, batch_size,
-               bootstrap_iters=2):
+               bootstrap_iters=2, scheme21=None, tta='none'):
     self.consts = (stats, lm_model)
+    self.convention = convention
+    self.scheme21 = scheme21  # the wild labels' 21-point scheme, or None
     self.batch_size = int(batch_size)
-    self.given = core.make_forward(module, in_channels, convention, 0)
-    self.boot = (core.make_forward(module, in_channels, convention, max(int(bootstrap_iters), 1))
+    flip = core.mirror_fit(tta, stats, lm_model, convention)
+    self.given = core.make_forward(module, in_channels, convention, 0, flip)
+    self.boot = (core.make_forward(module, in_channels, convention, max(int(bootstrap_iters), 1),
+                                   flip)
                  if in_channels == 4 else self.given)
 
-  def _lms(self, fn, variables, data, points=True):
+  def _predict(self, fn, variables, data, points=True):
     n = len(data['image'])
     return core.predict_crops(fn, variables, *self.consts, data['image'], n,
                               data.get('points18') if points else None,
-                              data.get('mask18') if points else None, self.batch_size)['lms68']
+                              data.get('mask18') if points else None, self.batch_size)
+
+  def _lms(self, fn, variables, data, points=True):
+    return self._predict(fn, variables, data, points)['lms68']
 
   def heldout(self, variables, heldout):
     """Held-out NME (%) of the 68 crop landmarks (image, points18, mask18, lms68)."""
@@ -106,17 +114,49 @@ class Evaluator:
       dict ``val21_nme``: AFLW 21-point NME (%, invisible points masked, normalised by
       the visible points' box, plain mean over crops) against the hand labels; and
       with teacher labels ``val_teacher_nme``: 68-point NME (%) against the teacher's
-      landmarks (how far the student left the 3D side's labels).
+      landmarks (how far the student left the 3D side's labels); with the wild labels'
+      scheme ``val21_scheme_nme``: the same 21-point NME with the prediction's points
+      placed by AFLW's definitions (``face_model.schemes``): what is left of the
+      disagreement once the labelling style is taken out.
     """
     from dasl_jax import evaluation
-    lms = self._lms(self.boot, variables, val, points=False)
-    summary, _ = evaluation.aflw21_nme(
-        lms, np.where(val['vis21'][..., None] > 0, val['pts21'], -1), val['yaws'],
-        val['vis21'] > 0)
+    from dasl_jax.face_model import schemes
+    out = self._predict(self.boot, variables, val, points=False)
+    lms = out['lms68']
+    gt21 = np.where(val['vis21'][..., None] > 0, val['pts21'], -1)
+    summary, _ = evaluation.aflw21_nme(lms, gt21, val['yaws'], val['vis21'] > 0)
     res = {'val21_nme': summary['mean'], 'val21_mean_of_bins': summary['mean_of_bins']}
+    if self.scheme21 is not None:
+      pts21 = np.asarray(schemes.points2d_from_params(out['params'], self.consts[1],
+                                                      self.scheme21, self.convention))
+      per = evaluation.nme(pts21, np.asarray(gt21, np.float64), val['vis21'] > 0)
+      res['val21_scheme_nme'] = float(np.mean(per) * 100.0)
     if 'teacher_lms68' in val:
       res['val_teacher_nme'] = nme_percent(lms, val['teacher_lms68'])
     return res
+
+
+def selection_metric(choice, has_heldout, has_validation, has_scheme, has_teacher):
+  """The logged metric that ranks checkpoints (``--config.train.select_metric``).
+
+  ``auto``: the validation 21-point NME through the wild labels' scheme when there is
+  one (style-free), else the plain validation NME, else the held-out NME. Never a
+  benchmark's test set.
+  """
+  if choice == 'auto':
+    if has_validation:
+      return 'val21_scheme_nme' if has_scheme else 'val21_nme'
+    return 'heldout_nme'
+  need = {'heldout_nme': (has_heldout, 'a held-out set (--config.data.heldout)'),
+          'val21_nme': (has_validation, 'a validation split (--config.data.validation)'),
+          'val21_scheme_nme': (has_validation and has_scheme,
+                               'a validation split and a wild scheme (--config.data.wild_scheme)'),
+          'val_teacher_nme': (has_validation and has_teacher,
+                              'a validation split and teacher labels (source_3d=teacher)')}
+  ok, what = need[choice]
+  if not ok:
+    raise DaslError(f'--config.train.select_metric={choice} needs {what}')
+  return choice
 
 
 def describe_data(data) -> dict:
@@ -292,7 +332,9 @@ def init_state(config, bundle: StepBundle, data):
       lambda v, c: state_lib.create_train_state(v, c, bundle.tx, bundle.critic_tx))(
           variables, critic_params))
   consts = compiled.put_replicated(step_lib.make_consts(
-      data.model, stats.mean, stats.std, getattr(data, 'dense_model', None)))
+      data.model, stats.mean, stats.std, getattr(data, 'dense_model', None),
+      getattr(data, 'wild_scheme18', None), str(config.loss.point_weights),
+      int(config.loss.weight_power)))
   base_key = compiled.put_replicated(jax.random.fold_in(jax.random.PRNGKey(seed), 2))
   return state, consts, base_key
 
@@ -306,6 +348,9 @@ def prepare_workdir(config, workdir, data, model_cfg: ModelConfig) -> Path:
     record_flags(workdir, config)
     write_text_atomic(workdir / 'data.json', json.dumps(describe_data(data)) + '\n')
     checkpoint.write_model_files(workdir, model_cfg, data.param_stats)
+    scheme = getattr(data, 'wild_scheme', None) or getattr(data, 'wild_scheme18', None)
+    if scheme is not None:  # the wild labels' definitions this run trained with
+      scheme.save(workdir / 'scheme.json')
   return workdir
 
 
@@ -334,7 +379,8 @@ def setup(config, workdir, data=None) -> Run:
   evaluator = Evaluator(bundle.module, model_cfg.in_channels, model_cfg.convention,
                         P.ParamStats(ec['mean'], ec['std'], data.param_stats.source),
                         ec['model68'], config.train.eval_batch,
-                        config.train.val_bootstrap_iters)
+                        config.train.val_bootstrap_iters, getattr(data, 'wild_scheme', None),
+                        config.train.eval_tta)
   return Run(config, workdir, data, model_cfg, bundle.module, bundle.compiled, state, consts,
              base_key, evaluator, bundle.has_wild, float(config.train.ema_decay) > 0)
 
@@ -473,9 +519,9 @@ def _train_and_evaluate(config, workdir, data, sigterm):
   bar = tqdm(total=num_steps, initial=start, disable=not tc.progress, desc='train',
              dynamic_ncols=True)
   validation = getattr(data, 'validation', None)
-  # Checkpoints are ranked (the "best" one kept) by the validation split when there
-  # is one, else by the held-out set: never by a benchmark's test set.
-  select = 'val21_nme' if validation is not None else 'heldout_nme'
+  select = selection_metric(tc.select_metric, heldout is not None, validation is not None,
+                            getattr(data, 'wild_scheme', None) is not None,
+                            validation is not None and 'teacher_lms68' in validation)
 
   def evaluate(st):
     variables = st.eval_variables(run.use_ema)
@@ -489,10 +535,15 @@ def _train_and_evaluate(config, workdir, data, sigterm):
     return rec
 
   if start == 0 and (heldout is not None or validation is not None):
-    # The starting point of the held-out curve: "NME fell to x of its start".
+    # The starting point of the held-out curve: "NME fell to x of its start". With a
+    # validation split (fine-tuning a start model) step 0 is saved as a selection
+    # candidate too, so "do not train" can win the selection.
     rec0 = evaluate(state)
     logger.write(0, rec0)
     final.update({f'{k}_start': v for k, v in rec0.items()})
+    if validation is not None and ckpt.latest_step() is None:
+      ckpt.save(0, state, get_data_state(data), rec0.get(select),
+                variables=state.eval_variables(run.use_ema))
   t_last, step_last, saved_at = time.perf_counter(), start, start
   in_flight = None
   stop, early = _stop_check(sigterm, start)
@@ -577,7 +628,7 @@ def _train_and_evaluate(config, workdir, data, sigterm):
       final['aflw2000'] = evaluate_aflw2000(
           config.eval.aflw2000_dir, run.module,
           jax.device_get(state.eval_variables(run.use_ema)),
-          data.param_stats, run.model_cfg, data.model, tc.eval_batch)
+          data.param_stats, run.model_cfg, data.model, tc.eval_batch, tc.eval_tta)
       logger.write(final['step'], {f'aflw2000_{k}': v for k, v in final['aflw2000'].items()
                                    if isinstance(v, (int, float))})
   finally:
@@ -590,9 +641,11 @@ def _train_and_evaluate(config, workdir, data, sigterm):
   return final
 
 
-def evaluate_aflw2000(folder, module, variables, stats, model_cfg, landmark_model, batch_size=64):
+def evaluate_aflw2000(folder, module, variables, stats, model_cfg, landmark_model, batch_size=64,
+                      tta='none'):
   """AFLW2000-3D 68-point NME (%) of the finished run (``protocols``' defaults:
-  1,998 images with the detector FLM for 4-channel models, else all 2,000).
+  1,998 images with the detector FLM for 4-channel models, else all 2,000; ``tta``
+  as ``inference.Predictor``).
 
   Returns:
     dict ``nme_mean_of_bins``, ``nme_mean``, ``nme_bins``, ``n`` (original ground truth).
@@ -602,7 +655,7 @@ def evaluate_aflw2000(folder, module, variables, stats, model_cfg, landmark_mode
   from dasl_jax.evaluation import protocols
   ds = aflw2000.load(folder)
   predictor = inference.Predictor.from_parts(module, variables, model_cfg, stats,
-                                             landmark_model, batch_size=batch_size)
+                                             landmark_model, batch_size=batch_size, tta=tta)
   _, idx = protocols.aflw2000_indices(ds, None, model_cfg.in_channels, 'detector')
   res = protocols.score_aflw2000(ds, idx, protocols.predict_aflw2000(predictor, ds, idx),
                                  pose=False)['original']

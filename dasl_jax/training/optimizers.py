@@ -48,9 +48,9 @@ def regressor_optimizer(optim, num_steps):
   elif optim.name == 'adam':
     if optim.weight_decay:
       parts.append(optax.add_decayed_weights(optim.weight_decay))
-    parts.append(optax.adam(schedule))
+    parts.append(optax.adam(schedule, eps=float(optim.adam_eps)))
   elif optim.name == 'adamw':
-    parts.append(optax.adamw(schedule, weight_decay=optim.weight_decay))
+    parts.append(optax.adamw(schedule, weight_decay=optim.weight_decay, eps=float(optim.adam_eps)))
   else:
     raise DaslError(f'--config.optim.name must be sgd, adam or adamw, got {optim.name!r}')
   return optax.chain(*parts), schedule

@@ -40,6 +40,8 @@ from dasl_jax.training.state import TrainState
 LOSS_NAMES = ('l3d', 'l2d_con', 'l3d_con', 'lcyc', 'lsc', 'total', 'critic')
 BATCH_KEYS_3D = ('image', 'points18', 'mask18', 'params')
 BATCH_KEYS_WILD = ('image', 'points18', 'mask18')
+# Wild-batch keys used when the data side gives them.
+OPTIONAL_KEYS_WILD = ('flm18',)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,15 +60,37 @@ class StepContext:
   ema_decay: float = 0.0   # > 0: keep an exponential moving average of the weights
 
 
-def make_consts(model: MorphableModel, mean, std, wpdc_model: MorphableModel = None):
-  """Arrays the step reads but never changes: landmark model, WPDC sampling model, whitening."""
+def make_consts(model: MorphableModel, mean, std, wpdc_model: MorphableModel = None,
+                wild_scheme=None, point_weights='sel18', weight_power=2):
+  """Arrays the step reads but never changes: landmark model, WPDC sampling model,
+  whitening, the wild labels' 18-point scheme (``face_model.schemes``; default
+  iBUG's own definitions, ``schemes.ibug18()``) and the 2D terms' per-point weights on
+  the squared error (``sel18``: 2DASL's, to ``weight_power``; ``noise``: inverse to each
+  point's fitted label disagreement, ``schemes.noise_weights``)."""
+  from dasl_jax.face_model import schemes
+  scheme = wild_scheme if wild_scheme is not None else schemes.ibug18()
+  if scheme.size != 18:
+    raise DaslError(f'the wild labels\' scheme {scheme.name} has {scheme.size} points; '
+                    'the 2D terms use 18')
   model68 = model.landmark_model()
   # Face size of the 68 points over that of the 18 on the mean face (FLM jitter scale).
   lm3 = np.asarray(model68.u, np.float64).reshape(68, 3)[:, :2]
   ratio = float(lm.box_size(lm3) / lm.box_size(lm.select18_np(lm3)))
   return {'model68': model68, 'wpdc_model': wpdc_model if wpdc_model is not None else model68,
           'mean': jnp.asarray(mean, jnp.float32), 'std': jnp.asarray(std, jnp.float32),
-          'box68_over_18': jnp.asarray(ratio, jnp.float32)}
+          'box68_over_18': jnp.asarray(ratio, jnp.float32),
+          'wild_combine': jnp.asarray(scheme.combine, jnp.float32),
+          'wild_weights': jnp.asarray(_point_weights(scheme, point_weights, weight_power)),
+          'wild_offsets': jnp.asarray(scheme.offsets, jnp.float32)}
+
+
+def _point_weights(scheme, kind, power):
+  from dasl_jax.face_model import schemes
+  if kind == 'sel18':
+    return (lm.SEL18_WEIGHTS.astype(np.float64) ** power).astype(np.float32)
+  if kind == 'noise':
+    return schemes.noise_weights(scheme, lm.SEL18_WEIGHTS, power)
+  raise DaslError(f"--config.loss.point_weights must be sel18 or noise, got {kind!r}")
 
 
 def wild_path_on(loss_cfg) -> bool:
@@ -125,14 +149,22 @@ def train_step(state: TrainState, batch_3d, batch_wild, base_key, consts, *, ctx
                           batch_3d['mask18'], ctx.in_channels)
   target = jnp.asarray(batch_3d['params'], jnp.float32)
   if wild:
+    # The FLM is drawn from the labels moved into iBUG's definitions when the data
+    # side could (``flm18``: the teacher's pose through the scheme), else the labels.
     xw = inputs.model_input(batch_wild['image'],
-                            flm_points(k_jw, batch_wild['points18'], batch_wild['mask18']),
+                            flm_points(k_jw, batch_wild.get('flm18', batch_wild['points18']),
+                                       batch_wild['mask18']),
                             batch_wild['mask18'], ctx.in_channels)
     det18 = jnp.asarray(batch_wild['points18'], jnp.float32)
     mask18 = jnp.asarray(batch_wild['mask18'], jnp.float32)
     img_w = inputs.normalize_image(batch_wild['image'])
   img_3 = inputs.normalize_image(batch_3d['image'])
   model68, mean, std = consts['model68'], consts['mean'], consts['std']
+
+  def wild18(pw, l2):
+    # The prediction's points as the wild labels define them (face_model.schemes).
+    return losses.wild_points_2d(pw, l2, mean, std, consts['wild_combine'],
+                                 consts['wild_offsets'])
 
   def loss_fn(params):
     terms = {}
@@ -148,7 +180,8 @@ def train_step(state: TrainState, batch_3d, batch_wild, base_key, consts, *, ctx
     if wild:
       l3_1, l2_1 = losses.landmarks_from_whitened(pw1, model68, mean, std, ctx.convention)
       if lc.use_2d:
-        terms['l2d_con'] = losses.landmark_2d_consistency(l2_1, det18, mask18, lc.weight_power)
+        terms['l2d_con'] = losses.weighted_points_2d(
+            wild18(pw1, l2_1), det18, mask18, consts['wild_weights'], 1, lc.robust_2d)
       if lc.use_3d_con or lc.use_cyc:
         # The FLM is rebuilt from the prediction: integer pixels, no gradient.
         y18 = jax.lax.stop_gradient(lm.select18(l2_1))
@@ -158,7 +191,8 @@ def train_step(state: TrainState, batch_3d, batch_wild, base_key, consts, *, ctx
         if lc.use_3d_con:
           terms['l3d_con'] = losses.landmark_3d_consistency(l3_2, l3_1)
         if lc.use_cyc:
-          terms['lcyc'] = losses.cycle_consistency(l2_2, det18, mask18, lc.weight_power)
+          terms['lcyc'] = losses.weighted_points_2d(
+              wild18(pw2, l2_2), det18, mask18, consts['wild_weights'], 1, lc.robust_2d)
       if lc.use_sc:
         # Critic weights are constants here: only the regressor learns from L_sc.
         cp = jax.lax.stop_gradient(state.critic_params)
@@ -265,8 +299,10 @@ class CompiledStep:
         out_shardings=(self.replicated, self.replicated),
         donate_argnums=(0,))
 
-  def put_batch(self, batch, keys):
-    """Host batch -> device arrays sharded over 'data' (only the keys the step reads)."""
+  def put_batch(self, batch, keys, optional=()):
+    """Host batch -> device arrays sharded over 'data' (only the keys the step reads;
+    ``optional`` ones when the batch has them)."""
+    keys = tuple(keys) + tuple(k for k in optional if k in batch)
     n = len(jax.local_devices()) if jax.process_count() > 1 else self.mesh.devices.size
     out = {}
     for k in keys:
@@ -290,7 +326,7 @@ class CompiledStep:
     """The step lowered with ``jax.export`` for ``platforms`` (e.g. ('cuda', 'tpu'));
     needs no such device. Arguments as for a call. Returns ``jax.export.Exported``."""
     b3 = self.put_batch(batch_3d, BATCH_KEYS_3D)
-    bw = self.put_batch(batch_wild, BATCH_KEYS_WILD)
+    bw = self.put_batch(batch_wild, BATCH_KEYS_WILD, OPTIONAL_KEYS_WILD)
     return jax.export.export(self._jitted, platforms=tuple(platforms))(
         state, b3, bw, key, consts)
 
@@ -299,10 +335,10 @@ class CompiledStep:
     ``.compile()`` is the executable a call with such arguments runs, with its cost and
     memory analyses (benchmarks/accelerator.py times and sizes it that way)."""
     b3 = self.put_batch(batch_3d, BATCH_KEYS_3D)
-    bw = self.put_batch(batch_wild, BATCH_KEYS_WILD)
+    bw = self.put_batch(batch_wild, BATCH_KEYS_WILD, OPTIONAL_KEYS_WILD)
     return self._jitted.lower(state, b3, bw, key, consts)
 
   def __call__(self, state, batch_3d, batch_wild, key, consts):
     b3 = self.put_batch(batch_3d, BATCH_KEYS_3D)
-    bw = self.put_batch(batch_wild, BATCH_KEYS_WILD)
+    bw = self.put_batch(batch_wild, BATCH_KEYS_WILD, OPTIONAL_KEYS_WILD)
     return self._jitted(state, b3, bw, key, consts)

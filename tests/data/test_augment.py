@@ -8,6 +8,7 @@ from tests.conftest import asset_path
 from dasl_jax.face_model import morphable_model as MM
 from dasl_jax.geometry import params as P
 from dasl_jax.data import augment as A
+from dasl_jax.geometry import mirror as MIR
 from dasl_jax.data import readers as R
 
 
@@ -33,41 +34,6 @@ def _example(rng, with_3d=False):
   return ex
 
 
-def test_mirror_permutations_are_involutions():
-  for perm, n in ((A.FLIP68, 68), (A.FLIP18, 18)):
-    assert sorted(perm) == list(range(n))
-    np.testing.assert_array_equal(perm[perm], np.arange(n))
-
-
-@pytest.fixture(scope='module')
-def synthetic_model():
-  from dasl_jax.face_model.synthetic import build_synthetic_model
-  return build_synthetic_model(0)
-
-
-def test_flip68_matches_a_symmetric_face(synthetic_model):
-  """The synthetic face is built nearly left/right symmetric: mirroring x and
-  re-indexing with FLIP68 must land near the same points (a wrong pairing
-  would be off by tens of percent of the face width)."""
-  m = R.LandmarkModelNP(synthetic_model)
-  S = m.shape(np.zeros(50))
-  mirrored = S[A.FLIP68] * np.array([-1, 1, 1])
-  width = S[:, 0].max() - S[:, 0].min()
-  err = np.linalg.norm(mirrored - S, axis=-1)
-  assert err.max() < 0.05 * width and err.mean() < 0.01 * width
-
-
-def test_flip18_consistent_with_flip68(synthetic_model):
-  """Selecting the 18 of a flipped 68 = flipping the selected 18 (eye centres are
-  means of other lid points, so they agree only approximately: tested on a face)."""
-  m = R.LandmarkModelNP(synthetic_model)
-  p68 = m.shape(np.zeros(50))[:, :2] * 4e-4 + 60
-  M = A.affine_matrix(flip=True)
-  a = R.points18(A.warp_points(p68[A.FLIP68], M))[0]
-  b = A.warp_points(R.points18(p68)[0], M)[A.FLIP18]
-  np.testing.assert_allclose(a, b, atol=0.5)
-
-
 def test_flip_twice_is_identity(rng):
   ex = _example(rng, with_3d=True)
   once = A.apply(ex, _no_colour(True))
@@ -78,8 +44,8 @@ def test_flip_twice_is_identity(rng):
   np.testing.assert_array_equal(twice['mask18'], ex['mask18'])
   np.testing.assert_allclose(twice['lms68'], ex['lms68'], atol=1e-4)
   # Independent: a flipped x is 119 - x (pixel centres at integer columns).
-  vis = ex['mask18'][A.FLIP18] > 0
-  np.testing.assert_allclose(once['points18'][vis, 0], 119 - ex['points18'][A.FLIP18][vis, 0],
+  vis = ex['mask18'][MIR.FLIP18] > 0
+  np.testing.assert_allclose(once['points18'][vis, 0], 119 - ex['points18'][MIR.FLIP18][vis, 0],
                              atol=1e-4)
 
 
