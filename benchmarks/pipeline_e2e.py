@@ -2,7 +2,7 @@ r"""Photo and video to faces end to end on the CPU: JAX against onnxruntime (flo
 
   python -m benchmarks.pipeline_e2e --checkpoint DIR [--int8 MODEL_int8.onnx]
       [--calibration DIR] [--images 2000] [--chunk 40] [--refine 1] [--frames 60]
-      [--video_rounds 3] [--detect_every 0,5,10,30] [--json OUT]
+      [--video_rounds 3] [--detect_every 0,5,10,30] [--regressor_rounds 5] [--json OUT]
 
 Per image, on the full AFLW2000-3D images (450x450, decoded beforehand, so JPEG
 decoding is not counted): FaceBoxes with 3DDFA_V2's settings, then for the faces
@@ -22,6 +22,12 @@ without overlays (decode, detect or track, regress, smooth, JSON): frames per
 second per contender over ``--video_rounds`` interleaved rounds; and, for the
 onnxruntime float contender in the same rounds, one run per ``--detect_every``
 value and one detecting on every frame (what looking for new faces costs).
+
+The regressor alone (``--regressor_rounds``, 0 = off): ``predict_crops`` on one
+AFLW2000-3D crop and on 128 (the predictors' batches of 32), each contender in
+turn within a round, the order rotating: ms per call (median over rounds), crops
+per second, ratios against JAX. This is where float and int8 differ; detection
+runs the same float FaceBoxes for both onnxruntime contenders.
 
 Contenders: ``jax`` (FaceBoxes in Flax and the regressor, jitted), ``onnxruntime``
 (both as float32 ONNX graphs built from the weights), ``onnxruntime_int8``
@@ -106,6 +112,32 @@ def time_images(contenders, images_dir, names, chunk, refine, progress=True):
   return det_s, rest_s, faces
 
 
+def time_regressor(contenders, crops, rounds, calls=(20, 3)):
+  """Per contender and batch (1 and ``len(crops)``): median ms per ``predict_crops``
+  call over ``rounds`` interleaved rounds of ``calls`` calls each."""
+  batches = {1: crops[:1], len(crops): crops}
+  keys = list(contenders)
+  secs = {(k, b): [] for k in keys for b in batches}
+  for r in range(rounds):
+    order = keys[r % len(keys):] + keys[:r % len(keys)]
+    for k in order:
+      pred = contenders[k][1]
+      for (b, x), n in zip(batches.items(), calls):
+        pred.predict_crops(x)  # warm this shape
+        t0 = time.perf_counter()
+        for _ in range(n):
+          pred.predict_crops(x)
+        secs[(k, b)].append((time.perf_counter() - t0) / n)
+  out = {}
+  for k in keys:
+    out[k] = {}
+    for b in batches:
+      ms = 1e3 * float(np.median(secs[(k, b)]))
+      out[k][f'batch{b}'] = {'ms_per_call': ms, 'crops_per_s': 1e3 * b / ms,
+                             'rounds_ms': [1e3 * t for t in secs[(k, b)]]}
+  return out
+
+
 def _video_runners(checkpoint, int8, out):
   from dasl_jax import inference
   kw = dict(overlay=False, meshes=False)
@@ -180,6 +212,14 @@ def run(args):
           f'landmarks {v["rest_ms_mean"]:6.2f} ms ({v["rest_ms_per_face"]:.2f} ms a face), '
           f'total {v["total_ms_mean"]:6.2f} ms mean / {v["total_ms_median"]:6.2f} median; '
           f'{v["faces"]} faces', flush=True)
+  regressor = {}
+  if args.regressor_rounds:
+    crops = ds.load_crops(np.arange(128))
+    regressor = time_regressor(contenders, crops, args.regressor_rounds)
+    for k, v in regressor.items():
+      print(f'{k:18s} regressor: ' + ', '.join(
+          f'{b} {x["ms_per_call"]:7.2f} ms ({x["crops_per_s"]:.0f} crops/s)'
+          for b, x in v.items()), flush=True)
   video = []
   if args.frames:
     path = tmp / 'moved.avi'
@@ -208,6 +248,15 @@ def run(args):
       if v['contender'] != 'jax' and v['contender'] not in seen and 'detect_every' in v:
         seen.add(v['contender'])
         ratios[f'{v["contender"]}_speed_vs_jax_per_frame'] = v['fps'] / jv
+  for k, v in regressor.items():
+    if k != 'jax':
+      for b, x in v.items():
+        ratios[f'{k}_regressor_{b}_speed_vs_jax'] = (regressor['jax'][b]['ms_per_call']
+                                                     / x['ms_per_call'])
+  if 'onnxruntime_int8' in regressor:
+    for b, x in regressor['onnxruntime_int8'].items():
+      ratios[f'int8_regressor_{b}_speed_vs_float'] = (
+          regressor['onnxruntime'][b]['ms_per_call'] / x['ms_per_call'])
   for k, v in ratios.items():
     print(f'{k}: {v:.2f}x')
   return {'benchmark': 'pipeline_e2e',
@@ -215,10 +264,11 @@ def run(args):
                     'images_dir': str(images_dir), 'chunk': args.chunk, 'refine': args.refine,
                     'video': {'photo': args.video_image, 'frames': args.frames,
                               'size': [480, 360], 'rounds': args.video_rounds, 'smooth': 3},
+                    'regressor_rounds': args.regressor_rounds,
                     'threads': 'onnxruntime default (one per core), JAX default'},
           'load_average_before': load_before,
           'load_average_after': common.machine().get('load_average_1_5_15min'),
-          'photos': photos, 'video': video, 'ratios': ratios,
+          'photos': photos, 'regressor': regressor, 'video': video, 'ratios': ratios,
           'note': 'JPEG decoding not counted on photos; ratios from one interleaved run count, '
                   'absolute figures move with the CPU and its load'}
 
@@ -238,6 +288,8 @@ def main():
   ap.add_argument('--video_image', default='image00043', help='AFLW2000-3D photo to move')
   ap.add_argument('--video_rounds', type=int, default=3)
   ap.add_argument('--detect_every', default='0,5,10,30', help='onnxruntime video arms')
+  ap.add_argument('--regressor_rounds', type=int, default=5,
+                  help='interleaved rounds of the regressor alone at batch 1 and 128 (0: off)')
   ap.add_argument('--json', default='')
   args = ap.parse_args()
   from dasl_jax import cpu_runtime
