@@ -11,6 +11,7 @@ Ctrl-C the command does not handle into one line and status 130).
 """
 from __future__ import annotations
 
+import difflib
 import os
 import sys
 from pathlib import Path
@@ -83,6 +84,12 @@ def parse_flags(argv):
   instead of absl's usage text. Pass as ``app.run(main, flags_parser=cli.parse_flags)``."""
   try:
     return flags.FLAGS(argv)
+  except flags.UnrecognizedFlagError as e:
+    msg = str(e)
+    if 'did you mean' not in msg.lower():
+      msg += suggest_flag(e.flagname, command_flags())
+    print(f'error: {msg}', file=sys.stderr)
+    sys.exit(2)
   except flags.Error as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
@@ -126,3 +133,26 @@ def define_flags(*names, **helps):
       flags.DEFINE_integer(name, default, help_)
     else:
       flags.DEFINE_string(name, default, help_)
+
+
+def command_flags():
+  """Names of the flags the running command defines (absl's own left out)."""
+  return sorted({f.name for module, fs in flags.FLAGS.flags_by_module_dict().items()
+                 if not module.startswith('absl') for f in fs})
+
+
+def suggest_flag(name, known) -> str:
+  """' (did you mean --X?)' for an unknown flag, or ''.
+
+  A known flag that starts with the typed name or that the typed name starts with
+  (``--output`` -> ``--out``, ``--check`` -> ``--checkpoint``) is taken first, then
+  the closest by edit similarity.
+  """
+  name = str(name).lstrip('-').split('=')[0]
+  if name.startswith('no') and name[2:] in known:
+    return ''
+  pre = [k for k in known if len(k) >= 3 and len(name) >= 3
+         and (k.startswith(name) or name.startswith(k))]
+  close = sorted(pre, key=lambda k: abs(len(k) - len(name))) or \
+      difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+  return f' (did you mean --{close[0]}?)' if close else ''

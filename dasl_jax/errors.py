@@ -30,3 +30,9 @@ def check_shape(array, expected, what):
 def warn(msg):
   """A one-line warning on stderr (``warning: ...``)."""
   print(f'warning: {msg}', file=sys.stderr)
+
+
+class BadInput(DaslError):
+  """A mistake in what the user gave that stops a run over many inputs (a ``--boxes``
+  entry outside its image, a video whose frames change size), where an input file
+  that cannot be read is only skipped with a warning."""

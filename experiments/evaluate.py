@@ -29,11 +29,16 @@ Protocol variants: --yaw_file default|new bins by AFLW2000-3D.pose.npy
 2DASL's 3D 68-point NME (z shifted to a minimum of 0 per face, normalised by the
 2D ground-truth box). The first output line says which protocol ran.
 
-From the full images, a detector choosing the crop (detection rate, NME on the
-found faces, and the same model on the ground-truth crops of those images):
+From the full images, a detector choosing the crop, then --refine 1 landmark
+re-crop pass (detection rate, NME on the found faces per pass, and the same model
+on the ground-truth crops of those images):
 
   python -m experiments.evaluate --checkpoint /tmp/mb05 \
     --aflw2000_images ../shared/assets/aflw2000-3d/AFLW2000 --detector faceboxes|haar
+
+Any of these on onnxruntime: --backend onnxruntime (the graphs built from the
+checkpoint), or --onnx MODEL.onnx instead of --checkpoint (an exported model,
+float or int8: experiments.export --format onnx [--quantize int8]).
 
 The AFLW 21-point benchmark (68 predicted points mapped to AFLW's 21, invisible
 points masked, NME normalised by the visible ground truth's box), on a folder
@@ -79,6 +84,15 @@ flags.DEFINE_enum('yaw_file', 'default', ['default', 'new'], 'Yaw bins from '
                   'AFLW2000-3D.pose.npy (default) or AFLW2000-3D-new.pose.npy.')
 flags.DEFINE_enum('nme', '2d', ['2d', '3d'], '2D NME (x, y), or 2DASL\'s 3D NME (z shifted '
                   'to min 0 per face; original ground truth only).')
+flags.DEFINE_string('onnx', None, 'Instead of --checkpoint: a regressor exported by '
+                    'experiments.export --format onnx (float or --quantize int8), run on '
+                    'onnxruntime; every protocol of this command.')
+flags.DEFINE_enum('backend', 'jax', ['jax', 'onnxruntime'], 'Runtime of the regressor (and of '
+                  'FaceBoxes with --aflw2000_images): jax, or onnxruntime (the same functions as '
+                  'ONNX graphs built from the weights). --onnx implies onnxruntime.')
+flags.DEFINE_integer('refine', 1, 'With --aflw2000_images: landmark re-crop passes after the '
+                     'detector\'s crop (3DDFA\'s landmark rule, the ground-truth crops\' rule; '
+                     'what experiments.predict does by default); 0: the detector\'s crop only.')
 flags.DEFINE_integer('step', None, 'Checkpoint step (default: latest).')
 flags.DEFINE_string('param_stats', None, 'Whitening statistics for (N, 62) predictions.')
 flags.DEFINE_enum('subset', None, ['1998', '2000'], 'All 2000 images, or 2DASL\'s 1998 '
@@ -106,8 +120,11 @@ def _main(argv):
   from dasl_jax import cpu_runtime
   cpu_runtime.split_host_devices(FLAGS.host_devices)  # before JAX starts
   fields = {f.name for f in dataclasses.fields(eval_request.Request)}
+  values = {k: FLAGS[k].value for k in fields if k in FLAGS}
+  if FLAGS.onnx and not FLAGS['backend'].present:
+    values['backend'] = 'onnxruntime'
   req = eval_request.Request(
-      **{k: FLAGS[k].value for k in fields if k in FLAGS},
+      **values,
       flm_given=FLAGS['flm'].present,
       ignored_with_checkpoint=tuple(k for k in ('convention', 'param_stats', 'param_kind',
                                                 'landmark_frame') if FLAGS[k].present))

@@ -47,3 +47,12 @@ def test_shared_command_flags_are_defined_only_in_cli():
   assert found == []
   assert sorted(cli.SHARED_FLAGS) == sorted(['checkpoint', 'bfm', 'convention', 'dot_dtype',
                                              'bootstrap_iters', 'detector', 'faceboxes_weights'])
+
+
+def test_unknown_flags_get_a_suggestion():
+  known = ['out', 'checkpoint', 'aflw2000_images', 'input', 'detect_every', 'track']
+  assert cli.suggest_flag('output', known) == ' (did you mean --out?)'
+  assert cli.suggest_flag('--checkpointt', known) == ' (did you mean --checkpoint?)'
+  assert cli.suggest_flag('aflw_images', known) == ' (did you mean --aflw2000_images?)'
+  assert cli.suggest_flag('zzz', known) == ''
+  assert cli.suggest_flag('notrack', known) == ''  # absl's --noFLAG form is not unknown

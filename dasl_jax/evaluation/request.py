@@ -47,6 +47,9 @@ class Request:
   flm_given: bool = False  # --flm was set explicitly
   bootstrap_iters: int = 2
   dot_dtype: str = 'float32'
+  backend: str = 'jax'
+  onnx: Optional[str] = None
+  refine: int = 1
   tta: str = 'none'
   # flags given that a checkpoint overrides (a note is printed for each)
   ignored_with_checkpoint: Tuple[str, ...] = ()
@@ -60,16 +63,41 @@ def _bfm(path):
   return mm.load(path)
 
 
+BACKENDS = ('jax', 'onnxruntime')
+
+
 def _predictor(req):
-  """--checkpoint/--step with --dot_dtype applied, as an ``inference.Predictor``."""
+  """The model to run: ``--checkpoint``/``--step`` with ``--dot_dtype`` applied as an
+  ``inference.Predictor`` (``--backend jax``) or its ONNX graph on onnxruntime
+  (``--backend onnxruntime``), or an exported ``--onnx FILE`` (float or int8)."""
   from dasl_jax import inference
   from dasl_jax.io import checkpoint
   if req.bootstrap_iters < 1:
     raise DaslError(f'--bootstrap_iters must be >= 1, got {req.bootstrap_iters}')
+  backend = _backend(req)
+  if req.onnx:
+    from dasl_jax.inference.onnx import OnnxPredictor
+    return OnnxPredictor.from_file(req.onnx, batch_size=req.batch_size,
+                                   bootstrap_iters=req.bootstrap_iters)
   restored = checkpoint.with_dot_dtype(checkpoint.restore(req.checkpoint, req.step),
                                        req.dot_dtype)
+  if backend == 'onnxruntime':
+    from dasl_jax.inference.onnx import OnnxPredictor
+    return OnnxPredictor(restored, _bfm(req.bfm), batch_size=req.batch_size,
+                         bootstrap_iters=req.bootstrap_iters)
   return inference.Predictor(restored, _bfm(req.bfm), batch_size=req.batch_size,
                              bootstrap_iters=req.bootstrap_iters, tta=req.tta)
+
+
+def _backend(req):
+  """--backend, checked against --onnx and --dot_dtype (an --onnx file runs on onnxruntime)."""
+  if req.backend not in BACKENDS:
+    raise DaslError(f'--backend must be one of {", ".join(BACKENDS)}, got {req.backend!r}')
+  if req.onnx and req.backend != 'onnxruntime':
+    raise DaslError(f'--onnx {req.onnx} runs on onnxruntime: drop --backend {req.backend}')
+  if (req.onnx or req.backend == 'onnxruntime') and req.dot_dtype != 'float32':
+    raise DaslError('--dot_dtype bfloat16: only with --backend jax (the ONNX graph is float32)')
+  return req.backend
 
 
 def _load_predictions(path):
@@ -87,7 +115,7 @@ def run_aflw21(req):
   """The AFLW 21-point benchmark on ``--aflw_dir``; returns the results dict."""
   ds = aflw2000.load_aflw21(req.aflw_dir)
   n = len(ds)
-  if req.checkpoint:
+  if req.checkpoint or req.onnx:
     predictor = _predictor(req)
     if predictor.in_channels == 4 and req.flm_given and req.flm == 'detector':
       raise DaslError(f'--aflw_dir {req.aflw_dir} has no detector landmarks for a '
@@ -96,7 +124,7 @@ def run_aflw21(req):
     lms_crop = out['lms68']
     flm = f'bootstrap x{predictor.bootstrap_iters}' if predictor.in_channels == 4 else None
     lms = evaluation.crop_to_image_landmarks(lms_crop, ds.roi_boxes)
-    source = str(req.checkpoint)
+    source = str(req.checkpoint or req.onnx)
   else:
     pred = _load_predictions(req.predictions)
     if pred.ndim != 3 or pred.shape[0] != n or pred.shape[1:] not in ((2, 68), (68, 2)):
@@ -112,6 +140,8 @@ def run_aflw21(req):
     np.save(req.predictions_out, np.swapaxes(crop, 1, 2).astype(np.float32))
   res.update({'subset': n, 'source': source, 'flm': flm, 'aflw_dir': str(req.aflw_dir),
               'benchmark': 'AFLW 21-point'})
+  if req.checkpoint or req.onnx:
+    res['backend'] = predictor.describe()
   return res
 
 
@@ -119,24 +149,27 @@ def run_full_images(req: Request):
   """AFLW2000-3D from the full images with a detector (``evaluation.full_images``)."""
   from dasl_jax.evaluation import full_images
   from dasl_jax.inference import make_detector
-  if not req.checkpoint:
-    raise DaslError('--aflw2000_images needs --checkpoint (the model runs on the detected faces)')
-  detector = make_detector(req.detector, req.faceboxes_weights)  # before the model loads
+  if not (req.checkpoint or req.onnx):
+    raise DaslError('--aflw2000_images needs --checkpoint or --onnx (the model runs on the '
+                    'detected faces)')
+  # before the model loads
+  detector = make_detector(req.detector, req.faceboxes_weights, backend=_backend(req))
   root = Path(req.aflw2000_dir) if req.aflw2000_dir else assets.asset('aflw2000-3d')
   ds = aflw2000.load(root)
   predictor = _predictor(req)
   res = full_images.evaluate_full_images(predictor, detector, ds, req.aflw2000_images,
-                                         req.detector, req.batch_size, req.yaw_file)
-  res.update({'benchmark': 'AFLW2000-3D full images', 'source': str(req.checkpoint),
+                                         req.detector, req.batch_size, req.yaw_file,
+                                         refine=req.refine)
+  res.update({'benchmark': 'AFLW2000-3D full images', 'source': str(req.checkpoint or req.onnx),
               'aflw2000_dir': str(root), 'aflw2000_images': str(req.aflw2000_images)})
   return res
 
 
 def run(req: Request):
   """One evaluation as the command's flags describe it; returns the results dict
-  (with ``tta``, the test-time averaging of a checkpoint's predictions)."""
+  (with ``tta``, the test-time averaging of a model's predictions)."""
   res = _run(req)
-  if req.checkpoint:
+  if req.checkpoint or req.onnx:
     res['tta'] = req.tta
     if 'protocol' in res:
       res['protocol']['tta'] = req.tta
@@ -144,14 +177,20 @@ def run(req: Request):
 
 
 def _run(req: Request):
-  if bool(req.predictions) == bool(req.checkpoint):
-    raise DaslError('give exactly one of --predictions FILE.npy or --checkpoint DIR')
+  if sum(map(bool, (req.predictions, req.checkpoint, req.onnx))) != 1:
+    raise DaslError('give exactly one of --predictions FILE.npy, --checkpoint DIR or '
+                    '--onnx FILE.onnx')
+  if req.refine < 0:
+    raise DaslError(f'--refine must be >= 0, got {req.refine}')
   from dasl_jax.inference import core
   if req.tta not in core.TTA:
     raise DaslError(f'--tta must be one of {", ".join(core.TTA)}, got {req.tta!r}')
   if req.tta != 'none' and not req.checkpoint:
     raise DaslError(f'--tta {req.tta} goes with --checkpoint (saved --predictions are '
-                    'scored as they are)')
+                    'scored as they are; an --onnx file runs on onnxruntime, without it)')
+  if req.tta != 'none' and req.backend != 'jax':
+    raise DaslError(f'--tta {req.tta}: only with --backend jax')
+  _backend(req)
   if req.batch_size < 1:
     raise DaslError(f'--batch_size must be positive, got {req.batch_size}')
   if req.names and not req.predictions:
@@ -167,15 +206,17 @@ def _run(req: Request):
   ds = aflw2000.load(root)
   ds.yaws_of(req.yaw_file)  # a missing yaw file fails before the model runs
   names = protocols.read_names(req.names) if req.names else None
-  if req.checkpoint:
+  backend = None
+  if req.checkpoint or req.onnx:
     for name in req.ignored_with_checkpoint:
-      print(f'note: --{name} is ignored with --checkpoint (the checkpoint stores its own)',
-            file=sys.stderr)
+      print(f'note: --{name} is ignored with --{"checkpoint" if req.checkpoint else "onnx"} '
+            '(the model stores its own)', file=sys.stderr)
     predictor = _predictor(req)
     subset, idx = protocols.aflw2000_indices(ds, req.subset, predictor.in_channels, req.flm)
     pred = protocols.predict_aflw2000(predictor, ds, idx, req.flm, req.batch_size,
                                       what=f'--subset {subset}' if req.subset else '')
-    source, convention = str(req.checkpoint), predictor.convention
+    source, convention = str(req.checkpoint or req.onnx), predictor.convention
+    backend = predictor.describe()
   else:
     subset, idx = protocols.aflw2000_indices(ds, req.subset, names=names,
                                              names_source=f'--names {req.names}')
@@ -204,6 +245,8 @@ def _run(req: Request):
   res = protocols.score_aflw2000(ds, idx, pred, req.nme, req.yaw_file)
   res.update({'subset': int(subset) if subset.isdigit() else subset, 'source': source,
               'convention': convention, 'aflw2000_dir': str(root)})
+  if backend:
+    res['backend'] = backend
   if pred.flm:
     res['flm'] = pred.flm
   if req.predictions_out:
@@ -218,6 +261,8 @@ def format_results(res) -> str:
     from dasl_jax.evaluation.full_images import format_full_images
     return format_full_images(res)
   lines = [protocols.protocol_line(res)]
+  if res.get('backend'):
+    lines.append(f'backend: {res["backend"]}')
   if 'aflw21' in res:
     lines.append(f'AFLW, {res["subset"]} images, 21-point NME (%) by |yaw| bin '
                  f'({res["source"]})')

@@ -100,24 +100,50 @@ def load_paf_dense(bfm_dir, landmark_model=None, shape_sim=None) -> mm.Morphable
   return dense
 
 
+# 3DDFA_V2's dense model file (in its configs/ folder, with tri.pkl beside it).
+NONECK = 'bfm_noneck_v3.pkl'
+
+
+def _noneck_models(path: Path) -> FaceModels:
+  dense = mm.load_bfm_noneck(path)
+  tri = ('' if dense.triangles is None
+         else f', {len(dense.triangles)} triangles')
+  if dense.triangles is None:
+    warn(f'--bfm {path}: no triangles (no {mm.NONECK_TRI} beside it, no tri key): '
+         'overlays show landmarks only and no meshes are written')
+  note = f'dense: 3DDFA_V2 {path} ({dense.n_vertices} vertices{tri})'
+  return FaceModels(dense.landmark_model(), dense if dense.triangles is not None else None,
+                    'bfm', note)
+
+
 @functools.lru_cache(maxsize=4)
 def load_bfm_models(bfm_dir: str) -> FaceModels:
-  """BFM models from a folder laid out like ``assets/bfm``.
+  """BFM models from a folder laid out like ``assets/bfm``, from 3DDFA_V2's
+  ``configs/`` folder, or from its ``bfm_noneck_v3.pkl`` file.
 
   Landmarks: ``keypoints68/`` (the exact 68 basis rows). Dense: the full BFM
   when ``w_shp_sim.npy`` is there (triangles and colours from
   ``Model_Shape_Sim.mat``), else the 4,096-vertex ``Model_PAF.pkl`` grid with
   its off-surface grid points dropped and colours from the nearest BFM vertex.
+  A ``bfm_noneck_v3.pkl`` (given as the file, or in the folder when none of the
+  above is) is 3DDFA_V2's dense model (its 38,365 vertices, the triangles of
+  ``tri.pkl`` beside it; no colours): landmarks are its keypoint rows.
   """
   d = Path(bfm_dir)
+  if d.is_file():
+    if d.suffix.lower() != '.pkl':
+      raise DaslError(f'--bfm {d}: expected a folder or 3DDFA_V2\'s {NONECK} file')
+    return _noneck_models(d)
   if not d.is_dir():
-    raise DaslError(f'--bfm {d}: folder not found')
+    raise DaslError(f'--bfm {d}: no such folder or file')
   if (d / 'keypoints68' / 'u_base.txt').exists():
     lms = mm.load_keypoints68(d / 'keypoints68')
   elif (d / 'u_base.txt').exists():
     lms = mm.load_keypoints68(d)
   else:
     lms = None
+  if lms is None and not (d / 'w_shp_sim.npy').exists() and (d / NONECK).exists():
+    return _noneck_models(d / NONECK)
   sim = d / 'Model_Shape_Sim.mat'
   simd = mm.load_shape_sim_mat(sim) if sim.exists() else None
   dense, note = None, ''
@@ -131,23 +157,29 @@ def load_bfm_models(bfm_dir: str) -> FaceModels:
   elif (d / 'Model_PAF.pkl').exists():
     dense = load_paf_dense(d, lms, simd)
     note = f'dense: Model_PAF.pkl ({dense.n_vertices} vertices, {len(dense.triangles)} triangles)'
+  elif (d / NONECK).exists():
+    nk = _noneck_models(d / NONECK)
+    dense, note = nk.dense, nk.note
   if lms is None:
     if dense is None:
       raise DaslError(f'--bfm {d}: no morphable model here (need keypoints68/, '
-                      'w_shp_sim.npy or Model_PAF.pkl)')
+                      f'w_shp_sim.npy, Model_PAF.pkl or {NONECK})')
     lms = dense.landmark_model()
   return FaceModels(lms, dense, 'bfm', note)
 
 
-def face_models(restored, bfm_dir=None) -> FaceModels:
+def face_models(restored, bfm_dir=None, kind=None) -> FaceModels:
   """The models to read a checkpoint's parameters with.
 
   ``--bfm DIR`` wins. Otherwise a synthetic-data run uses the built-in
   synthetic model, and a BFM-trained checkpoint uses ``<assets>/bfm`` (or its
   run's ``data.bfm_dir``) when present; else it warns and falls back to the
-  synthetic model, whose coefficients mean something else.
+  synthetic model, whose coefficients mean something else. ``kind`` ('bfm' or
+  'synthetic') stands in for the run's flags when there is no checkpoint (an
+  exported ONNX file's metadata; ``restored`` may then be None).
   """
-  kind = checkpoint_face_model(restored.flags)
+  flags = getattr(restored, 'flags', None)
+  kind = kind or checkpoint_face_model(flags)
   if bfm_dir:
     m = load_bfm_models(str(Path(bfm_dir).expanduser().resolve()))
     if kind == 'synthetic':
@@ -155,7 +187,7 @@ def face_models(restored, bfm_dir=None) -> FaceModels:
            'its shape coefficients mean something else in the BFM')
     return m
   if kind == 'bfm':
-    cand = _flag(restored.flags, 'bfm_dir') or str(asset('bfm'))
+    cand = _flag(flags, 'bfm_dir') or str(asset('bfm'))
     if Path(cand).is_dir():
       return load_bfm_models(str(Path(cand).resolve()))
     warn('this checkpoint was trained on the BFM but no BFM folder was found '

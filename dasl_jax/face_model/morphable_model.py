@@ -67,8 +67,9 @@ def shape(model: MorphableModel, alpha_shp, alpha_exp):
   Returns:
     (..., N, 3) ``u + w_shp @ alpha_shp + w_exp @ alpha_exp``.
   """
-  flat = (model.u + jnp.einsum('vk,...k->...v', model.w_shp, alpha_shp)
-          + jnp.einsum('vk,...k->...v', model.w_exp, alpha_exp))
+  xp = camera.array_module(alpha_shp, alpha_exp)  # numpy coefficients: numpy (host)
+  flat = (xp.asarray(model.u) + xp.einsum('vk,...k->...v', xp.asarray(model.w_shp), alpha_shp)
+          + xp.einsum('vk,...k->...v', xp.asarray(model.w_exp), alpha_exp))
   return flat.reshape(flat.shape[:-1] + (-1, 3))
 
 
@@ -102,7 +103,8 @@ def landmarks2d(model: MorphableModel, p, convention, size=camera.CROP_SIZE):
 def vertices2d(model: MorphableModel, p, convention, size=camera.CROP_SIZE):
   """All vertices in crop pixels with depth: (..., 62) -> (..., N, 3) (x, y, z)."""
   v = vertices(model, p)
-  return jnp.concatenate([camera.to_crop_pixels(v, convention, size), v[..., 2:]], -1)
+  xp = camera.array_module(v)
+  return xp.concatenate([camera.to_crop_pixels(v, convention, size), v[..., 2:]], -1)
 
 
 # ----------------------------------------------------------------------------
@@ -200,10 +202,26 @@ def load_3ddfa_configs(folder) -> MorphableModel:
                 keypoints_from_flat(kp, files['keypoints']), str(folder), files=files)
 
 
+def _triangles(tri, where):
+  """(3, T) or (T, 3) 0-based triangles -> (T, 3) int64."""
+  tri = np.asarray(tri)
+  if tri.ndim != 2 or 3 not in tri.shape:
+    raise DaslError(f'{where}: triangles must be (3, T) or (T, 3), got {tri.shape}')
+  return (tri.T if tri.shape[0] == 3 and tri.shape[1] != 3 else tri).astype(np.int64)
+
+
+# 3DDFA_V2 keeps the triangles of bfm_noneck_v3.pkl in a file beside it
+# (configs/tri.pkl; its BFMModel: "this tri/face is re-built for bfm_noneck_v3").
+NONECK_TRI = 'tri.pkl'
+
+
 def load_bfm_noneck(path) -> MorphableModel:
   """3DDFA_V2's ``bfm_noneck_v3.pkl``: keys u, w_shp, w_exp, keypoints (tri optional).
 
   ``u`` already includes the expression mean; the first 40 / 10 columns are used.
+  Triangles (0-based, as 3DDFA_V2 stores them): ``tri.pkl`` beside the file when
+  it is there (3DDFA_V2's ``configs/`` layout, where the noneck model's own
+  ``tri`` is not used), else the pickle's ``tri`` key.
   """
   path = Path(path)
   d = _load_pickle(path)
@@ -212,13 +230,14 @@ def load_bfm_noneck(path) -> MorphableModel:
   missing = [k for k in ('u', 'w_shp', 'w_exp', 'keypoints') if k not in d]
   if missing:
     raise DaslError(f'{path}: missing keys {missing} (has {sorted(d)})')
-  tri = d.get('tri')
-  if tri is not None:
-    tri = np.asarray(tri)
-    tri = tri.T if tri.ndim == 2 and tri.shape[0] == 3 and tri.shape[1] != 3 else tri
-    # 3DDFA_V2's pickles store 0-based triangles (it converts once at creation).
+  tri, tri_file = d.get('tri'), path.parent / NONECK_TRI
+  where = str(path)
+  if tri_file.exists() and tri_file != path:
+    tri = _load_pickle(tri_file)
+    where = f'{path} (triangles {tri_file})'
+  tri = None if tri is None else _triangles(tri, where)
   return _build(d['u'], d['w_shp'], d['w_exp'],
-                keypoints_from_flat(d['keypoints'], f'{path}: keypoints'), str(path),
+                keypoints_from_flat(d['keypoints'], f'{path}: keypoints'), where,
                 triangles=tri)
 
 
@@ -347,7 +366,8 @@ def load(path) -> MorphableModel:
   * a folder with ``w_shp_sim.npy`` (3DDFA ``train.configs``);
   * a ``bfm_noneck_v3*.pkl`` file (3DDFA_V2);
   * a ``Model_PAF.pkl`` file (landmarks taken from a sibling ``keypoints68/``);
-  * a folder with ``u_base.txt`` or a ``keypoints68/`` subfolder (68 landmarks only).
+  * a folder with ``u_base.txt`` or a ``keypoints68/`` subfolder (68 landmarks only);
+  * a folder with ``bfm_noneck_v3.pkl`` (3DDFA_V2's ``configs/``).
   """
   path = Path(path)
   if not path.exists():
@@ -359,8 +379,10 @@ def load(path) -> MorphableModel:
       return load_keypoints68(path)
     if (path / 'keypoints68' / 'u_base.txt').exists():
       return load_keypoints68(path / 'keypoints68')
+    if (path / 'bfm_noneck_v3.pkl').exists():  # 3DDFA_V2's configs/ folder
+      return load_bfm_noneck(path / 'bfm_noneck_v3.pkl')
     raise DaslError(f'{path}: no morphable model here (looked for w_shp_sim.npy, '
-                    'u_base.txt, keypoints68/u_base.txt)')
+                    'u_base.txt, keypoints68/u_base.txt, bfm_noneck_v3.pkl)')
   d = _load_pickle(path)
   if isinstance(d, dict) and 'mu_filter' in d:
     ref_dir = path.parent / 'keypoints68'

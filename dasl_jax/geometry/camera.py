@@ -5,6 +5,12 @@ mapping through an ROI box, and rotation -> yaw/pitch/roll.
 
 Points are stored last-axis-coordinates: (..., K, 2) or (..., K, 3). Files of
 3DDFA hold (2, K) / (3, K); convert at the file boundary with ``swapaxes``.
+
+Every function here computes with numpy when its array arguments are numpy
+arrays and with jax.numpy when one is a jax array or a tracer
+(:func:`array_module`): inside jitted code nothing changes, while the per-face
+bookkeeping on the host (crop boxes, poses and depths of a few faces, the
+onnxruntime backend) does not pay JAX's per-operation dispatch.
 """
 from __future__ import annotations
 
@@ -17,6 +23,12 @@ from dasl_jax.errors import DaslError
 
 CROP_SIZE = 120
 CONVENTIONS = ('v1', 'v2')
+
+
+def array_module(*arrays):
+  """``jax.numpy`` if any argument is a jax array (or a tracer), else ``numpy``."""
+  import jax
+  return jnp if any(isinstance(a, jax.Array) for a in arrays) else np
 
 
 def _check_convention(convention):
@@ -35,7 +47,8 @@ def transform(pts, fR, t):
   Returns:
     (..., K, 3) camera-space points ``fR @ x + t``.
   """
-  return jnp.einsum('...ij,...kj->...ki', fR, pts) + t[..., None, :]
+  xp = array_module(pts, fR, t)
+  return xp.einsum('...ij,...kj->...ki', fR, pts) + t[..., None, :]
 
 
 def to_crop_pixels(pts, convention, size=CROP_SIZE):
@@ -49,10 +62,11 @@ def to_crop_pixels(pts, convention, size=CROP_SIZE):
     (..., K, 2) crop pixels.
   """
   _check_convention(convention)
+  xp = array_module(pts)
   x, y = pts[..., 0], pts[..., 1]
   if convention == 'v1':
-    return jnp.stack([x, size + 1 - y], axis=-1)
-  return jnp.stack([x - 1, size - y], axis=-1)
+    return xp.stack([x, size + 1 - y], axis=-1)
+  return xp.stack([x - 1, size - y], axis=-1)
 
 
 @functools.lru_cache(maxsize=8)
@@ -75,10 +89,11 @@ def pixel_affine_np(convention, size=CROP_SIZE):
 def from_crop_pixels(uv, convention, size=CROP_SIZE):
   """Inverse of :func:`to_crop_pixels` on x, y: (..., K, 2) -> (..., K, 2)."""
   _check_convention(convention)
+  xp = array_module(uv)
   u, v = uv[..., 0], uv[..., 1]
   if convention == 'v1':
-    return jnp.stack([u, size + 1 - v], axis=-1)
-  return jnp.stack([u + 1, size - v], axis=-1)
+    return xp.stack([u, size + 1 - v], axis=-1)
+  return xp.stack([u + 1, size - v], axis=-1)
 
 
 def project(pts, fR, t, convention, size=CROP_SIZE):
@@ -103,7 +118,8 @@ def crop_to_image(uv, roi_box, size=CROP_SIZE):
   Returns:
     (..., K, 2) image pixels.
   """
-  roi_box = jnp.asarray(roi_box, jnp.result_type(uv, jnp.float32))
+  xp = array_module(uv, roi_box)
+  roi_box = xp.asarray(roi_box, xp.result_type(uv, xp.float32))
   start = roi_box[..., None, 0:2]
   scale = (roi_box[..., None, 2:4] - start) / size
   return uv * scale + start
@@ -123,15 +139,17 @@ def crop_to_image_3d(pts, roi_box, size=CROP_SIZE):
   Returns:
     (..., K, 3).
   """
-  roi_box = jnp.asarray(roi_box, jnp.result_type(pts, jnp.float32))
+  xp = array_module(pts, roi_box)
+  roi_box = xp.asarray(roi_box, xp.result_type(pts, xp.float32))
   s = ((roi_box[..., 2] - roi_box[..., 0]) + (roi_box[..., 3] - roi_box[..., 1])) / (2 * size)
   xy = crop_to_image(pts[..., :2], roi_box, size)
-  return jnp.concatenate([xy, pts[..., 2:3] * s[..., None, None]], axis=-1)
+  return xp.concatenate([xy, pts[..., 2:3] * s[..., None, None]], axis=-1)
 
 
 def image_to_crop(xy, roi_box, size=CROP_SIZE):
   """Inverse of :func:`crop_to_image`: (..., K, 2) image -> (..., K, 2) crop."""
-  roi_box = jnp.asarray(roi_box, jnp.result_type(xy, jnp.float32))
+  xp = array_module(xy, roi_box)
+  roi_box = xp.asarray(roi_box, xp.result_type(xy, xp.float32))
   start = roi_box[..., None, 0:2]
   scale = (roi_box[..., None, 2:4] - start) / size
   return (xy - start) / scale
@@ -148,12 +166,13 @@ def scale_rotation(fR):
   Returns:
     s (...,), R (..., 3, 3).
   """
-  n1 = jnp.linalg.norm(fR[..., 0, :], axis=-1)
-  n2 = jnp.linalg.norm(fR[..., 1, :], axis=-1)
+  xp = array_module(fR)
+  n1 = xp.linalg.norm(fR[..., 0, :], axis=-1)
+  n2 = xp.linalg.norm(fR[..., 1, :], axis=-1)
   r1 = fR[..., 0, :] / n1[..., None]
   r2 = fR[..., 1, :] / n2[..., None]
-  r3 = jnp.cross(r1, r2)
-  return (n1 + n2) / 2, jnp.stack([r1, r2, r3], axis=-2)
+  r3 = xp.cross(r1, r2)
+  return (n1 + n2) / 2, xp.stack([r1, r2, r3], axis=-2)
 
 
 def rotation_to_angles(R):
@@ -168,17 +187,18 @@ def rotation_to_angles(R):
   Returns:
     (..., 3) degrees: yaw, pitch, roll.
   """
+  xp = array_module(R)
   r20 = R[..., 2, 0]
-  yaw = jnp.arcsin(jnp.clip(r20, -1.0, 1.0))
-  pitch = jnp.arctan2(R[..., 2, 1], R[..., 2, 2])
-  roll = jnp.arctan2(R[..., 1, 0], R[..., 0, 0])
+  yaw = xp.arcsin(xp.clip(r20, -1.0, 1.0))
+  pitch = xp.arctan2(R[..., 2, 1], R[..., 2, 2])
+  roll = xp.arctan2(R[..., 1, 0], R[..., 0, 0])
   up = r20 > 0.998
   down = r20 < -0.998
-  yaw = jnp.where(up, jnp.pi / 2, jnp.where(down, -jnp.pi / 2, yaw))
-  pitch = jnp.where(up, jnp.arctan2(-R[..., 0, 1], -R[..., 0, 2]),
-                    jnp.where(down, jnp.arctan2(R[..., 0, 1], R[..., 0, 2]), pitch))
-  roll = jnp.where(up | down, 0.0, roll)
-  return jnp.rad2deg(jnp.stack([yaw, pitch, roll], axis=-1))
+  yaw = xp.where(up, xp.pi / 2, xp.where(down, -xp.pi / 2, yaw))
+  pitch = xp.where(up, xp.arctan2(-R[..., 0, 1], -R[..., 0, 2]),
+                   xp.where(down, xp.arctan2(R[..., 0, 1], R[..., 0, 2]), pitch))
+  roll = xp.where(up | down, 0.0, roll)
+  return xp.rad2deg(xp.stack([yaw, pitch, roll], axis=-1)).astype(R.dtype)
 
 
 def pose_angles(fR):

@@ -346,15 +346,25 @@ def _forward(variables, image):
   return decode(loc[0], priors), scores[0]
 
 
+BACKENDS = ('jax', 'onnxruntime')
+
+
 class FaceBoxesDetector:
   """FaceBoxes with 3DDFA_V2's settings.
 
   Args:
     weights: path of ``FaceBoxesProd.pth`` (default: ``$DASL_ASSETS/pretrained/``).
     settings: :class:`Settings` (default: 3DDFA_V2's).
+    backend: 'jax' (the Flax network, jitted once per image size) or
+      'onnxruntime' (the same network as an ONNX graph with symbolic height and
+      width, ``onnx.build_faceboxes``); priors, decoding and NMS run in numpy
+      either way.
+    threads: onnxruntime intra-op threads (0: its default).
   """
 
-  def __init__(self, weights=None, settings: Settings = SETTINGS):
+  def __init__(self, weights=None, settings: Settings = SETTINGS, backend='jax', threads=0):
+    if backend not in BACKENDS:
+      raise DaslError(f'--backend must be one of {", ".join(BACKENDS)}, got {backend!r}')
     path = Path(weights) if weights else default_weights()
     if not path.exists():
       raise DaslError(f'{path}: FaceBoxes weights not found (put {WEIGHTS_FILE} at '
@@ -362,7 +372,24 @@ class FaceBoxesDetector:
                       '--detector haar)')
     self.weights = path
     self.settings = settings
-    self.variables = jax.device_put(load_variables(path))
+    self.backend = backend
+    variables = load_variables(path)
+    self._priors = {}
+    if backend == 'onnxruntime':
+      from dasl_jax.inference import onnx as onnx_graphs
+      self.session = onnx_graphs.session(onnx_graphs.build_faceboxes(variables), threads)
+    else:
+      self.variables = jax.device_put(variables)
+
+  def _boxes_scores(self, x):
+    """(h, w, 3) network input -> boxes (P, 4) as image fractions, scores (P,)."""
+    if self.backend == 'jax':
+      return jax.device_get(_forward(self.variables, x))
+    h, w = x.shape[:2]
+    loc, scores = self.session.run(['loc', 'scores'], {'image': x[None]})
+    if (h, w) not in self._priors:
+      self._priors = {(h, w): prior_boxes(h, w)}  # video frames share one size
+    return decode(loc[0], self._priors[(h, w)]), scores[0]
 
   def prepare(self, image):
     """(H, W, 3) uint8 BGR -> ((h, w, 3) float32 network input, resize factor)."""
@@ -388,7 +415,7 @@ class FaceBoxesDetector:
     """
     x, f = self.prepare(image)
     h, w = x.shape[:2]
-    boxes, scores = jax.device_get(_forward(self.variables, x))
+    boxes, scores = self._boxes_scores(x)
     # Fractions -> resized pixels -> original pixels (float32, as the reference).
     boxes = boxes * np.array([w, h, w, h], np.float32) / np.float32(f)
     return select(boxes, scores, self.settings)

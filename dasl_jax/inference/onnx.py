@@ -44,6 +44,13 @@ from dasl_jax.errors import DaslError
 OUTPUTS = ('whitened', 'params', 'lms68')
 OPSET = 17
 BATCH = 'b'
+# Constants of a regressor graph under fixed names, so that a file alone gives back
+# the whitening and the 68-landmark model (:func:`read_regressor`): the int8 model
+# keeps them in float32 (only convolutions and the linear head are quantized).
+PARAM_MEAN, PARAM_STD = 'param_mean', 'param_std'
+LM_U, LM_BASIS = 'lm_u', 'lm_basis'
+# Metadata key and value that mark a regressor written here.
+KIND_KEY, KIND = 'dasl_jax', 'regressor'
 
 
 def _onnx():
@@ -67,8 +74,8 @@ class _Graph:
     self._n += 1
     return f'{base}_{self._n}'
 
-  def const(self, value, base='c', dtype=np.float32):
-    n = self.name(base)
+  def const(self, value, base='c', dtype=np.float32, fixed=None):
+    n = fixed or self.name(base)
     self.inits.append(self.onnx.numpy_helper.from_array(np.asarray(value, dtype), n))
     return n
 
@@ -205,7 +212,8 @@ def _landmarks(g, p, lm_model, convention, size):
   basis = np.concatenate([np.asarray(lm_model.w_shp, np.float32),
                           np.asarray(lm_model.w_exp, np.float32)], axis=1).T  # (50, 204)
   alpha = g.slice(p, [P.SHAPE.start], [P.EXP.stop], [1])
-  flat = g.op('Add', [g.op('MatMul', [alpha, g.const(basis, 'basis')]), g.const(u, 'u')])
+  flat = g.op('Add', [g.op('MatMul', [alpha, g.const(basis, fixed=LM_BASIS)]),
+                      g.const(u, fixed=LM_U)])
   pts = g.reshape(flat, [-1, u.shape[0] // 3, 3])  # (b, 68, 3)
   pose = g.reshape(g.slice(p, [0], [P.N_POSE], [1]), [-1, 3, 4])
   fr = g.slice(pose, [0, 0], [2, 3], [1, 2])  # rows x, y of fR: (b, 2, 3)
@@ -251,8 +259,8 @@ def build_model(restored, landmark_model):
     raise DaslError(f'model config: no ONNX writer for arch {cfg.arch!r}')
   w = g.op('Identity', [w], out='whitened')
   stats = restored.param_stats
-  p = g.op('Add', [g.op('Mul', [w, g.const(stats.std, 'std')]), g.const(stats.mean, 'mean')],
-           out='params')
+  p = g.op('Add', [g.op('Mul', [w, g.const(stats.std, fixed=PARAM_STD)]),
+                   g.const(stats.mean, fixed=PARAM_MEAN)], out='params')
   _landmarks(g, p, landmark_model.landmark_model(), cfg.convention, size)
   outs = [helper.make_tensor_value_info('whitened', f32, [BATCH, cfg.num_params]),
           helper.make_tensor_value_info('params', f32, [BATCH, cfg.num_params]),
@@ -261,8 +269,11 @@ def build_model(restored, landmark_model):
   model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', OPSET)],
                             producer_name='dasl_jax.inference.onnx')
   model.ir_version = 8  # readable by onnxruntime >= 1.10
-  meta = {'convention': cfg.convention, 'in_channels': str(cfg.in_channels),
+  from dasl_jax.face_model.bfm import checkpoint_face_model
+  meta = {KIND_KEY: KIND, 'convention': cfg.convention, 'in_channels': str(cfg.in_channels),
           'arch': cfg.arch, 'param_stats_source': str(stats.source),
+          'face_model': checkpoint_face_model(getattr(restored, 'flags', None)),
+          'quantization': 'none',
           'doc': 'crops: (b, 120, 120, 3) uint8 BGR; points18: (b, 18, 2) float32 crop '
                  'pixels (NaN: not drawn); whitened, params: (b, 62); lms68: (b, 68, 2) '
                  'crop pixels'}
@@ -364,13 +375,18 @@ def export_onnx(restored, landmark_model, path):
   return path
 
 
-def session(model_or_path, threads=0):
-  """An onnxruntime CPU session of a ``ModelProto`` or a ``.onnx`` file."""
+def _ort():
   try:
     import onnxruntime as ort
   except ImportError:
     raise DaslError('the onnxruntime backend needs the onnxruntime package '
                     '(pip install -r requirements.txt)') from None
+  return ort
+
+
+def session(model_or_path, threads=0):
+  """An onnxruntime CPU session of a ``ModelProto`` or a ``.onnx`` file."""
+  ort = _ort()
   opts = ort.SessionOptions()
   opts.log_severity_level = 3
   if threads:
@@ -388,36 +404,128 @@ def session(model_or_path, threads=0):
                     f'onnxruntime cannot load it ({type(e).__name__}: {e})') from None
 
 
+def read_regressor(path):
+  """A regressor ``.onnx`` written by ``experiments.export --format onnx`` (float or int8).
+
+  Returns:
+    (``ModelProto``, info): info holds ``convention``, ``in_channels`` (int),
+    ``arch``, ``face_model`` ('bfm' or 'synthetic'), ``quantization`` ('none' or
+    'int8'), ``stats`` (``ParamStats`` read from the graph) and ``lm_model`` (the
+    68-row ``MorphableModel`` of the graph's landmark stage).
+  Raises:
+    DaslError: missing file, not ONNX, or an ONNX model of something else (one line
+      naming the file and what it holds).
+  """
+  onnx, _ = _onnx()
+  from onnx import numpy_helper
+  from dasl_jax.face_model import morphable_model as mm
+  path = Path(path)
+  if not path.exists():
+    raise DaslError(f'--onnx {path}: file not found')
+  if path.is_dir():
+    raise DaslError(f'--onnx {path}: is a folder, expected a .onnx file')
+  try:
+    model = onnx.load(str(path))
+  except Exception as e:
+    raise DaslError(f'--onnx {path}: not an ONNX model ({type(e).__name__}: '
+                    f'{str(e).splitlines()[0][:120] if str(e) else ""})') from None
+  ins = [i.name for i in model.graph.input]
+  outs = [o.name for o in model.graph.output]
+  meta = {m.key: m.value for m in model.metadata_props}
+  inits = {t.name: t for t in model.graph.initializer}
+  needed = (LM_U, LM_BASIS, PARAM_MEAN, PARAM_STD)
+  if (meta.get(KIND_KEY) != KIND or ins[:1] != ['crops'] or not set(OUTPUTS) <= set(outs)
+      or any(n not in inits for n in needed)):
+    what = f'inputs {ins}, outputs {outs}'
+    if ins == ['image'] and set(outs) == {'loc', 'scores'}:
+      what = 'a FaceBoxes detector'
+    raise DaslError(f'--onnx {path}: not a face regressor written by experiments.export '
+                    f'--format onnx ({what}; expected input crops, outputs '
+                    f'{", ".join(OUTPUTS)})')
+  try:
+    in_channels = int(meta.get('in_channels', '3'))
+    convention = meta['convention']
+    camera._check_convention(convention)
+  except (KeyError, ValueError, DaslError) as e:
+    raise DaslError(f'--onnx {path}: unreadable metadata ({e})') from None
+  arr = {n: numpy_helper.to_array(inits[n]).astype(np.float32) for n in needed}
+  basis = arr[LM_BASIS]  # (50, 204): shape then expression rows
+  n_shp = P.SHAPE.stop - P.SHAPE.start
+  import jax.numpy as jnp  # leaves as jax arrays, as every loader makes them (jit-safe)
+  lm = mm.MorphableModel(u=jnp.asarray(arr[LM_U].reshape(-1)),
+                         w_shp=jnp.asarray(basis[:n_shp].T), w_exp=jnp.asarray(basis[n_shp:].T),
+                         keypoints=jnp.arange(arr[LM_U].size // 3, dtype=jnp.int32),
+                         name=f'{path}[68 landmarks]')
+  stats = P.ParamStats(arr[PARAM_MEAN], arr[PARAM_STD],
+                       meta.get('param_stats_source', str(path)))
+  info = {'convention': convention, 'in_channels': in_channels,
+          'arch': meta.get('arch', '?'), 'face_model': meta.get('face_model', 'bfm'),
+          'quantization': meta.get('quantization', 'none'), 'stats': stats, 'lm_model': lm}
+  return model, info
+
+
 class OnnxPredictor:
-  """``inference.Predictor`` on onnxruntime: same ``predict_crops`` arguments and outputs.
+  """``inference.Predictor`` on onnxruntime: same ``predict_crops`` / ``predict_many``
+  arguments and outputs.
 
   Args:
-    restored: ``checkpoint.restore`` output (the graph is built from its variables).
+    restored: ``checkpoint.restore`` output (the graph is built from its variables);
+      :meth:`from_file` reads an exported ``.onnx`` instead.
     landmark_model: morphable model for the landmarks.
     batch_size: the largest batch one call runs (bigger inputs are split).
     bootstrap_iters: passes of the self-bootstrapped FLM (4-channel models
       without detector landmarks), run on the host around the graph.
-    threads: onnxruntime intra-op threads (0: its default).
+    threads: onnxruntime intra-op threads (0: its default, one per core).
   """
+  backend = 'onnxruntime'
 
   def __init__(self, restored, landmark_model, batch_size=32, bootstrap_iters=2, threads=0):
+    model = build_model(restored, landmark_model)
+    self._setup(model, restored.model_config.in_channels, restored.model_config.convention,
+                restored.param_stats, landmark_model.landmark_model(), batch_size,
+                bootstrap_iters, threads)
+    self.config = restored.model_config
+    self.source = 'graph built from the checkpoint'
+    self.quantization = 'none'
+
+  @classmethod
+  def from_file(cls, path, batch_size=32, bootstrap_iters=2, threads=0):
+    """A predictor of an exported ``.onnx`` file (:func:`read_regressor`)."""
+    model, info = read_regressor(path)
+    self = cls.__new__(cls)
+    self._setup(model, info['in_channels'], info['convention'], info['stats'],
+                info['lm_model'], batch_size, bootstrap_iters, threads, source=path)
+    self.config = None
+    self.source = str(path)
+    self.quantization = info['quantization']
+    self.face_model = info['face_model']
+    return self
+
+  def _setup(self, model, in_channels, convention, stats, lm_model, batch_size,
+             bootstrap_iters, threads, source=None):
     from dasl_jax.face_model import morphable_model as mm
     if bootstrap_iters < 1:
       raise DaslError(f'--bootstrap_iters must be >= 1, got {bootstrap_iters}')
-    self.config = restored.model_config
-    self.stats = restored.param_stats
-    self.convention = self.config.convention
+    self._in_channels = int(in_channels)
+    self.convention = convention
+    self.stats = stats
     self.batch_size = batch_size
     self.bootstrap_iters = bootstrap_iters
-    self.lm_model = landmark_model.landmark_model()
-    self.model = build_model(restored, landmark_model)
-    self.session = session(self.model, threads)
+    self.lm_model = lm_model
+    self.model = model
+    self.session = session(source if source is not None else model, threads)
     self.mean_lms68 = np.asarray(mm.landmarks2d(
         self.lm_model, np.asarray(self.stats.mean, np.float32), self.convention))
 
   @property
   def in_channels(self):
-    return self.config.in_channels
+    return self._in_channels
+
+  def describe(self):
+    """One phrase for the console and the JSON: runtime, version, model."""
+    import onnxruntime
+    q = '' if self.quantization == 'none' else f', {self.quantization}'
+    return f'onnxruntime {onnxruntime.__version__} ({self.source}{q})'
 
   def _run(self, crops, points18):
     feed = {'crops': crops}
@@ -464,3 +572,28 @@ class OnnxPredictor:
     fR = out['params'][:, :12].reshape(n, 3, 4)[:, :, :3]
     out['pose'] = np.asarray(camera.pose_angles(fR), np.float32)
     return out
+
+  def predict_many(self, crops, n, points18=None, iters=None, batch_size=None,
+                   progress=True, desc='predict'):
+    """As ``inference.Predictor.predict_many``: many crops read batch by batch.
+
+    Args:
+      crops: index array (b,) -> (b, 120, 120, 3) uint8, or an (n, ...) array.
+      points18: optional (n, 18, 2) FLM points (4-channel models: one pass).
+    Returns:
+      dict as :meth:`predict_crops`.
+    """
+    from tqdm import tqdm
+    get = crops if callable(crops) else (lambda ii, a=np.asarray(crops): a[ii])
+    bs = batch_size or self.batch_size
+    parts = []
+    with tqdm(total=n, desc=desc, unit='img', disable=not progress) as bar:
+      for s in range(0, n, bs):
+        ii = np.arange(s, min(s + bs, n))
+        pts = None if points18 is None else np.asarray(points18, np.float32)[ii]
+        parts.append(self.predict_crops(np.asarray(get(ii), np.uint8), points18=pts,
+                                        iters=iters))
+        bar.update(len(ii))
+    if not parts:
+      return self.predict_crops(np.zeros((0, 120, 120, 3), np.uint8))
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

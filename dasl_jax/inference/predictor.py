@@ -36,6 +36,7 @@ class Predictor:
       image; the mirrored prediction mapped back and averaged:
       ``core.forward``). 'flip' runs twice the batch.
   """
+  backend = 'jax'
 
   def __init__(self, restored, landmark_model, batch_size=32, bootstrap_iters=2, tta='none'):
     self.module = restored.module
@@ -66,6 +67,10 @@ class Predictor:
   @property
   def in_channels(self):
     return self.config.in_channels
+
+  def describe(self):
+    """One phrase for the console and the JSON: runtime and version."""
+    return f'jax {jax.__version__} ({jax.default_backend()})'
 
   def predict_many(self, crops, n, points18=None, iters=None, batch_size=None,
                    progress=True, desc='predict'):

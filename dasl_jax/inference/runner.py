@@ -21,11 +21,11 @@ from dasl_jax.face_model import morphable_model as mm
 from dasl_jax.geometry import params as P
 from dasl_jax.inference import video as VT
 from dasl_jax.viz import visualize
-from dasl_jax.errors import DaslError
+from dasl_jax.errors import BadInput, DaslError
 
 from dasl_jax.errors import warn
 from dasl_jax.face_model.bfm import face_models
-from dasl_jax.inference.faces import predict_image
+from dasl_jax.inference.faces import DEFAULT_REFINE, landmark_depth, predict_image
 from dasl_jax.inference.predictor import Predictor, dense_vertices, to_image_space
 from dasl_jax.io.media import video_fps, video_frames
 
@@ -37,19 +37,20 @@ from dasl_jax.io.media import video_fps, video_frames
 DETECTORS = ('faceboxes', 'haar')
 
 
-def make_detector(kind='faceboxes', faceboxes_weights=None, profile=True):
+def make_detector(kind='faceboxes', faceboxes_weights=None, profile=True, backend='jax'):
   """The face detector by name.
 
   Args:
     kind: 'faceboxes' (3DDFA_V2's detector; weights ``faceboxes_weights`` or
       ``$DASL_ASSETS/pretrained/FaceBoxesProd.pth``) or 'haar' (OpenCV only;
       ``profile``: also the profile cascade).
+    backend: FaceBoxes' runtime, 'jax' or 'onnxruntime' (Haar is OpenCV's either way).
   Raises:
     DaslError: unknown kind, or FaceBoxes weights missing or of another network.
   """
   if kind == 'faceboxes':
     from dasl_jax.inference import faceboxes
-    return faceboxes.FaceBoxesDetector(faceboxes_weights)
+    return faceboxes.FaceBoxesDetector(faceboxes_weights, backend=backend)
   if kind == 'haar':
     return detect.HaarDetector(profile=profile)
   raise DaslError(f'--detector must be one of {", ".join(DETECTORS)}, got {kind!r}')
@@ -58,13 +59,28 @@ def make_detector(kind='faceboxes', faceboxes_weights=None, profile=True):
 BACKENDS = ('jax', 'onnxruntime')
 
 
+def _check_boxes_inside(boxes, shape, key):
+  """A ``--boxes`` entry must overlap its image: a box wholly outside is a mistake
+  in the file (another image's boxes, or swapped coordinates), not a face."""
+  h, w = shape[:2]
+  for k, b in enumerate(np.asarray(boxes, np.float64).reshape(-1, 5)):
+    if b[2] <= 0 or b[3] <= 0 or b[0] >= w or b[1] >= h:
+      raise BadInput(f'--boxes entry {key!r}, box {k} {np.round(b[:4], 1).tolist()}: lies '
+                     f'wholly outside the image ({w} x {h} px)')
+
+
 class Runner:
   """``experiments.predict`` as a class: the model, the detector, and what to write
   for each image or video (JSON records, overlays, meshes, depth and normal maps).
 
   The detector (``detector``: 'faceboxes' or 'haar', see :func:`make_detector`) is
   built first, so missing weights fail before the model loads, and only when
-  faces are not all given by a ``boxes`` file. ``dot_dtype`` 'bfloat16' runs a
+  faces are not all given by a ``boxes`` file. ``backend`` runs FaceBoxes and the
+  regressor on 'jax' or 'onnxruntime' (the regressor's graph built from
+  ``checkpoint``, or read from an exported ``onnx`` file, float or int8, which
+  then replaces the checkpoint). ``refine``: landmark re-crop passes of detected
+  faces (``inference.faces.DEFAULT_REFINE``). ``tta`` 'flip': flip test-time
+  averaging of the regressor (``Predictor``; jax only). ``dot_dtype`` 'bfloat16' runs a
   MobileNetV1's stem and 1x1 products on bf16 operands
   (:func:`dasl_jax.io.checkpoint.with_dot_dtype`); ``mesh_axes``: see
   :mod:`dasl_jax.io.meshes`.
@@ -73,31 +89,49 @@ class Runner:
   def __init__(self, checkpoint, out, bfm=None, boxes=None, landmarks=None, min_face=24,
                bootstrap_iters=2, batch_size=32, depth=False, meshes=True, overlay=True,
                profile=True, alpha=visualize.DEFAULT_ALPHA, detector='faceboxes', faceboxes_weights=None,
-               mesh_axes='3ddfa', dot_dtype='float32', backend='jax', tta='none'):
+               mesh_axes='3ddfa', dot_dtype='float32', backend='jax', onnx=None,
+               refine=DEFAULT_REFINE, tta='none'):
     if mesh_axes not in mesh_io.MESH_AXES:
       raise DaslError(f'--mesh_axes must be one of {", ".join(mesh_io.MESH_AXES)}, '
                       f'got {mesh_axes!r}')
     self.mesh_axes = mesh_axes
-    self.detector = (make_detector(detector, faceboxes_weights, profile)
-                     if boxes is None else None)
+    if bool(checkpoint) == bool(onnx):
+      raise DaslError('give --checkpoint DIR or --onnx FILE.onnx (one of them)')
     if dot_dtype not in ckpt.DOT_DTYPES:  # before the (slow) restore
       raise DaslError(f'--dot_dtype: must be one of {", ".join(ckpt.DOT_DTYPES)}, '
                       f'got {dot_dtype!r}')
     if backend not in BACKENDS:  # before the restore, as dot_dtype
       raise DaslError(f'--backend must be one of {", ".join(BACKENDS)}, got {backend!r}')
+    if onnx and backend != 'onnxruntime':
+      raise DaslError(f'--onnx {onnx} runs on onnxruntime: drop --backend {backend}')
     if backend == 'onnxruntime' and dot_dtype != 'float32':
       raise DaslError('--dot_dtype bfloat16: only with --backend jax (the ONNX graph is float32)')
     if backend == 'onnxruntime' and tta != 'none':
       raise DaslError(f'--tta {tta}: only with --backend jax')
-    self.restored = ckpt.with_dot_dtype(ckpt.restore(checkpoint), dot_dtype)
-    self.models = face_models(self.restored, bfm)
-    if backend == 'onnxruntime':
+    if refine < 0:
+      raise DaslError(f'--refine must be >= 0, got {refine}')
+    self.refine = int(refine)
+    self.backend, self.tta = backend, tta
+    self.detector_name = detector if boxes is None else None
+    self.detector = (make_detector(detector, faceboxes_weights, profile, backend)
+                     if boxes is None else None)
+    if onnx:
       from dasl_jax.inference.onnx import OnnxPredictor
-      self.predictor = OnnxPredictor(self.restored, self.models.landmarks,
-                                     batch_size=batch_size, bootstrap_iters=bootstrap_iters)
+      self.restored = None
+      self.predictor = OnnxPredictor.from_file(onnx, batch_size=batch_size,
+                                               bootstrap_iters=bootstrap_iters)
+      self.models = face_models(None, bfm, kind=self.predictor.face_model)
     else:
-      self.predictor = Predictor(self.restored, self.models.landmarks, batch_size=batch_size,
-                                 bootstrap_iters=bootstrap_iters, tta=tta)
+      self.restored = ckpt.with_dot_dtype(ckpt.restore(checkpoint), dot_dtype)
+      self.models = face_models(self.restored, bfm)
+      if backend == 'onnxruntime':
+        from dasl_jax.inference.onnx import OnnxPredictor
+        self.predictor = OnnxPredictor(self.restored, self.models.landmarks,
+                                       batch_size=batch_size, bootstrap_iters=bootstrap_iters)
+      else:
+        self.predictor = Predictor(self.restored, self.models.landmarks,
+                                   batch_size=batch_size, bootstrap_iters=bootstrap_iters,
+                                   tta=tta)
     self.boxes = detect.load_boxes(boxes) if boxes else None
     self.landmarks = detect.load_landmarks(landmarks) if landmarks else None
     self.out = Path(out)
@@ -110,6 +144,18 @@ class Runner:
       warn('no dense model with triangles: overlays show landmarks only and no '
            'meshes are written (pass --bfm DIR)')
 
+  def describe(self):
+    """What runs, for the console and every JSON record: ``{'regressor': ...,
+    'detector': ...}`` (runtime and version of each)."""
+    if self.detector_name is None:
+      det = 'none (--boxes)'
+    elif self.detector_name == 'haar':
+      det = f'haar (OpenCV {cv2.__version__})'
+    else:
+      det = f'{self.detector_name} ({self.backend})'
+    return {'regressor': self.predictor.describe(), 'detector': det, 'refine': self.refine,
+            'tta': self.tta}
+
   def faces(self, image, name):
     key = Path(name).name
     boxes = self.boxes.get(key) if self.boxes is not None else None
@@ -118,8 +164,10 @@ class Runner:
       return [], [f'{name}: no boxes for this image in --boxes: no faces']
     if boxes is not None and not len(boxes):
       return [], []  # listed in --boxes with no box: no face
+    if boxes is not None:
+      _check_boxes_inside(boxes, image.shape, key)
     return predict_image(self.predictor, image, self.detector, boxes=boxes,
-                         lms68=lms, min_face=self.min_face, name=name)
+                         lms68=lms, min_face=self.min_face, name=name, refine=self.refine)
 
   def dense_crop_vertices(self, faces):
     """Per face (N, 3) dense vertices in crop pixels with depth (or [])."""
@@ -141,10 +189,10 @@ class Runner:
     """Everything for one image; returns its JSON record."""
     faces, messages = self.faces(image, str(path))
     for m in messages:
-      print(m, file=sys.stderr)
+      tqdm.write(m, file=sys.stderr)
     if not faces:
       msg = f'{path}: no face found'
-      print(msg, file=sys.stderr)
+      tqdm.write(msg, file=sys.stderr)
       messages.append(msg)
     stem = self.out / Path(path).stem
     crop_verts = self.dense_crop_vertices(faces)
@@ -172,17 +220,21 @@ class Runner:
     rec = {'image': str(path), 'height': int(image.shape[0]), 'width': int(image.shape[1]),
            'faces': records, 'messages': messages, 'files': files,
            'mesh_axes': self.mesh_axes if self.meshes else None,
-           'model': self.models.note, 'convention': self.predictor.convention}
+           'model': self.models.note, 'convention': self.predictor.convention,
+           **self.describe()}
     (Path(str(stem) + '.json')).write_text(json.dumps(rec, indent=1) + '\n')
     return rec
 
-  def video(self, path, every=1, track=True, smooth=VT.DEFAULT_SMOOTH):
+  def video(self, path, every=1, track=True, smooth=VT.DEFAULT_SMOOTH,
+            detect_every=VT.DEFAULT_DETECT_EVERY):
     """Every ``every``-th frame of a video: ``STEM.jsonl`` (one JSON object per
     frame, written as the frames come), ``STEM.json`` (all frames) and
     ``STEM_overlay.mp4``.
 
     ``track``: follow faces by alignment and re-detect only when lost
-    (:class:`dasl_jax.inference.video.Tracker`); ``smooth``: centred window of
+    (:class:`dasl_jax.inference.video.Tracker`), and run the detector every
+    ``detect_every`` processed frames while tracking (0: only when lost) so
+    that faces entering later start tracks of their own; ``smooth``: centred window of
     frames over which each track's parameters are averaged (0/1: off), the
     landmarks and meshes recomputed from them. A frame that fails to decode
     ends the video with the frames before it written and an ``error`` in the
@@ -204,7 +256,7 @@ class Runner:
       return [dataclasses.replace(f, kind='track', flm='previous_frame' if f.flm == 'detector'
                                   else f.flm) for f in faces], messages
 
-    tracker = VT.Tracker(self.faces, align, enabled=track)
+    tracker = VT.Tracker(self.faces, align, enabled=track, detect_every=detect_every)
     smoother = VT.StreamSmoother(window, self.predictor.convention)
     jsonl = open(str(stem) + '.jsonl', 'w')
     state = {'writer': None}
@@ -219,6 +271,8 @@ class Runner:
         recs.append(r)
       rec = {'frame': item['frame'], 'mode': item['mode'], 'faces': recs,
              'messages': item['messages']}
+      if not frames:
+        rec.update(self.describe())  # what ran, once per video
       jsonl.write(json.dumps(rec) + '\n')
       jsonl.flush()
       frames.append(rec)
@@ -251,6 +305,8 @@ class Runner:
           emit(ready)
         bar.update(i + 1 - last)
         last = i + 1
+    except BadInput:
+      raise
     except DaslError as e:
       error = str(e)
       if last == 0:  # not one frame: nothing to keep
@@ -258,7 +314,7 @@ class Runner:
         Path(str(stem) + '.jsonl').unlink()
         bar.close()
         raise
-      print(f'error: {error}', file=sys.stderr)
+      tqdm.write(f'error: {error}', file=sys.stderr)
     finally:
       for ready in smoother.flush():
         emit(ready)
@@ -267,8 +323,9 @@ class Runner:
       if state['writer']:
         state['writer'].release()
     rec = {'video': str(path), 'every': every, 'track': bool(track), 'smooth': window,
+           'detect_every': int(detect_every) if track else None,
            'frames': frames, 'model': self.models.note,
-           'convention': self.predictor.convention}
+           'convention': self.predictor.convention, **self.describe()}
     if error:
       rec['error'] = error
     (Path(str(stem) + '.json')).write_text(json.dumps(rec, indent=1) + '\n')
@@ -284,4 +341,7 @@ class Runner:
     p = np.asarray(params, np.float32)
     crop, pose = (np.asarray(a) for a in self._lms_pose(jnp.asarray(p)))
     img = np.asarray(camera.crop_to_image(crop, face.roi_box))
-    return dataclasses.replace(face, params=p, pose=pose, lms68=img, lms68_crop=crop)
+    depth = landmark_depth(self.predictor.lm_model, p[None], np.asarray(face.roi_box)[None],
+                           self.predictor.convention)[0]
+    return dataclasses.replace(face, params=p, pose=pose, lms68=img, lms68_crop=crop,
+                               depth68=depth)

@@ -218,13 +218,17 @@ def restore(workdir, step: Optional[int] = None) -> Restored:
   Returns:
     :class:`Restored` (module, variables, model_config, param_stats, flags, step).
   """
+  typed = workdir  # as the user wrote it, for messages (not the resolved symlink)
   workdir = Path(workdir).expanduser().resolve()
   if workdir.is_file():
     if workdir.suffix in ('.pth', '.pt', '.tar'):
       raise DaslError(
-          f'{workdir}: a PyTorch file, not a model directory; convert it first: python -m '
-          f'experiments.convert_checkpoint --from_3ddfa_v2 {workdir} --out DIR, then pass DIR')
-    raise DaslError(f'{workdir}: a file, not a model directory (model_config.json, '
+          f'{typed}: a PyTorch file, not a model directory; convert it first: python -m '
+          f'experiments.convert_checkpoint --from {typed} --kind auto --out DIR, then pass DIR')
+    if workdir.suffix == '.onnx':
+      raise DaslError(f'{typed}: an ONNX model, not a model directory; pass it as --onnx '
+                      f'{typed}')
+    raise DaslError(f'{typed}: a file, not a model directory (model_config.json, '
                     f'param_stats.json, {CHECKPOINTS}/)')
   if not workdir.is_dir():
     raise DaslError(f'{workdir}: checkpoint directory not found')

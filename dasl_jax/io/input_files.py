@@ -6,7 +6,7 @@ before it imports :mod:`dasl_jax.inference`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List
+from typing import List, Tuple
 
 from dasl_jax.errors import DaslError
 
@@ -16,12 +16,22 @@ VIDEO_SUFFIXES = ('.mp4', '.avi', '.mov', '.mkv', '.webm', '.m4v', '.mpg', '.mpe
 
 
 def list_inputs(paths) -> List[Path]:
+  """The files of :func:`scan_inputs` (what a folder holds besides is left out)."""
+  return scan_inputs(paths)[0]
+
+
+def scan_inputs(paths) -> Tuple[List[Path], List[Tuple[Path, str]]]:
   """Images, videos, and folders of them (a folder: its images and videos,
-  sorted, not recursive), in the order given, each file once.
+  sorted, not recursive), in the order given, each file once; and what the
+  folders hold that is not read, with why (for the run's summary).
 
   Args:
     paths: one path or a list of them (``--input`` values and positional
       arguments, e.g. a shell-expanded ``images/*.jpg``).
+  Returns:
+    (files, skipped): skipped lists ``(path, reason)`` for the sub-folders
+    ('a folder: not searched') and the files without an image or video suffix
+    ('not an image or video (suffix)') of the folders given.
   Raises:
     DaslError: a path that does not exist, a folder without images or videos,
       or two inputs that would write the same outputs
@@ -31,7 +41,7 @@ def list_inputs(paths) -> List[Path]:
     paths = [paths]
   if not paths:
     raise DaslError('--input is required (an image, a video or a folder; several allowed)')
-  files, seen = [], set()
+  files, seen, skipped = [], set(), []
   for raw in paths:
     path = Path(raw)
     if not path.exists():
@@ -40,8 +50,14 @@ def list_inputs(paths) -> List[Path]:
     if path.is_file():
       found = [path]
     else:
-      found = sorted(p for p in path.iterdir()
-                     if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+      found = []
+      for p in sorted(path.iterdir()):
+        if p.is_dir():
+          skipped.append((p, 'a folder: not searched (folders are read one level deep)'))
+        elif p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES:
+          found.append(p)
+        elif not p.name.startswith('.'):
+          skipped.append((p, f'not an image or video ({p.suffix or "no suffix"})'))
       if not found:
         raise DaslError(f'--input {raw}: folder holds no images or videos '
                         f'({", ".join(IMAGE_SUFFIXES[:4])}, ...)')
@@ -56,4 +72,4 @@ def list_inputs(paths) -> List[Path]:
       raise DaslError(f'--input: {stems[f.stem]} and {f} would both write {f.stem}.json '
                       '(same name); rename one or run them separately')
     stems[f.stem] = f
-  return files
+  return files, skipped

@@ -8,7 +8,7 @@ import cv2
 import jax
 import numpy as np
 
-from dasl_jax.errors import DaslError
+from dasl_jax.errors import BadInput, DaslError
 
 from dasl_jax.io.input_files import VIDEO_SUFFIXES
 
@@ -63,6 +63,8 @@ def video_frames(path, every=1):
   Raises (after yielding every frame that decoded):
     DaslError: the video cannot be opened, has no readable frame, or stops
       before the frame count its container declares (truncated or corrupt).
+    BadInput: a frame of another size than the first (tracking, smoothing and
+      the overlay video assume one frame size).
   """
   cap = cv2.VideoCapture(str(path))
   if not cap.isOpened():
@@ -70,11 +72,16 @@ def video_frames(path, every=1):
                     'or no OpenCV decoder for it)')
   try:
     declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-    i = 0
+    i, size = 0, None
     while True:
       ok, frame = cap.read()
       if not ok:
         break
+      size = size or frame.shape[:2]
+      if frame.shape[:2] != size:
+        raise BadInput(f'{path}: frame {i} is {frame.shape[1]} x {frame.shape[0]} px, the '
+                       f'frames before it {size[1]} x {size[0]}; a video whose frames '
+                       'change size is not supported (re-encode it at one size)')
       if i % every == 0:
         yield i, frame
       i += 1

@@ -15,13 +15,14 @@ from dasl_jax.evaluation.full_images import evaluate_full_images, pick_face
 from tests.helpers.asset_marks import asset_path, requires_assets
 
 
-def test_pick_face_takes_the_best_box_around_the_face():
-  gt = np.array([[100.0, 100.0], [140.0, 160.0]])  # centre (120, 130)
+def test_pick_face_takes_the_box_of_the_annotated_face():
+  gt = np.array([[100.0, 100.0], [140.0, 160.0]])  # box 40 x 60, centre (120, 130)
   boxes = np.array([[0, 0, 50, 50, 0.99],        # elsewhere
-                    [90, 90, 150, 170, 0.80],     # around the face
-                    [80, 80, 160, 180, 0.95],     # around the face, higher score
+                    [95, 95, 145, 165, 0.80],     # around the face: IoU 0.69
+                    [110, 80, 210, 180, 0.95],    # a neighbour reaching over the centre: 0.2
                     [115, 125, 118, 128, 0.99]])  # misses the centre
-  assert pick_face(boxes, gt) == 2
+  assert pick_face(boxes, gt) == 1  # not the neighbour's higher score (image03216)
+  assert pick_face(boxes[[0, 2, 3]], gt) == 1  # the only box around the centre
   assert pick_face(boxes[[0, 3]], gt) is None
 
 
@@ -45,8 +46,9 @@ def test_full_images_match_a_reference_from_the_original_boxes(tmp_path):
   restored = checkpoint.restore(make_checkpoint(tmp_path / 'm', in_channels=3, convention='v2'))
   pred = inference.Predictor(restored, inference.face_models(restored).landmarks, batch_size=8)
   res = evaluate_full_images(pred, inference.make_detector('faceboxes'), ds,
-                             detector_name='faceboxes', batch_size=8, progress=False)
-  # Reference: the original code's boxes, the face = best-scoring box around the GT centre.
+                             detector_name='faceboxes', batch_size=8, progress=False, refine=1)
+  # Reference: the original code's boxes, the face = the box around the GT centre that
+  # overlaps the GT's box most.
   ref = json.loads(asset_path('pretrained', 'faceboxes_reference.json').read_text())['boxes']
   rows, crops, rois = [], [], []
   for i, name in enumerate(ds.names):
@@ -54,7 +56,13 @@ def test_full_images_match_a_reference_from_the_original_boxes(tmp_path):
              if b[0] <= ds.pts68[i, :, 0].mean() <= b[2] and b[1] <= ds.pts68[i, :, 1].mean() <= b[3]]
     if not boxes:
       continue
-    x1, y1, x2, y2, _ = max(boxes, key=lambda b: b[4])
+    lo, hi = ds.pts68[i].min(0), ds.pts68[i].max(0)
+
+    def iou(b):
+      w = max(0, min(b[2], hi[0]) - max(b[0], lo[0]))
+      h = max(0, min(b[3], hi[1]) - max(b[1], lo[1]))
+      return w * h / ((b[2] - b[0]) * (b[3] - b[1]) + (hi - lo).prod() - w * h)
+    x1, y1, x2, y2, _ = max(boxes, key=iou)
     old = (x2 - x1 + y2 - y1) / 2  # 3DDFA_V2's parse_roi_box_from_bbox
     cx, cy = x2 - (x2 - x1) / 2, y2 - (y2 - y1) / 2 + old * 0.14
     size = int(old * 1.58)
@@ -76,5 +84,16 @@ def test_full_images_match_a_reference_from_the_original_boxes(tmp_path):
   wh = gt.max(1) - gt.min(1)
   nme = np.linalg.norm(lms - gt, axis=-1).mean(1) / np.sqrt(wh[:, 0] * wh[:, 1]) * 100
   # Boxes agree with the original within 1 px, so the NME within a small margin.
-  assert abs(res['original']['mean'] - nme.mean()) < 0.05 * nme.mean()
+  assert abs(res['passes'][0]['original']['mean'] - nme.mean()) < 0.05 * nme.mean()
   assert res['gt_roi']['original']['n'] == len(rows)
+  # The refine pass: 3DDFA's landmark crop of those landmarks (sqrt(2) x the longer
+  # side of their box, same centre), typed here again.
+  lo, hi = lms.min(1), lms.max(1)
+  side = np.sqrt(2) * (hi - lo).max(1)
+  roi2 = np.concatenate([(lo + hi) / 2 - side[:, None] / 2, (lo + hi) / 2 + side[:, None] / 2], 1)
+  c2 = np.stack([C.crop_faces(im, r[None])[0] for im, r in zip(crops, roi2)])
+  s2 = (roi2[:, 2:] - roi2[:, :2]) / 120
+  lms2 = pred.predict_crops(c2)['lms68'] * s2[:, None] + roi2[:, None, :2]
+  nme2 = np.linalg.norm(lms2 - gt, axis=-1).mean(1) / np.sqrt(wh[:, 0] * wh[:, 1]) * 100
+  assert abs(res['original']['mean'] - nme2.mean()) < 0.05 * nme2.mean()
+  assert res['refine'] == 1 and len(res['passes']) == 2 and res['backend'].startswith('jax')

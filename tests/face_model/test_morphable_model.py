@@ -125,6 +125,41 @@ def test_bfm_noneck_pickle(tmp_path, rng):
   np.testing.assert_array_equal(m2.triangles, d['tri'].T)
 
 
+def test_bfm_noneck_as_3ddfa_v2_keeps_it_for_bfm_flag(tmp_path, rng):
+  """3DDFA_V2's layout: configs/bfm_noneck_v3.pkl with the triangles in configs/tri.pkl
+  beside it (its BFMModel reads those, not the pickle's own). --bfm takes the file or
+  the folder; the dense model is the pickle, the landmark model its keypoint rows."""
+  from dasl_jax.face_model import bfm
+  a = _small_arrays(rng)
+  d = _noneck_dict(a)
+  own = d['tri']
+  d['tri'] = own[::-1].copy()  # the pickle's own triangles, not the ones to use
+  configs = tmp_path / 'configs'
+  configs.mkdir()
+  path = _write_pickle(configs / 'bfm_noneck_v3.pkl', d)
+  _write_pickle(configs / 'tri.pkl', own)  # (3, T), 0-based, as 3DDFA_V2 stores it
+  for given in (path, configs):
+    models = bfm.load_bfm_models(str(given))
+    assert models.kind == 'bfm' and 'bfm_noneck_v3.pkl' in models.note
+    np.testing.assert_array_equal(models.dense.triangles, own.T)
+    np.testing.assert_array_equal(np.asarray(models.dense.u), d['u'].ravel())
+    rows = (3 * a['kp_vertex'][:, None] + np.arange(3)).reshape(-1)
+    np.testing.assert_array_equal(np.asarray(models.landmarks.u), d['u'].ravel()[rows])
+    np.testing.assert_array_equal(np.asarray(models.landmarks.w_shp), a['w_shp'][rows, :40])
+  assert mm.load(configs).n_vertices == N  # evaluate's --bfm reader takes the folder too
+  # A tri.pkl that does not fit the vertices: one line naming the files.
+  _write_pickle(configs / 'tri.pkl', own + N)
+  bfm.load_bfm_models.cache_clear()
+  with pytest.raises(DaslError, match=r'tri\.pkl.*outside 0\.\.'):
+    bfm.load_bfm_models(str(path))
+  with pytest.raises(DaslError, match='no such folder or file'):
+    bfm.load_bfm_models(str(tmp_path / 'nope'))
+  (tmp_path / 'x.txt').write_text('x')
+  with pytest.raises(DaslError, match='expected a folder or 3DDFA_V2'):
+    bfm.load_bfm_models(str(tmp_path / 'x.txt'))
+  bfm.load_bfm_models.cache_clear()
+
+
 def test_keypoints68_text_folder(tmp_path, rng):
   a = _small_arrays(rng, n_shp=40, n_exp=10)
   rows = (3 * a['kp_vertex'][:, None] + np.arange(3)).reshape(-1)

@@ -221,8 +221,10 @@ def test_runner_outputs(tiny, tmp_path):
   assert any('below --min_face 24' in m for m in rec['messages'])
   for f, box in zip(rec['faces'], ([30, 50, 130, 150], [175, 55, 265, 145])):
     assert f['box'] == box and len(f['params']) == 62 and len(f['landmarks68']) == 68
-    assert f['flm'] == 'bootstrap' and {'yaw', 'pitch', 'roll'} <= set(f)
-    lms = np.array(f['landmarks68'])
+    # A 4-channel model: the detector's crop bootstraps its FLM, the refined crop (the
+    # default --refine 1) draws it from the first pass's landmarks.
+    assert f['flm'] == 'previous_pass' and {'yaw', 'pitch', 'roll'} <= set(f)
+    lms = np.array(f['landmarks68'])[:, :2]
     sx, sy, ex, ey = f['roi_box']
     assert np.all((lms > [sx, sy]) & (lms < [ex, ey]))  # inside its crop box
     assert Path(f['mesh_obj']).exists() and Path(f['mesh_ply']).exists()
@@ -277,8 +279,22 @@ def test_command_exit_codes(tiny, tmp_path):
   folder.mkdir()
   cv2.imwrite(str(folder / 'blank.png'), np.full((80, 100), 128, np.uint8))  # grey, no face
   (folder / 'broken.jpg').write_bytes(b'\xff\xd8 truncated')
+  (folder / 'notes.txt').write_text('not an image')
+  (folder / 'sub').mkdir()
   cmd = [sys.executable, '-m', 'experiments.predict', f'--checkpoint={path}',
          f'--out={tmp_path / "out"}']
+  # A mixed folder: what is skipped, and why, is in the summary as warnings; exit 0.
+  r = subprocess.run(cmd + ['--input', str(folder)], cwd=ROOT, capture_output=True, text=True,
+                     timeout=300)
+  assert r.returncode == 0, r.stderr
+  warnings = [l for l in r.stderr.splitlines() if l.startswith('warning: skipped')]
+  assert warnings == [f'warning: skipped {folder / "notes.txt"}: not an image or video (.txt)',
+                      f'warning: skipped {folder / "sub"}: a folder: not searched (folders '
+                      'are read one level deep)',
+                      f'warning: skipped {folder / "broken.jpg"}: not a readable image '
+                      '(OpenCV cannot decode it)'], r.stderr
+  assert '1 input(s) read, 0 face(s), 3 skipped' in r.stdout, r.stdout
+  assert 'backend: regressor jax' in r.stderr
   # Several paths after --input (what a shell glob gives): each one processed.
   r = subprocess.run(cmd + ['--input', str(folder / 'blank.png'), str(folder / 'broken.jpg')],
                      cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -286,6 +302,15 @@ def test_command_exit_codes(tiny, tmp_path):
   assert 'no face found' in r.stderr and 'broken.jpg: not a readable image' in r.stderr
   assert json.loads((tmp_path / 'out' / 'blank.json').read_text())['faces'] == []
   assert 'error' in json.loads((tmp_path / 'out' / 'broken.json').read_text())
+  # A --boxes entry wholly outside its image: one line naming it, exit 2.
+  boxes = tmp_path / 'outside.json'
+  boxes.write_text(json.dumps({'blank.png': [[150, 10, 190, 50]]}))  # the image is 100 wide
+  r = subprocess.run(cmd + ['--input', str(folder / 'blank.png'), f'--boxes={boxes}'],
+                     cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert r.returncode == 2, r.stderr
+  assert r.stderr.strip().splitlines()[-1] == (
+      "error: --boxes entry 'blank.png', box 0 [150.0, 10.0, 190.0, 50.0]: lies wholly "
+      'outside the image (100 x 80 px)')
   r = subprocess.run(cmd + [f'--input={folder / "broken.jpg"}'], cwd=ROOT, capture_output=True,
                      text=True, timeout=300)
   assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith('error: ')
@@ -300,6 +325,127 @@ def test_command_exit_codes(tiny, tmp_path):
   assert not (tmp_path / 'o2').exists()
 
 
+class _FixedPredictor:
+  """A stand-in regressor: every crop gets the same 68 crop-pixel landmarks (a grid
+  over 30..90 px); records the crops it was given."""
+  in_channels, convention = 3, 'v1'
+
+  def __init__(self, lm_model):
+    self.lm_model = lm_model
+    g = np.stack(np.meshgrid(np.linspace(30, 90, 17), np.linspace(35, 95, 4)), -1)
+    self.lms = g.reshape(-1, 2)[:68].astype(np.float32)
+    self.calls = []
+
+  def predict_crops(self, crops, lms68=None):
+    self.calls.append(np.array(crops))
+    n = len(crops)
+    return {'lms68': np.broadcast_to(self.lms, (n, 68, 2)).copy(),
+            'params': np.zeros((n, 62), np.float32), 'pose': np.zeros((n, 3), np.float32),
+            'whitened': np.zeros((n, 62), np.float32)}
+
+
+def test_refine_recrops_around_the_landmarks_by_3ddfa_rule(tiny):
+  """--refine: the second crop is 3DDFA's landmark crop of the first pass's image
+  landmarks (typed here in numpy: sqrt(2) x the longer side of their box, same
+  centre), cut from the image; the face's ROI and landmarks are the last pass's."""
+  from dasl_jax.geometry import crop as C
+  _, _, models = tiny
+  img = np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8)
+  box = np.array([[120.0, 80.0, 220.0, 200.0, 0.9]])
+  for refine in (0, 1, 2):
+    pred = _FixedPredictor(models.landmarks.landmark_model())
+    faces, _ = inference.predict_image(pred, img, boxes=box, refine=refine)
+    assert len(pred.calls) == refine + 1
+    roi = C.roi_box_from_bbox(box[0])  # 3DDFA_V2's box rule (tests/geometry checks it)
+    for k in range(refine):
+      lms = pred.lms * (roi[2:] - roi[:2]) / 120 + roi[:2]
+      lo, hi = lms.min(0), lms.max(0)
+      side = np.sqrt(2) * (hi - lo).max()
+      roi = np.r_[(lo + hi) / 2 - side / 2, (lo + hi) / 2 + side / 2]
+      np.testing.assert_array_equal(pred.calls[k + 1][0], C.crop_image(img, roi))
+    np.testing.assert_allclose(faces[0].roi_box, roi, atol=1e-4)
+    np.testing.assert_allclose(faces[0].lms68, pred.lms * (roi[2:] - roi[:2]) / 120 + roi[:2],
+                               atol=1e-3)
+    np.testing.assert_array_equal(faces[0].box, box[0])  # the detector's box is kept
+  with pytest.raises(DaslError, match='--refine must be >= 0'):
+    inference.predict_image(pred, img, boxes=box, refine=-1)
+
+
+def test_landmark_depth_matches_numpy(tiny):
+  """landmarks68's z: camera z of the 68 points (numpy here) times the mean crop ->
+  image scale, shifted so each face's minimum is 0; the meshes' z differs from it
+  by one constant per face."""
+  _, restored, models = tiny
+  pred = inference.Predictor(restored, models.landmarks)
+  img = np.full((200, 300, 3), 60, np.uint8)
+  cv2.circle(img, (100, 100), 50, (150, 170, 200), -1)
+  faces, _ = inference.predict_image(pred, img, boxes=np.array([[50, 50, 150, 150, 1.0]]))
+  f = faces[0]
+  u = np.asarray(pred.lm_model.u, np.float64).reshape(68, 3)
+  ws = np.asarray(pred.lm_model.w_shp, np.float64).reshape(68, 3, 40)
+  we = np.asarray(pred.lm_model.w_exp, np.float64).reshape(68, 3, 10)
+  q = np.asarray(f.params, np.float64)
+  z = ((u + ws @ q[12:52] + we @ q[52:62]) @ q[:12].reshape(3, 4)[:, :3].T)[:, 2]
+  sx, sy, ex, ey = f.roi_box
+  z = z * ((ex - sx) + (ey - sy)) / 240
+  np.testing.assert_allclose(f.depth68, z - z.min(), atol=1e-3 * np.ptp(z))
+  rec = f.record()
+  assert np.asarray(rec['landmarks68']).shape == (68, 3)
+  np.testing.assert_allclose(np.asarray(rec['landmarks68'])[:, 2], f.depth68, atol=1e-3)
+  # The mesh's z at the landmark vertices (Runner's dense model) minus the landmarks' z:
+  # one constant (same scale and direction, another zero).
+  runner_dense = models.dense
+  if runner_dense is not None:
+    from dasl_jax.inference.predictor import dense_vertices, to_image_space
+    v = to_image_space(dense_vertices(runner_dense, q[None], pred.convention)[0], f.roi_box)
+    dz = v[np.asarray(runner_dense.keypoints), 2] - f.depth68
+    assert np.ptp(dz) < 1e-2 * np.ptp(z), np.ptp(dz)
+
+
+def test_boxes_wholly_outside_their_image_are_refused(tiny, tmp_path):
+  from dasl_jax.errors import BadInput
+  path, _, _ = tiny
+  boxes = tmp_path / 'b.json'
+  boxes.write_text(json.dumps({'one.png': [[10, 10, 60, 60], [-80, 20, -5, 90]]}))
+  runner = inference.Runner(path, tmp_path / 'out', boxes=str(boxes), meshes=False,
+                            overlay=False)
+  img = np.zeros((100, 120, 3), np.uint8)
+  with pytest.raises(BadInput, match=r"--boxes entry 'one.png', box 1 \[-80.0, 20.0, -5.0, "
+                                     r"90.0\]: lies wholly outside the image \(120 x 100 px\)"):
+    runner.faces(img, 'dir/one.png')
+
+
+def test_a_video_whose_frames_change_size_is_refused(tmp_path, monkeypatch):
+  """OpenCV hands out frames as the stream has them; one of another size stops the
+  video with one line (tracking, smoothing and the overlay writer assume one size)."""
+  from dasl_jax.errors import BadInput
+  from dasl_jax.io import media
+
+  class Capture:
+    def __init__(self, path):
+      self.frames = [np.zeros((48, 64, 3), np.uint8)] * 3 + [np.zeros((60, 80, 3), np.uint8)]
+
+    def isOpened(self):
+      return True
+
+    def get(self, prop):
+      return 4
+
+    def read(self):
+      return (True, self.frames.pop(0)) if self.frames else (False, None)
+
+    def release(self):
+      pass
+
+  monkeypatch.setattr(media.cv2, 'VideoCapture', Capture)
+  got = []
+  with pytest.raises(BadInput, match=r'v.avi: frame 3 is 80 x 60 px, the frames before it '
+                                     r'64 x 48; a video whose frames change size'):
+    for i, f in media.video_frames(tmp_path / 'v.avi'):
+      got.append(i)
+  assert got == [0, 1, 2]
+
+
 def test_list_inputs_several_paths_and_folders(tmp_path):
   for name in ('b.png', 'a.jpg', 'notes.txt'):
     (tmp_path / name).write_bytes(b'x')
@@ -311,6 +457,11 @@ def test_list_inputs_several_paths_and_folders(tmp_path):
                                tmp_path / 'b.png'])  # a repeat is processed once
   assert got == [tmp_path / 'b.png', sub / 'c.mp4', sub / 'd.PNG', tmp_path / 'a.jpg']
   assert inference.list_inputs(str(tmp_path)) == [tmp_path / 'a.jpg', tmp_path / 'b.png']
+  from dasl_jax.io.input_files import scan_inputs
+  files, skipped = scan_inputs(str(tmp_path))
+  assert files == [tmp_path / 'a.jpg', tmp_path / 'b.png']
+  assert skipped == [(tmp_path / 'notes.txt', 'not an image or video (.txt)'),
+                     (sub, 'a folder: not searched (folders are read one level deep)')]
   with pytest.raises(DaslError, match='--input bogus: no such file or folder'):
     inference.list_inputs([tmp_path / 'a.jpg', 'bogus'])
   (tmp_path / 'd.jpg').write_bytes(b'x')

@@ -158,7 +158,8 @@ def test_onnx_predictor_matches_predictor_and_export_command(tmp_path, request):
   with pytest.raises(DaslError, match='crops: expected'):
     op.predict_crops(c[..., :2])
   # inference.Runner(backend='onnxruntime') (experiments.predict --backend): its faces
-  # are the JAX predictor's on the same crops.
+  # are the JAX predictor's on the same crops (refine 0: one pass from the boxes, so
+  # the 4-channel model's FLM is the bootstrapped one; test_backends covers refine).
   import cv2
   img = np.full((200, 300, 3), 40, np.uint8)
   cv2.circle(img, (80, 100), 50, (150, 170, 200), -1)
@@ -166,7 +167,7 @@ def test_onnx_predictor_matches_predictor_and_export_command(tmp_path, request):
   boxes = tmp_path / 'boxes.json'
   boxes.write_text('{"two.png": [[30, 50, 130, 150, 0.9], [175, 55, 265, 145]]}')
   runner = inference.Runner(path, tmp_path / 'out', boxes=str(boxes), meshes=False,
-                            overlay=False, batch_size=4, backend='onnxruntime')
+                            overlay=False, batch_size=4, backend='onnxruntime', refine=0)
   assert isinstance(runner.predictor, onnx_export.OnnxPredictor)
   faces, _ = runner.faces(img, 'two.png')
   assert len(faces) == 2 and all(f.flm == 'bootstrap' for f in faces)

@@ -123,3 +123,22 @@ def test_errors(tmp_path):
   shutil.rmtree(w / 'checkpoints')
   with pytest.raises(DaslError, match='no checkpoints/'):
     checkpoint.restore(w)
+
+
+def test_a_peer_file_given_as_checkpoint_names_the_path_typed(tmp_path, monkeypatch):
+  """A .pth (through a symlink, as the assets often are) or an .onnx passed where a
+  model folder goes: the hint shows the path as typed and the current command."""
+  real = tmp_path / 'store' / 'mb05_120x120.pth'
+  real.parent.mkdir()
+  real.write_bytes(b'x')
+  (tmp_path / 'link.pth').symlink_to(real)
+  monkeypatch.chdir(tmp_path)
+  with pytest.raises(DaslError) as e:
+    checkpoint.restore('link.pth')
+  assert str(e.value) == ('link.pth: a PyTorch file, not a model directory; convert it first: '
+                          'python -m experiments.convert_checkpoint --from link.pth --kind auto '
+                          '--out DIR, then pass DIR')
+  (tmp_path / 'm.onnx').write_bytes(b'x')
+  with pytest.raises(DaslError, match='m.onnx: an ONNX model, not a model directory; pass it '
+                                      'as --onnx m.onnx'):
+    checkpoint.restore('m.onnx')
