@@ -91,8 +91,8 @@ def test_photos_on_both_backends_and_from_the_exported_file(mb05, tmp_path):
         np.testing.assert_allclose(fb['roi_box'], fa['roi_box'], atol=0.01)
   # A short video (the photo moved 2 px a frame), tracked and smoothed: the smoothing
   # recomputes landmarks from the parameters with the landmark model read from the file.
-  # 400 x 400 frames: the face's landmark crop fits (in 400 x 300 frames only 70% of it
-  # did, and the tracker's min_inside rule, 85%, does not report such a face at all).
+  # 400 x 400 frames: the face's landmark crop fits the frame (close-ups, whose crop
+  # does not, are tracked too: test_video_tracking.test_a_close_up_face_is_tracked).
   import cv2
   img = inference.load_image(asset_path('images', 'JianzhuGuo.jpg'))
   small = cv2.resize(img, None, fx=480 / img.shape[1], fy=480 / img.shape[1])

@@ -59,6 +59,19 @@ def test_check_roi_rules():
   assert 'inside the frame' in V.check_roi(lms + [560, 0], None, 480, 640)[1]
 
 
+def test_inside_share_of_a_close_up():
+  # A 350 px ROI in a 400 x 300 frame can have at most 300 / 350 of its area inside.
+  centred = (25, -25, 375, 325)
+  assert abs(V.roi_inside_fraction(centred, 300, 400) - 300 / 350) < 1e-12
+  assert abs(V.roi_inside_share(centred, 300, 400) - 1.0) < 1e-12
+  # Slid 100 px right: 275 x 300 of it inside, (275 * 300 / 350**2) / (300 / 350) = 275 / 350.
+  assert abs(V.roi_inside_share((125, -25, 475, 325), 300, 400) - 275 / 350) < 1e-12
+  # A box that fits the frame: the plain fraction (the rule measured on the leaving clips).
+  box = (350, 100, 450, 200)
+  assert V.roi_inside_share(box, 300, 400) == V.roi_inside_fraction(box, 300, 400) == 0.5
+  assert V.roi_inside_share((0, 0, 0, 10), 300, 400) == 0.0
+
+
 def _noisy_track(rng, n=40, noise=1.0):
   """A face moving steadily (known truth) seen through jittering ROIs with noisy params."""
   pts = rng.normal(0, 1, (68, 3)) * [40, 50, 30]
@@ -388,3 +401,41 @@ def test_a_face_entering_midway_gets_a_track(clip):
         c = np.asarray(new['landmarks68'])[:, :2].mean(0)
         assert 300 < c[0] < 440 and 70 < c[1] < 210, c  # on the second photo
     assert rec['detect_every'] == every
+
+
+@needs_model
+@needs_aflw
+def test_a_close_up_face_is_tracked(clip):
+  """A face that nearly fills the frame's height: its landmark crop is larger than the
+  frame, so its margins stick out wherever it is. It is reported and tracked in every
+  frame (the 85% rule on the plain fraction reported nothing)."""
+  import scipy.io as sio
+  from dasl_jax import inference
+  tmp = clip[3]
+  root = asset_path('aflw2000-3d', 'AFLW2000')
+  img = cv2.imread(str(root / f'{NAME}.jpg'))
+  gt = sio.loadmat(str(root / f'{NAME}.mat'))['pt3d_68'][:2].T
+  size, n = (320, 240), 6
+  k = 0.8 * size[1] / np.ptp(gt[:, 1])  # the face 80% of the frame's height
+  frames, gts = [], []
+  for t in range(n):  # the face centred, drifting 1 px a frame
+    shift = np.array(size) / 2 - k * gt.mean(0) + [t, 0]
+    a = np.array([[k, 0, shift[0]], [0, k, shift[1]]])
+    frames.append(cv2.warpAffine(img, a, size, borderMode=cv2.BORDER_REPLICATE))
+    gts.append(k * gt + shift)
+  path = tmp / 'close.avi'
+  w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*'MJPG'), 25, size)
+  for f in frames:
+    w.write(f)
+  w.release()
+  lo, hi = gts[0].min(0), gts[0].max(0)
+  boxes = tmp / 'close_boxes.json'
+  boxes.write_text(json.dumps({'close.avi#frame0': [[*lo, *hi, 1.0]]}))
+  runner = inference.Runner(clip[0].restored_path, tmp / 'close_out', boxes=str(boxes),
+                            bfm=str(asset_path('bfm')), meshes=False, overlay=False)
+  rec = runner.video(path, smooth=1)
+  assert [len(fr['faces']) for fr in rec['frames']] == [1] * n, [fr['mode'] for fr in rec['frames']]
+  roi = np.asarray(rec['frames'][0]['faces'][0]['roi_box'])
+  assert V.roi_inside_fraction(roi, size[1], size[0]) < 0.85  # a close-up by the old rule
+  for fr, g in zip(rec['frames'], gts):
+    assert 100 * M.nme(np.asarray(fr['faces'][0]['landmarks68'])[None, :, :2], g[None])[0] < 6.0
