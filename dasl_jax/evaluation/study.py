@@ -126,12 +126,14 @@ def critic_accuracies(records) -> dict:
   return out
 
 
-def selection_numbers(workdir, records) -> dict:
-  """The chosen step and its validation numbers."""
+def selection_numbers(workdir, records, read_at=None) -> dict:
+  """The chosen step and its validation numbers; ``read_at``: a run read at a fixed step
+  (the synthetic start, at its last), whatever its own ``selection.json`` says."""
   sel_path = Path(workdir) / 'selection.json'
   sel = json.loads(sel_path.read_text()) if sel_path.exists() else {}
-  best = sel.get('best_step')
-  out = {'best_step': best, 'select_metric': sel.get('metric')}
+  best = sel.get('best_step') if read_at is None else int(read_at)
+  out = {'best_step': best,
+         'select_metric': sel.get('metric') if read_at is None else 'none (last step)'}
   for key in ('val21_nme', 'val_teacher_nme', 'val21_scheme_nme'):
     steps, vals = validation_curve(records, key)
     if len(steps):
@@ -195,7 +197,8 @@ def collect(root) -> Dict[str, list]:
       tta = test_metrics(json.loads((d / 'aflw2000_tta.json').read_text()))
     out.setdefault(name, []).append({
         'seed': seed, 'dir': str(d), 'metrics': test_metrics(res),
-        'validation': selection_numbers(d, records), 'critic': critic_accuracies(records),
+        'validation': selection_numbers(d, records, steps if name == H_START else None),
+        'critic': critic_accuracies(records),
         'time': t, 'steps': steps, 'wild_epochs': epochs, 'bootstrap': boot, 'tta': tta})
   return out
 
