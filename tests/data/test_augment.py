@@ -4,7 +4,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from tests.helpers.asset_marks import asset_path
+from tests.helpers import mirror_reference
 from dasl_jax.face_model import morphable_model as MM
 from dasl_jax.geometry import params as P
 from dasl_jax.data import augment as A
@@ -96,34 +96,13 @@ def test_deterministic_from_rng(rng):
     np.testing.assert_array_equal(a[k], b[k])
 
 
-def _params_case():
-  """Real BFM landmarks and real fits when present, else the synthetic model."""
-  kp = asset_path('bfm', 'keypoints68')
-  if kp.exists():
-    model = MM.load_keypoints68(kp)
-    stats = P.load_param_stats(asset_path('bfm', 'param_whitening.pkl'))
-    ps = np.load(asset_path('pretrained', 'mb05_reference_params62.npy'))[:40].astype(np.float64)
-    return model, stats, ps, 'v2'
-  from dasl_jax.face_model.synthetic import build_synthetic_model
-  model = build_synthetic_model(0)
-  stats = P.ParamStats(np.zeros(62, np.float32), np.ones(62, np.float32), 'unit')
-  ps = np.zeros((20, 62))
-  rng = np.random.default_rng(0)
-  for i in range(20):
-    a = np.deg2rad(rng.uniform(-40, 40))
-    R3 = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
-    ps[i, :12] = np.concatenate([4e-4 * R3, [[60], [62], [0]]], 1).reshape(-1)
-    ps[i, 12:] = rng.normal(0, 0.5, 50)
-  return model, stats, ps, 'v1'
-
-
 def _lms(model, p, convention):
   return np.asarray(MM.landmarks2d(model, np.asarray(p, np.float32), convention))
 
 
 @pytest.mark.parametrize('flip', [False, True])
 def test_params_follow_landmarks(flip):
-  model, stats, ps, conv = _params_case()
+  model, stats, ps, conv, _ = mirror_reference.case()
   warper = A.ParamWarper(model, conv, stats)
   errs = []
   for i, p in enumerate(ps):
