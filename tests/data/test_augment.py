@@ -6,7 +6,6 @@ import pytest
 
 from tests.helpers import mirror_reference
 from dasl_jax.face_model import morphable_model as MM
-from dasl_jax.geometry import params as P
 from dasl_jax.data import augment as A
 from dasl_jax.geometry import mirror as MIR
 from dasl_jax.data import readers as R
