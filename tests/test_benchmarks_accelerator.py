@@ -27,6 +27,7 @@ def _fake_point(batch, step_ms=10.0, compile_s=0.01):
           'pairs_per_s_device_batches': batch / step_ms * 1e3}
 
 
+@pytest.mark.slow  # the benchmark's real train step compiled (~10 s): whole suite only
 def test_real_step_end_to_end_writes_the_json(tmp_path):
   """The tiny regressor through loop.build_step / init_state, one batch point (each
   point is a compile: ~25 s on the shared 2-core machine)."""

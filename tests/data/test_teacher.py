@@ -123,6 +123,7 @@ def test_jitter_points_has_the_asked_mean_error():
   np.testing.assert_allclose(s, LM.box_size(pts[:1, 1:]), rtol=1e-6)
 
 
+@pytest.mark.slow  # two tiny 2DASL steps compiled (~20 s on a 2-core CPU): whole suite only
 def test_flm_jitter_never_touches_the_wild_targets():
   """With zero FLM weights the jittered input cannot change the output, so L_2d_con
   (prediction against the given points) must be identical with and without jitter."""

@@ -1,6 +1,6 @@
 """Running ``python -m experiments.train`` in a subprocess for the tests: the command,
 its environment, the uninterrupted reference run every command test compares with
-(done once per pytest process), and readers of a work directory."""
+(done once per test run), and readers of a work directory."""
 import os
 import subprocess
 import sys
@@ -38,13 +38,19 @@ _SESSION = {}
 
 
 def session_dir():
-  """One temporary folder per pytest process, shared by the command tests."""
+  """The test run's scratch folder shared by the command tests: ``$DASL_TEST_SESSION_DIR``
+  (``tests/conftest.py`` makes one per run, shared by pytest-xdist's workers), or
+  outside pytest a temporary folder of this process."""
   import atexit
   import shutil
   import tempfile
   if 'dir' not in _SESSION:
-    _SESSION['dir'] = Path(tempfile.mkdtemp(prefix='dasl_train_tests_'))
-    atexit.register(shutil.rmtree, _SESSION['dir'], ignore_errors=True)
+    chosen = os.environ.get('DASL_TEST_SESSION_DIR')
+    if chosen:
+      _SESSION['dir'] = Path(chosen)
+    else:
+      _SESSION['dir'] = Path(tempfile.mkdtemp(prefix='dasl_train_tests_'))
+      atexit.register(shutil.rmtree, _SESSION['dir'], ignore_errors=True)
   return _SESSION['dir']
 
 
@@ -55,10 +61,26 @@ def cache_dir():
 
 
 def reference_run():
-  """The tiny run, uninterrupted, done once per pytest process: (workdir, CompletedProcess)."""
+  """The tiny run, uninterrupted, done once per test run: (workdir, CompletedProcess).
+
+  The first caller runs it under a lock on the session folder and records its result
+  there; every other caller, in this process or another pytest-xdist worker, waits for
+  the lock and reads that record (a reference that failed is recorded too, and every
+  test that uses it fails on its return code)."""
+  import fcntl
+  import json
   if 'ref' not in _SESSION:
     wd = session_dir() / 'reference'
-    _SESSION['ref'] = (wd, run(wd, cache_dir=cache_dir()))
+    record = session_dir() / 'reference.json'
+    with open(session_dir() / 'reference.lock', 'w') as lock:
+      fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+      if not record.exists():
+        r = run(wd, cache_dir=cache_dir())
+        record.write_text(json.dumps({'args': r.args, 'returncode': r.returncode,
+                                      'stdout': r.stdout, 'stderr': r.stderr}))
+      rec = json.loads(record.read_text())
+    _SESSION['ref'] = (wd, subprocess.CompletedProcess(rec['args'], rec['returncode'],
+                                                       rec['stdout'], rec['stderr']))
   return _SESSION['ref']
 
 

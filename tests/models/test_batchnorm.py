@@ -85,6 +85,9 @@ def test_bfloat16_input_keeps_float32_statistics():
   _close(mean, jnp.mean(x.astype(jnp.float32), (0, 1, 2)), 1e-6)
 
 
+# Gradients of two whole networks per case (~20 s of compilation each on a 2-core CPU):
+# the whole suite runs them, -m 'not slow' does not.
+@pytest.mark.slow
 @pytest.mark.parametrize('make', [
     lambda fused: MobileNetV1(0.25, depthwise='shifted', fused_bn=fused),
     lambda fused: ResNet(depth=50, base_width=4, fused_bn=fused)], ids=['mobilenet', 'resnet50'])

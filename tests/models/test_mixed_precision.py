@@ -40,7 +40,9 @@ def _input(b=4, c=4):
   return jnp.asarray(rng.normal(size=(b, 120, 120, c)).astype(np.float32))
 
 
-@pytest.fixture(params=['cpu_forms', 'accelerator_forms'])
+# The accelerator forms are run by the whole suite only (-m 'not slow' skips them): four
+# more network compilations per case, for code a CPU never runs.
+@pytest.fixture(params=['cpu_forms', pytest.param('accelerator_forms', marks=pytest.mark.slow)])
 def backend(request, monkeypatch):
   if request.param == 'accelerator_forms':
     monkeypatch.setattr(layers, 'cpu_backend', lambda: False)
@@ -124,6 +126,9 @@ def _step_config(dtype):
   return ml_collections.ConfigDict(c.to_dict())
 
 
+# Experiment-sized: two full 2DASL train steps compiled (float32 and bf16), ~70 s on a
+# 2-core CPU; the whole suite runs it, the quick tier (-m 'not slow') does not.
+@pytest.mark.slow
 def test_bf16_train_step_params_float32_losses_close():
   from dasl_jax.training import loop
   from dasl_jax.training.fake_data import FakeData

@@ -28,7 +28,9 @@ from dasl_jax.training import optimizers
 from dasl_jax.training import state as state_lib
 from tests.helpers.asset_marks import asset_path, requires_assets
 
-pytestmark = [pytest.mark.assets]
+# Experiment-sized (a teacher labels 500 real crops, then 100 critic steps per arm: about
+# 30 s a test on a 2-core CPU): the whole suite runs them, -m 'not slow' does not.
+pytestmark = [pytest.mark.assets, pytest.mark.slow]
 
 BATCH = 32
 TRAIN_BATCHES, TEST_BATCHES = 10, 4

@@ -56,6 +56,9 @@ def _lower_step(config, workdir):
   return run.compiled.export(PLATFORMS, run.state, b3, bw, run.base_key, run.consts)
 
 
+# The real factory (data, networks, optimisers) set up and lowered, per form and network:
+# ~8 s each on a 2-core CPU; the whole suite runs them, -m 'not slow' does not.
+@pytest.mark.slow
 @pytest.mark.parametrize('arch', ['mobilenet', 'resnet'])
 def test_train_step_lowers_for_cuda_and_tpu(forms, arch, tmp_path):
   exp = _lower_step(_tiny_config(arch), tmp_path)
@@ -66,6 +69,7 @@ def test_train_step_lowers_for_cuda_and_tpu(forms, arch, tmp_path):
     assert any(g > 1 for g in groups) == (forms == 'accelerator_forms'), groups
 
 
+@pytest.mark.slow  # as above, in bf16
 @pytest.mark.parametrize('arch', ['mobilenet', 'resnet'])
 def test_bf16_train_step_lowers_for_cuda_and_tpu(arch, tmp_path, monkeypatch):
   """--config.model.compute_dtype=bfloat16 in the accelerator forms: the regressor's
