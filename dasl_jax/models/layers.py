@@ -70,10 +70,17 @@ def _taps(xp, ho, wo, stride):
           for i in range(3) for j in range(3)]
 
 
-def _dw_forward(x, kernel, stride):
+def _dw_forward(x, kernel, stride, pad_once=False):
   _, h, w, _ = x.shape
   ho, wo = _out_size(h, stride), _out_size(w, stride)
   xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  if pad_once:
+    # The padded input written once (a fusion boundary; same values): otherwise XLA fuses
+    # the padding and the previous layer's BN + ReLU into the nine taps, recomputed (with
+    # a bounds check) for every tap. mb05 inference at batch 1, interleaved with the
+    # fused form on a 2-core Zen 3: 6% and 15% faster in two runs, batch 128 1-2%.
+    # Training keeps the fused form (``_dw_fwd``), where the backward pass needs x only.
+    xp = jax.lax.optimization_barrier(xp)
   k = kernel.astype(x.dtype).reshape(9, -1)
   out = None
   for t, tap in enumerate(_taps(xp, ho, wo, stride)):
@@ -92,7 +99,7 @@ def depthwise3x3(x, kernel, stride):
   Returns:
     (B, Ho, Wo, C), Ho = (H - 1) // stride + 1.
   """
-  return _dw_forward(x, kernel, stride)
+  return _dw_forward(x, kernel, stride, pad_once=True)  # the primal: not differentiated
 
 
 def _dw_fwd(x, kernel, stride):

@@ -143,13 +143,16 @@ def test_flm_jitter_never_touches_the_wild_targets():
   assert vals[0] == pytest.approx(vals[1], rel=1e-6)
 
 
-def test_ema_follows_the_weights_with_warmup():
+def test_ema_warmup_and_critic_mismatch_negatives():
+  """One step with both options on (merged: each costs a step's compilation): the EMA
+  of the weights with its warm-up, and the mismatch negatives' accuracy in the metrics;
+  the default step has no such metric."""
   data = FakeData(seed=0, batch_3d=4, batch_wild=4)
-  cfg = tiny_config()
+  cfg = tiny_config(critic_mismatch=True)
   cfg.train.ema_decay = 0.99
   compiled, state, consts, key = build(cfg, data)
   p0 = jax.device_get(state.params)
-  s1, _ = compiled(state, *data.next(), key, consts)
+  s1, m = compiled(state, *data.next(), key, consts)
   p1, e1 = jax.device_get(s1.params), jax.device_get(s1.ema['params'])
   d = min(0.99, 1.0 / 10.0)   # step 0 of the warm-up
   for a, b, e in zip(jax.tree_util.tree_leaves(p0), jax.tree_util.tree_leaves(p1),
@@ -157,12 +160,6 @@ def test_ema_follows_the_weights_with_warmup():
     np.testing.assert_allclose(e, d * np.asarray(a) + (1 - d) * np.asarray(b), rtol=1e-5,
                                atol=1e-7)
   assert s1.eval_variables(True) is s1.ema and s1.eval_variables(False)['params'] is s1.params
-
-
-def test_critic_mismatch_negatives():
-  data = FakeData(seed=0, batch_3d=4, batch_wild=4)
-  compiled, state, consts, key = build(tiny_config(critic_mismatch=True), data)
-  _, m = compiled(state, *data.next(), key, consts)
   m = jax.device_get(m)
   assert 'critic_acc_mismatch' in m and 0.0 <= float(m['critic_acc_mismatch']) <= 1.0
   compiled, state, consts, key = build(tiny_config(), data)
