@@ -55,13 +55,11 @@ def pytest_configure(config):
     os.environ['DASL_TEST_SESSION_DIR'] = tempfile.mkdtemp(prefix='dasl_test_session_')
     _CREATED.append(os.environ['DASL_TEST_SESSION_DIR'])
   os.environ['JAX_COMPILATION_CACHE_DIR'] = chosen
-  # LLVM at -O1 instead of -O2 for the programs the tests compile (the commands the training
-  # tests start keep the default: train_runs.env drops XLA_FLAGS): compilation, most of the
-  # suite's time, is about 10% shorter and the small programs run as fast (measured on a
-  # MobileNet and a ResNet-50 gradient and the tiny 2DASL step; no fast-math either way).
+  # The tests' XLA flags (LLVM -O1: why in tests/helpers/train_runs.py), inherited by
+  # the workers and the commands the tests start.
+  from tests.helpers.train_runs import TEST_XLA_FLAGS
   if '--xla_backend_optimization_level' not in os.environ.get('XLA_FLAGS', ''):
-    os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '')
-                               + ' --xla_backend_optimization_level=1').strip()
+    os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' ' + TEST_XLA_FLAGS).strip()
   # Every program, however quick to compile: the tests compile hundreds of small ones.
   os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
   os.environ['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '0'

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tests.helpers.train_runs import TEST_XLA_FLAGS
+
 REPO = Path(__file__).resolve().parents[2]
 STEPS = 3
 
@@ -30,7 +32,7 @@ def run_steps(out_path):
 
 
 def test_one_vs_eight_devices(tmp_path):
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
+  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count=8 {TEST_XLA_FLAGS}',
              PYTHONPATH=str(REPO))
   # The two runs overlap: the 8-device one in a subprocess, the 1-device one here.
   proc = subprocess.Popen([sys.executable, '-m', 'tests.training.test_multidevice',
@@ -79,8 +81,8 @@ def test_predict_all_split_over_host_devices_matches_one_device(tmp_path):
   landmarks one device gives, partial last batch included."""
   outs = {}
   for n in (1, 2):
-    env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={n}',
-               JAX_PLATFORMS='cpu')
+    env = dict(os.environ, JAX_PLATFORMS='cpu',
+               XLA_FLAGS=f'--xla_force_host_platform_device_count={n} {TEST_XLA_FLAGS}')
     r = subprocess.run([sys.executable, '-c', _PREDICT_SCRIPT, str(tmp_path / f'{n}.npy')],
                        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]

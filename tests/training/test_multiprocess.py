@@ -46,8 +46,8 @@ from dasl_jax.errors import DaslError
 from dasl_jax.io import checkpoint
 from dasl_jax.training import distributed
 from dasl_jax.training.fake_data import FakeData
-from tests.helpers.train_runs import (REPO, cache_dir, checkpoint_steps, command, env,
-                                 logged_steps)
+from tests.helpers.train_runs import (REPO, TEST_XLA_FLAGS, cache_dir, checkpoint_steps, command,
+                                     env, logged_steps)
 
 
 def free_port():
@@ -58,7 +58,8 @@ def free_port():
 
 def _env(devices):
   e = env(cache_dir())
-  e.update(XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}', JAX_PLATFORMS='cpu')
+  e.update(XLA_FLAGS=f'--xla_force_host_platform_device_count={devices} {TEST_XLA_FLAGS}',
+           JAX_PLATFORMS='cpu')
   for k in distributed.ENV.values():
     e.pop(k, None)
   return e
