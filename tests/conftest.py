@@ -15,7 +15,7 @@ from dasl_jax.assets import assets_dir
 from dasl_jax.cli import compilation_cache_dir
 
 
-_CREATED = []  # a fresh cache folder made for this run, removed at its end
+_CREATED = []  # folders made for this run (a fresh cache, the scratch folder), removed at its end
 
 
 def pytest_unconfigure(config):
