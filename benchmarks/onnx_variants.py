@@ -2,7 +2,7 @@ r"""Where the JAX inference path loses to onnxruntime: variants of the jitted fu
 each compiled ahead of time, interleaved with onnxruntime in one process (issue 22, item 3).
 
   python -m benchmarks.onnx_variants [--json OUT.json] [--rounds 5] [--large_batch 128]
-      [--repeats 10 (at most 10)] [--tune_malloc] [--variants fused,pad_once,micro8,one_tap]
+      [--repeats 20] [--tune_malloc] [--variants fused,pad_once,micro8,one_tap]
 
 The function is ``benchmarks.onnx``'s (uint8 crops -> mb05 -> 68 landmarks). Variants:
   fused     the depthwise 3x3 with padding, the previous BN + ReLU and the nine taps in one
@@ -18,7 +18,6 @@ applies ``cpu_runtime.tune_malloc`` (what every command does) before anything ru
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
@@ -110,8 +109,8 @@ def run(variants, rounds=5, repeats=10, large=128, tune=False):
 
 def main(argv):
   del argv
-  common.finish(lambda: run(FLAGS.variants, FLAGS.rounds, min(FLAGS.repeats, 10),
-                            FLAGS.large_batch, FLAGS.tune_malloc), FLAGS.json)
+  common.finish(lambda: run(FLAGS.variants, FLAGS.rounds, FLAGS.repeats, FLAGS.large_batch,
+                            FLAGS.tune_malloc), FLAGS.json)
 
 
 if __name__ == '__main__':

@@ -78,8 +78,8 @@ def _dw_forward(x, kernel, stride, pad_once=False):
     # The padded input written once (a fusion boundary; same values): otherwise XLA fuses
     # the padding and the previous layer's BN + ReLU into the nine taps, recomputed (with
     # a bounds check) for every tap. mb05 inference at batch 1, interleaved with the
-    # fused form on a 2-core Zen 3: 1.5% to 15% faster over three runs, batch 128 +1% to
-    # +2% (benchmarks/onnx_variants.py).
+    # fused form on a 2-core Zen 3: 1.5% to 15% faster over four runs, batch 128 +1% to
+    # +2.4% (benchmarks/onnx_variants.py).
     # Training keeps the fused form (``_dw_fwd``), where the backward pass needs x only.
     xp = jax.lax.optimization_barrier(xp)
   k = kernel.astype(x.dtype).reshape(9, -1)
