@@ -34,11 +34,10 @@ import numpy as np
 from absl import app, flags
 
 from benchmarks import common
-from benchmarks.inference import load_model_inputs
 
-# --json, --large_batch and --repeats come from benchmarks.inference; this module's own
-# flags are defined only when it runs as a command, so tests can import it beside
-# benchmarks.run (which has a --rounds of its own).
+# Flags are defined only when this module runs as a command (--json, --large_batch and
+# --repeats by benchmarks.inference, imported there), so tests can import it beside the
+# other benchmarks, which define flags of the same names.
 FLAGS = flags.FLAGS
 
 
@@ -210,6 +209,7 @@ def ffi_compare(variables, rounds, repeats, large):
 
 def run(rounds=5, repeats=20, large=128, ffi=False):
   from dasl_jax import cpu_runtime
+  from benchmarks.inference import load_model_inputs
   tuned = cpu_runtime.tune_malloc()
   variables, _, _, weights = load_model_inputs()
   res = {'weights': weights, 'tune_malloc': tuned, 'rounds': rounds, 'repeats': repeats,
@@ -228,5 +228,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  from benchmarks import inference  # noqa: F401  (its --json, --large_batch, --repeats)
   _define_flags()
   app.run(main)

@@ -179,7 +179,7 @@ class _ConventionOnly:
     self.convention = convention
 
 
-N_KILLS = 10
+N_KILLS = 7
 STEPS = 6  # the reference run's length (tests/helpers/train_runs.py, tiny.flags)
 
 
@@ -234,28 +234,28 @@ def _kill_moment(proc, wd, mode, resumed_at, rng, startup_s):
 
 @pytest.mark.slow
 def test_repeated_sigkill_then_resume_is_bit_identical(tmp_path):
-  """SIGKILL at 10 seeded random moments, restarting after each, then a run to the end.
+  """SIGKILL at 7 seeded random moments, restarting after each, then a run to the end.
 
-  The moments: 3 at a random time during a run's start (imports, restore,
+  The moments: 2 at a random time during a run's start (imports, restore,
   compilation, the first step: where a random moment in a restarted run mostly
-  falls), 4 just after Orbax has begun writing a checkpoint (its
-  ``<step>.orbax-checkpoint-tmp`` folder exists), 3 at a random time after a
+  falls), 3 just after Orbax has begun writing a checkpoint (its
+  ``<step>.orbax-checkpoint-tmp`` folder exists), 2 at a random time after a
   checkpoint is complete, before the next write. Kills of the first two kinds
   leave no new step; the third kind leaves one, so the 6-step reference run
   (tests/helpers/train_runs.py, uninterrupted, an independent reference) has room for
-  10 kills and the last run still trains. Where each kill landed is printed
+  the kills and the last run still trains. Where each kill landed is printed
   (``pytest -s``): a planned moment can land in the next one on a slow machine
   (an 'after' kill inside the next write), which the counts below allow.
   Cost: each restart imports JAX and loads the compiled step from the persistent
-  compilation cache the command tests share: 6 to 22 s per kill, 185 s for the
-  10 kills and the last run on the shared 2-core machine at load ~3.5 (240 s with
-  the reference run, which the other command tests share).
+  compilation cache the command tests share: 6 to 22 s per kill (7 kills, not the
+  10 of before, to keep the whole suite inside its 15 minutes on 2 cores; every kind
+  of moment is still hit at least twice as planned).
   """
   reference_run()  # fills the shared persistent compilation cache
   rng = np.random.default_rng(15)
   wd = tmp_path / 'killed'
   flags = ('--config.train.checkpoint_every=1',)
-  plan = rng.permutation(['startup'] * 3 + ['write'] * 4 + ['after'] * 3)
+  plan = rng.permutation(['startup'] * 2 + ['write'] * 3 + ['after'] * 2)
   landed, startup_s = [], 8.0
   for mode in plan:
     resumed_at = max(checkpoint_steps(wd), default=0)
@@ -271,8 +271,8 @@ def test_repeated_sigkill_then_resume_is_bit_identical(tmp_path):
           f'(resumed at step {resumed_at})')
     assert max(checkpoint_steps(wd), default=0) >= resumed_at, 'a kill lost a completed checkpoint'
   assert len(landed) == N_KILLS
-  assert landed.count('write') >= 3, landed
-  assert landed.count('startup') >= 2, landed
+  assert landed.count('write') >= 2, landed
+  assert landed.count('startup') >= 1, landed
   r = run(wd, *flags, cache_dir=cache_dir())
   assert r.returncode == 0, r.stderr[-3000:]
   assert 'resumed from' in r.stderr
