@@ -3,6 +3,7 @@ model, teacher labels on real aflw-wild crops, a validation split, a few steps
 of the full 2DASL run, the once-per-run test evaluation (detector and
 bootstrapped FLM) and the results page, end to end."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from tests.helpers.asset_marks import requires_assets
+from tests.helpers.train_runs import RUN_HEAVY_XLA_FLAGS, TEST_XLA_FLAGS
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -32,10 +34,13 @@ def test_ablation_smoke(tmp_path, assets):
            f'--config.data.teacher_list={tmp_path}/teacher.txt',
            f'--config.data.teacher_cache={tmp_path}/cache', '--config.data.val_size=48',
            '--config.data.batch_size_3d=8', '--config.data.batch_size_wild=8']
+  # Its evaluations run longer than they compile: -O1, not the tests' -O0.
+  xla = os.environ.get('XLA_FLAGS', '').replace(TEST_XLA_FLAGS, '')
+  env = dict(os.environ, XLA_FLAGS=f'{xla} {RUN_HEAVY_XLA_FLAGS}'.strip())
   r = subprocess.run([sys.executable, '-m', 'experiments.ablation_aflw2000', f'--root={root}',
                       '--runs=e_full', '--seeds=0', f'--results_dir={results}',
                       '--extra=' + ','.join(extra)],
-                     cwd=REPO, capture_output=True, text=True, timeout=900)
+                     cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
   assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
   # The start model on the 1,998 images is 3DDFA_V2's published figure (3.782 measured
   # with the original PyTorch code on this subset).
