@@ -249,7 +249,7 @@ def test_repeated_sigkill_then_resume_is_bit_identical(tmp_path):
   Cost: each restart imports JAX and loads the compiled step from the persistent
   compilation cache the command tests share: 6 to 22 s per kill (7 kills, not the
   10 of before, to keep the whole suite inside its 15 minutes on 2 cores; every kind
-  of moment is still hit at least twice as planned).
+  of moment is still planned at least twice).
   """
   reference_run()  # fills the shared persistent compilation cache
   rng = np.random.default_rng(15)
