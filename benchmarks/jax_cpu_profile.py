@@ -24,6 +24,7 @@ from __future__ import annotations
 import ctypes
 import glob
 import os
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -101,11 +102,12 @@ def forward(variables, x, blocks=13, depthwise=True, pointwise=True, matmul=None
 
 
 def _time_rounds(calls, rounds, repeats):
+  """Median seconds per call of each of ``calls``, every round timing all of them."""
   per = {k: [] for k in calls}
   for _ in range(rounds):
     for k, call in calls.items():
       per[k].append(common.time_fn(call, repeats=repeats, warmup=2)['median_s'])
-  return {k: float(np.median(v)) for k, v in per.items()}, per
+  return {k: float(np.median(v)) for k, v in per.items()}
 
 
 def share_profile(variables, rounds, repeats):
@@ -118,7 +120,7 @@ def share_profile(variables, rounds, repeats):
   comp = {k: jax.jit(lambda x, kw=kw: forward(variables, x, **kw)).lower(img).compile()
           for k, kw in forms.items()}
   calls = {k: (lambda c: lambda: jax.block_until_ready(c(img)))(c) for k, c in comp.items()}
-  med, _ = _time_rounds(calls, rounds, repeats)
+  med = _time_rounds(calls, rounds, repeats)
   res = {f'{k}_ms': v * 1e3 for k, v in med.items()}
   res['depthwise_share_ms'] = (med['full'] - med['no_depthwise']) * 1e3
   res['pointwise_share_ms'] = (med['full'] - med['no_pointwise']) * 1e3
@@ -147,7 +149,7 @@ def dot_table(variables, rounds, repeats):
     c = jax.jit(jnp.dot).lower(a, b).compile()
     calls[(name, 'xla')] = (lambda c, a, b: lambda: jax.block_until_ready(c(a, b)))(c, a, b)
     calls[(name, 'numpy')] = (lambda a, b: lambda: a @ b)(a, b)
-  med, _ = _time_rounds(calls, rounds, repeats)
+  med = _time_rounds(calls, rounds, repeats)
   for name, m, k, n in shapes:
     gf = 2 * m * k * n / 1e9
     x, npy = med[(name, 'xla')], med[(name, 'numpy')]
@@ -163,19 +165,22 @@ def dot_table(variables, rounds, repeats):
 def _build_ffi():
   """Compile the FFI handler and register it with numpy's OpenBLAS; the target's name."""
   from dasl_jax.errors import DaslError
-  out = Path(tempfile.mkdtemp(prefix='dasl_ffi_')) / 'blas_matmul.so'
+  libs = glob.glob(os.path.join(os.path.dirname(np.__file__) + '.libs', 'libscipy_openblas64_*.so'))
+  if not libs:
+    raise DaslError('--ffi: numpy has no bundled OpenBLAS (numpy.libs/libscipy_openblas64_*.so)')
+  build = Path(tempfile.mkdtemp(prefix='dasl_ffi_'))
+  out = build / 'blas_matmul.so'
   cmd = ['g++', '-O3', '-std=c++17', '-shared', '-fPIC', f'-I{jax.ffi.include_dir()}',
          str(NATIVE), '-o', str(out)]
   try:
     subprocess.run(cmd, check=True, capture_output=True, text=True)
   except (OSError, subprocess.CalledProcessError) as e:
+    shutil.rmtree(build, ignore_errors=True)
     raise DaslError(f'--ffi: building {NATIVE.name} with g++ failed: '
                     f'{getattr(e, "stderr", "") or e}'.strip()) from None
-  libs = glob.glob(os.path.join(os.path.dirname(np.__file__) + '.libs', 'libscipy_openblas64_*.so'))
-  if not libs:
-    raise DaslError('--ffi: numpy has no bundled OpenBLAS (numpy.libs/libscipy_openblas64_*.so)')
   blas = ctypes.CDLL(libs[0])
   lib = ctypes.CDLL(str(out))
+  shutil.rmtree(build, ignore_errors=True)  # loaded: the file is no longer needed
   lib.dasl_set_sgemm(ctypes.cast(blas.scipy_cblas_sgemm64_, ctypes.c_void_p))
   jax.ffi.register_ffi_target('dasl_blas_matmul_shift', jax.ffi.pycapsule(lib.DaslMatmulShift),
                               platform='cpu')
@@ -197,7 +202,7 @@ def ffi_compare(variables, rounds, repeats, large):
             'ffi': jax.jit(lambda x: forward(variables, x, matmul=matmul)).lower(img).compile()}
     diff = float(np.abs(np.asarray(comp['xla'](img)) - np.asarray(comp['ffi'](img))).max())
     calls = {k: (lambda c: lambda: jax.block_until_ready(c(img)))(c) for k, c in comp.items()}
-    med, _ = _time_rounds(calls, rounds, repeats if batch == 1 else max(2, repeats // 5))
+    med = _time_rounds(calls, rounds, repeats if batch == 1 else max(2, repeats // 5))
     res[f'batch{batch}'] = {'xla_ms': med['xla'] * 1e3, 'ffi_ms': med['ffi'] * 1e3,
                             'ffi_time_vs_xla': med['ffi'] / med['xla'],
                             'max_abs_diff': diff}
