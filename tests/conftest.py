@@ -55,8 +55,8 @@ def pytest_configure(config):
     os.environ['DASL_TEST_SESSION_DIR'] = tempfile.mkdtemp(prefix='dasl_test_session_')
     _CREATED.append(os.environ['DASL_TEST_SESSION_DIR'])
   os.environ['JAX_COMPILATION_CACHE_DIR'] = chosen
-  # The tests' XLA flags (LLVM -O0: why in tests/helpers/train_runs.py), inherited by
-  # the workers and the commands the tests start.
+  # The tests' XLA flags (LLVM -O0 and XLA:CPU's older emitters: why in
+  # tests/helpers/train_runs.py), inherited by the workers and the commands the tests start.
   from tests.helpers.train_runs import TEST_XLA_FLAGS
   if '--xla_backend_optimization_level' not in os.environ.get('XLA_FLAGS', ''):
     os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' ' + TEST_XLA_FLAGS).strip()

@@ -19,16 +19,24 @@ def command(workdir, *flags):
           f'--workdir={workdir}', *TEST_FLAGS, *flags]
 
 
-# LLVM at -O0 instead of XLA:CPU's -O2 for every program the tests compile, in pytest and
-# in the commands it starts (tests/conftest.py adds it to XLA_FLAGS): compilation is most
-# of the suite's time and the tests' programs are small. Measured cold on a 2-core Zen 3:
-# the quick tier 218 s at -O0 against 246 s at -O1 (minutes apart; -O1 was itself ~10%
-# under -O2); the tiny reference run 29.9 s wall / 35.5 s CPU against 36.9 / 48.1. No
-# fast-math at any level, and every test compares programs compiled with these flags.
-TEST_XLA_FLAGS = '--xla_backend_optimization_level=0'
+# Two XLA:CPU settings for every program the tests compile, in pytest and in the commands
+# it starts (tests/conftest.py adds them to XLA_FLAGS): compilation is most of the suite's
+# time and the tests' programs are small.
+# - LLVM at -O0 instead of XLA:CPU's -O2. Measured cold on a 2-core Zen 3: the quick tier
+#   218 s at -O0 against 246 s at -O1 (minutes apart; -O1 was itself ~10% under -O2); the
+#   tiny reference run 29.9 s wall / 35.5 s CPU against 36.9 / 48.1.
+# - XLA:CPU's older elemental emitters instead of its MLIR fusion emitters
+#   (--xla_cpu_use_fusion_emitters=false): a perf profile of compiling a train step showed
+#   the time spread over MLIR's pattern rewriting and attribute uniquing, run once per
+#   fusion. Measured cold on the same machine: the MobileNet x0.25 2DASL train step
+#   compiled in 7.4 s instead of 12.2, the tiny reference run 19.7 s wall / 22.5 s CPU
+#   instead of 26.2 / 34.4, the quick tier 179 s (user 5m28) instead of 198-218 (6m01-6m40).
+# No fast-math at any level, and every test compares programs compiled with these flags
+# (or against numpy references with tolerances that hold under either emitter).
+TEST_XLA_FLAGS = '--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false'
 # For the few commands that run longer than they compile (the ablation study's smoke
 # run evaluates 1,998 crops four times: 251 s at -O0 against 193 s at -O1).
-RUN_HEAVY_XLA_FLAGS = '--xla_backend_optimization_level=1'
+RUN_HEAVY_XLA_FLAGS = '--xla_backend_optimization_level=1 --xla_cpu_use_fusion_emitters=false'
 
 
 def env(cache_dir):
