@@ -36,8 +36,16 @@ def checkpoint_face_model(flags) -> str:
   """'synthetic' or 'bfm': which model a training run's flags say it learnt.
 
   Converted checkpoints (no flags) are 3DDFA / 3DDFA_V2 models, trained on the BFM.
+  A ``--config.train.fake_data=True`` run learnt the BFM too, whatever
+  ``data.source_3d`` says (the data flags are unused there): ``FakeData`` draws its
+  labels with ``<assets>/bfm/keypoints68`` and its whitening (without the assets, a
+  random model that no reader can rebuild; the BFM reader then warns that the folder
+  is missing).
   """
   if not flags:
+    return 'bfm'
+  train = flags.get('train', {}) if isinstance(flags.get('train'), dict) else {}
+  if train.get('fake_data', flags.get('train.fake_data', False)):
     return 'bfm'
   data = flags.get('data', {}) if isinstance(flags.get('data'), dict) else {}
   src = data.get('source_3d', flags.get('data.source_3d', flags.get('source_3d', '')))
