@@ -37,6 +37,10 @@ TEST_XLA_FLAGS = '--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitte
 # For the few commands that run longer than they compile (the ablation study's smoke
 # run evaluates 1,998 crops four times: 251 s at -O0 against 193 s at -O1).
 RUN_HEAVY_XLA_FLAGS = '--xla_backend_optimization_level=1 --xla_cpu_use_fusion_emitters=false'
+# Its in-process form, for a test's own jitted functions that run longer than they compile
+# (``jax.jit(f, compiler_options=RUN_HEAVY_COMPILER_OPTIONS)``; the emitter choice is
+# process-wide and stays the tests'): the critic-design study's 100 critic steps.
+RUN_HEAVY_COMPILER_OPTIONS = {'xla_backend_optimization_level': 1}
 
 
 def env(cache_dir):
