@@ -200,8 +200,13 @@ def newest_readable(directory, steps, read, warn_fallback: bool = True):
     except DaslError:
       raise
     except Exception as e:  # noqa: BLE001 (see above)
+      # The innermost cause names the file and what is wrong with it; Orbax's own
+      # message ends in a repr of a TensorStore method ("See full TensorStore details").
+      root = e
+      while root.__cause__ is not None:
+        root = root.__cause__
       msg = (f'{Path(directory) / str(s)}: cannot read checkpoint '
-             f'({type(e).__name__}: {str(e)[:200]})')
+             f'({type(root).__name__}: {str(root)[:300]})')
       unreadable.append((s, msg))
       if warn_fallback and i + 1 < len(order):
         warn(f'{msg}; falling back to the previous step')

@@ -142,3 +142,26 @@ def test_a_peer_file_given_as_checkpoint_names_the_path_typed(tmp_path, monkeypa
   with pytest.raises(DaslError, match='m.onnx: an ONNX model, not a model directory; pass it '
                                       'as --onnx m.onnx'):
     checkpoint.restore('m.onnx')
+
+
+def test_unreadable_step_is_named_by_its_innermost_cause(tmp_path, capsys):
+  """Orbax wraps TensorStore's error (which array, which byte range) in an exception
+  whose text ends in the repr of a TensorStore method; the warning gives the cause."""
+  def read(step):
+    if step == 2:
+      try:
+        raise ValueError('OUT_OF_RANGE: Error reading "params.fc.kernel/0.0": Requested '
+                         'byte range [0, 7370) is not valid for value of size 5')
+      except ValueError as cause:
+        raise Exception('Encountered error while reading array index: (slice(0, 32, 1),). '
+                        'See full TensorStore details: <bound method '
+                        'pybind11_detail_function_record.spec of TensorStore({...})>') from cause
+    return 'ok'
+
+  step, value, unreadable = checkpoint.newest_readable(tmp_path, [1, 2], read)
+  assert (step, value) == (1, 'ok')
+  [(s, msg)] = unreadable
+  assert s == 2 and msg.startswith(f'{tmp_path / "2"}: cannot read checkpoint (ValueError: '
+                                   'OUT_OF_RANGE: Error reading "params.fc.kernel/0.0"')
+  assert 'bound method' not in msg
+  assert msg in capsys.readouterr().err
