@@ -44,19 +44,18 @@ def checkpoint_face_model(flags) -> str:
   """
   if not flags:
     return 'bfm'
-  train = flags.get('train', {}) if isinstance(flags.get('train'), dict) else {}
-  if train.get('fake_data', flags.get('train.fake_data', False)):
+  if _flag(flags, 'train', 'fake_data', False):
     return 'bfm'
-  data = flags.get('data', {}) if isinstance(flags.get('data'), dict) else {}
-  src = data.get('source_3d', flags.get('data.source_3d', flags.get('source_3d', '')))
+  src = _flag(flags, 'data', 'source_3d', flags.get('source_3d', ''))
   return 'synthetic' if src == 'synthetic' else 'bfm'
 
 
-def _flag(flags, name):
+def _flag(flags, section, name, default=''):
+  """``--config.<section>.<name>`` from a run's flags.json (nested, or dotted keys)."""
   if not flags:
-    return ''
-  data = flags.get('data', {}) if isinstance(flags.get('data'), dict) else {}
-  return data.get(name, flags.get(f'data.{name}', '')) or ''
+    return default
+  group = flags.get(section, {}) if isinstance(flags.get(section), dict) else {}
+  return group.get(name, flags.get(f'{section}.{name}', default))
 
 
 def bfm_off_surface(paf_mean, bfm_mean, tol=0.01):
@@ -195,7 +194,7 @@ def face_models(restored, bfm_dir=None, kind=None) -> FaceModels:
            'its shape coefficients mean something else in the BFM')
     return m
   if kind == 'bfm':
-    cand = _flag(flags, 'bfm_dir') or str(asset('bfm'))
+    cand = _flag(flags, 'data', 'bfm_dir') or str(asset('bfm'))
     if Path(cand).is_dir():
       return load_bfm_models(str(Path(cand).resolve()))
     warn('this checkpoint was trained on the BFM but no BFM folder was found '

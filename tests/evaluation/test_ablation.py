@@ -3,7 +3,6 @@ model, teacher labels on real aflw-wild crops, a validation split, a few steps
 of the full 2DASL run, the once-per-run test evaluation (detector and
 bootstrapped FLM) and the results page, end to end."""
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests.helpers.asset_marks import requires_assets
-from tests.helpers.train_runs import RUN_HEAVY_XLA_FLAGS
+from tests.helpers.train_runs import heavy_env
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -36,11 +35,10 @@ def test_ablation_smoke(tmp_path, assets):
            '--config.data.batch_size_3d=8', '--config.data.batch_size_wild=8']
   # Its evaluations run longer than they compile: -O1, not the tests' -O0 (and, as
   # train_runs.env gives the training commands, no other XLA flag of the caller).
-  env = dict(os.environ, XLA_FLAGS=RUN_HEAVY_XLA_FLAGS)
   r = subprocess.run([sys.executable, '-m', 'experiments.ablation_aflw2000', f'--root={root}',
                       '--runs=e_full', '--seeds=0', f'--results_dir={results}',
                       '--extra=' + ','.join(extra)],
-                     cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+                     cwd=REPO, env=heavy_env(), capture_output=True, text=True, timeout=900)
   assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
   # The start model on the 1,998 images is 3DDFA_V2's published figure (3.782 measured
   # with the original PyTorch code on this subset).

@@ -43,6 +43,11 @@ RUN_HEAVY_XLA_FLAGS = '--xla_backend_optimization_level=1 --xla_cpu_use_fusion_e
 RUN_HEAVY_COMPILER_OPTIONS = {'xla_backend_optimization_level': 1}
 
 
+def heavy_env():
+  """This process's environment with ``RUN_HEAVY_XLA_FLAGS`` as the only XLA flags."""
+  return dict(os.environ, XLA_FLAGS=RUN_HEAVY_XLA_FLAGS)
+
+
 def env(cache_dir):
   """Subprocess environment: the repository on the path, the test run's persistent
   compilation cache (``cache_dir()``), so a step compiled once is loaded after that, and

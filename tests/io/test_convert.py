@@ -2,7 +2,6 @@
 with the released model's reference outputs on AFLW2000-3D."""
 import collections
 import json
-import os
 import pickle
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import pytest
 
 from tests.helpers.asset_marks import asset_path, requires_assets
 from tests.helpers.torch_files import FakeStorage, FakeTensor, write_legacy, write_zip
-from tests.helpers.train_runs import RUN_HEAVY_XLA_FLAGS
+from tests.helpers.train_runs import heavy_env
 from dasl_jax.io import torch_pickle
 from dasl_jax.errors import DaslError
 from dasl_jax.models import mobilenet as M
@@ -176,7 +175,7 @@ def test_converted_mb05_reproduces_reference(tmp_path):
   r = _run('experiments.evaluate', '--checkpoint', out, '--aflw2000_dir',
            asset_path('aflw2000-3d'), '--bfm', asset_path('bfm'), '--batch_size', 200,
            '--json', tmp_path / 'r.json', '--predictions_out', tmp_path / 'lms.npy',
-           env=dict(os.environ, XLA_FLAGS=RUN_HEAVY_XLA_FLAGS))  # 2,000 forwards: -O1
+           env=heavy_env())  # 2,000 forwards: -O1
   assert r.returncode == 0, r.stderr
   lms = np.load(tmp_path / 'lms.npy')
   ref = np.load(asset_path('pretrained', 'mb05_reference_lms68_crop.npy'))
